@@ -1,0 +1,59 @@
+"""Every Redis key, stream, channel, queue and task name pitstop uses, in one place.
+
+Nothing else in the code base spells a key prefix or a task name by hand: grep here first.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+KEY_PREFIX: Final = "pitstop"
+
+# --- event bus -------------------------------------------------------------------------------
+EVENT_STREAM: Final = f"{KEY_PREFIX}:events"
+"""Durable, MAXLEN-trimmed log of every accepted event (field ``event`` holds the JSON envelope)."""
+DEAD_LETTER_STREAM: Final = f"{KEY_PREFIX}:events:dead"
+"""Entries that a consumer group failed to process ``max_deliveries`` times."""
+EVENT_CHANNEL_PREFIX: Final = f"{KEY_PREFIX}:ev:"
+"""Pub/sub channel per event type: ``pitstop:ev:<type>``, for live fan-out."""
+ROUTER_GROUP: Final = "router"
+"""Consumer group of the event router."""
+EVENT_STREAM_MAXLEN: Final = 100_000
+EVENT_DATA_MAX_BYTES: Final = 64 * 1024
+EVENT_MAX_HOPS: Final = 16
+DEDUPE_PREFIX: Final = f"{KEY_PREFIX}:dedupe:"
+"""``SET NX`` keys that make redelivery idempotent (``pitstop:dedupe:<scope>:<key>``)."""
+
+# --- runs --------------------------------------------------------------------------------------
+RUN_KEY_PREFIX: Final = f"{KEY_PREFIX}:run:"
+"""One JSON document per run: ``pitstop:run:<run_id>``."""
+RUN_INDEX: Final = f"{KEY_PREFIX}:runs"
+"""Sorted set of run ids scored by creation time (epoch seconds)."""
+RUN_OUTPUT_PREFIX: Final = f"{KEY_PREFIX}:run-output:"
+"""Stream of a run's output lines: ``pitstop:run-output:<run_id>``."""
+RUN_CANCEL_PREFIX: Final = f"{KEY_PREFIX}:run-cancel:"
+"""Set while a cancellation of ``<run_id>`` has been requested."""
+RUN_OUTPUT_MAXLEN: Final = 10_000
+RUN_TTL_SECONDS: Final = 30 * 24 * 3600
+
+# --- webhooks ----------------------------------------------------------------------------------
+WEBHOOK_DELIVERY_PREFIX: Final = f"{KEY_PREFIX}:webhook-delivery:"
+WEBHOOK_DELIVERY_TTL_SECONDS: Final = 7 * 24 * 3600
+
+# --- beat --------------------------------------------------------------------------------------
+BEAT_LOCK_KEY: Final = f"{KEY_PREFIX}:beat:lock"
+BEAT_HEARTBEAT_KEY: Final = f"{KEY_PREFIX}:beat:heartbeat"
+
+# --- celery ------------------------------------------------------------------------------------
+DEFAULT_QUEUE: Final = "default"
+SCRIPT_QUEUES: Final = ("linux", "pwsh", "windows", "macos")
+"""Well-known script queues; any other name given with ``--queue`` is declared on demand."""
+TASK_RUN_SCRIPT: Final = "pitstop.run_script"
+TASK_PING: Final = "pitstop.ping"
+TASK_REAP_RUNS: Final = "pitstop.reap_lost_runs"
+
+# --- state logs --------------------------------------------------------------------------------
+LOG_RUNS: Final = "runs"
+LOG_CLI_EXECUTIONS: Final = "cli_executions"
+LOG_EVENTS: Final = "events"
+LOG_WEBHOOKS: Final = "webhooks"

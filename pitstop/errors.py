@@ -1,0 +1,110 @@
+"""The one error tree of pitstop.
+
+Every error a user can cause derives from :class:`PitstopError`; the CLI turns it into one clear
+message and an exit code (``exit_code``) instead of a traceback.
+
+    PitstopError
+    ├── ConfigError            a config file or setting is invalid (file, key path, line)
+    ├── ValidationError        an input value is invalid (event type, pattern, payload, argument)
+    │   ├── InvalidEventType
+    │   ├── InvalidPattern
+    │   ├── PayloadTooLarge
+    │   └── HopLimitExceeded
+    ├── ScriptError            a script cannot be run at all
+    │   ├── PathNotAllowed     outside the allowed roots, or not a script
+    │   └── InterpreterNotFound
+    ├── RedisUnavailable       no Redis could be reached or started
+    ├── RunNotFound
+    └── WebhookError           a webhook delivery was refused
+        └── SignatureMismatch
+"""
+
+from __future__ import annotations
+
+
+class PitstopError(Exception):
+    """Base class of every error pitstop raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PitstopError):
+    """A configuration file or setting is invalid.
+
+    The message names the file, the key path and, when known, the line.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key_path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.line = line
+        self.detail = message
+        where = ""
+        if file:
+            where = file + (f":{line}" if line else "")
+        if key_path:
+            where = f"{where} at {key_path}" if where else key_path
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ValidationError(PitstopError):
+    """An input value is invalid."""
+
+    exit_code = 2
+
+
+class InvalidEventType(ValidationError):
+    """An event type is empty, has an empty segment, or uses characters outside ``[a-z0-9_-]``."""
+
+
+class InvalidPattern(ValidationError):
+    """An event pattern is malformed."""
+
+
+class PayloadTooLarge(ValidationError):
+    """An event's ``data`` is larger than the configured cap."""
+
+
+class HopLimitExceeded(ValidationError):
+    """An event chain went deeper than the hop limit: most likely a trigger loop."""
+
+
+class ScriptError(PitstopError):
+    """A script cannot be run at all (nothing was started)."""
+
+    exit_code = 2
+
+
+class PathNotAllowed(ScriptError):
+    """A script path resolves outside the allowed roots, or is not an allowed script."""
+
+
+class InterpreterNotFound(ScriptError):
+    """The interpreter a script needs (``pwsh``, ``bash``) is not installed."""
+
+
+class RedisUnavailable(PitstopError):
+    """Redis cannot be reached (or the embedded server cannot be started)."""
+
+    exit_code = 3
+
+
+class RunNotFound(PitstopError):
+    """No run has the given id."""
+
+
+class WebhookError(PitstopError):
+    """A webhook delivery was refused."""
+
+
+class SignatureMismatch(WebhookError):
+    """A webhook signature is missing, malformed or wrong."""

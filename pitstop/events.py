@@ -1,0 +1,150 @@
+"""The event envelope: ``{id, type, source, time, data, trace_id, parent_id, hops}``.
+
+Pure data and validation; publishing lives in :mod:`pitstop.bus`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time as _time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pitstop.constants import EVENT_DATA_MAX_BYTES, EVENT_MAX_HOPS
+from pitstop.errors import HopLimitExceeded, PayloadTooLarge, ValidationError
+from pitstop.patterns import normalize_type
+
+SEVERITIES = ("debug", "info", "warning", "error", "critical", "failed")
+_SEVERITY_SEGMENTS = {"error": "error", "critical": "critical", "failed": "failed",
+                      "warning": "warning"}
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A unique, time-sortable id in the UUIDv7 layout (48-bit ms timestamp, then randomness)."""
+    ms = int(_time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 68) & 0xFFF) << 64
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= rand & ((1 << 62) - 1)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def utc_iso(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_source() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event. ``id`` sorts by creation time; ``trace_id`` follows a chain of work."""
+
+    id: str
+    type: str
+    source: str
+    time: str
+    data: dict[str, Any] = field(default_factory=dict)
+    trace_id: str = ""
+    parent_id: str | None = None
+    hops: int = 0
+
+    @property
+    def severity(self) -> str:
+        """``data.severity`` when present, else from the last type segment, else ``info``."""
+        declared = self.data.get("severity") if isinstance(self.data, dict) else None
+        if isinstance(declared, str) and declared.lower() in SEVERITIES:
+            return declared.lower()
+        return _SEVERITY_SEGMENTS.get(self.type.rsplit(".", 1)[-1], "info")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        try:
+            return cls(
+                id=str(raw["id"]),
+                type=str(raw["type"]),
+                source=str(raw.get("source", "")),
+                time=str(raw["time"]),
+                data=dict(raw.get("data") or {}),
+                trace_id=str(raw.get("trace_id") or raw["id"]),
+                parent_id=raw.get("parent_id"),
+                hops=int(raw.get("hops", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"not an event envelope: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"event is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValidationError("event JSON must be an object")
+        return cls.from_dict(raw)
+
+
+def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_BYTES) -> str:
+    """Serialize ``data`` to JSON, enforcing that it is an object and under ``max_bytes``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValidationError(f"event data must be a JSON object, got {type(data).__name__}")
+    try:
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"event data is not JSON-serializable: {exc}") from exc
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(f"event data is {size} bytes, over the cap of {max_bytes} bytes")
+    return text
+
+
+def make_event(
+    event_type: str,
+    data: dict[str, Any] | None = None,
+    *,
+    source: str | None = None,
+    parent: Event | None = None,
+    now: datetime | None = None,
+    max_data_bytes: int = EVENT_DATA_MAX_BYTES,
+    max_hops: int = EVENT_MAX_HOPS,
+) -> Event:
+    """Build and validate an event. With ``parent`` the new event joins the parent's trace.
+
+    Raises :class:`InvalidEventType`, :class:`PayloadTooLarge`, :class:`HopLimitExceeded` or
+    :class:`ValidationError`.
+    """
+    normalized = normalize_type(event_type)
+    encoded = encode_data(data, max_bytes=max_data_bytes)
+    moment = now or datetime.now(UTC)
+    event_id = new_id(int(moment.timestamp() * 1000))
+    hops = parent.hops + 1 if parent is not None else 0
+    if hops > max_hops:
+        raise HopLimitExceeded(
+            f"event {normalized!r} would be hop {hops} of trace {parent.trace_id if parent else ''}"
+            f", over the limit of {max_hops}: is a trigger re-firing itself?"
+        )
+    return Event(
+        id=event_id,
+        type=normalized,
+        source=source or default_source(),
+        time=utc_iso(moment),
+        data=json.loads(encoded),
+        trace_id=parent.trace_id if parent is not None else event_id,
+        parent_id=parent.id if parent is not None else None,
+        hops=hops,
+    )
