@@ -1,0 +1,190 @@
+"""Typed settings: ``config/pitstop.yaml`` overlaid by ``PITSTOP_*`` environment variables.
+
+Validated once at load (:func:`load_settings`); everything else receives a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from pitstop.configfile import load_model
+from pitstop.constants import (
+    DEFAULT_QUEUE,
+    EVENT_DATA_MAX_BYTES,
+    EVENT_MAX_HOPS,
+    EVENT_STREAM_MAXLEN,
+)
+from pitstop.errors import ConfigError
+
+SETTINGS_FILE = "pitstop.yaml"
+
+DEFAULT_ENV_ALLOWLIST = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM",
+    "TMPDIR", "TEMP", "TMP", "SHELL", "SYSTEMROOT", "COMSPEC", "PATHEXT", "WINDIR",
+    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONIOENCODING",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None
+    """A real Redis (``redis://`` or ``rediss://``, password included). Unset: the embedded server."""
+    embedded_dir: Path | None = None
+    """Where the embedded server keeps its files; default ``<state_dir>/redis``."""
+
+
+class BusSettings(_Section):
+    stream_maxlen: int = Field(EVENT_STREAM_MAXLEN, ge=100)
+    max_data_bytes: int = Field(EVENT_DATA_MAX_BYTES, ge=256, le=16 * 1024 * 1024)
+    max_hops: int = Field(EVENT_MAX_HOPS, ge=1, le=1000)
+    max_deliveries: int = Field(5, ge=1)
+    claim_idle_ms: int = Field(60_000, ge=100)
+
+
+class ScriptSettings(_Section):
+    allowed_roots: list[Path] = Field(default_factory=lambda: [Path(".")])
+    default_timeout: float = Field(300, gt=0)
+    max_timeout: float = Field(3600, gt=0)
+    default_queue: str = "linux"
+    env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
+    output_cap_bytes: int = Field(1_000_000, ge=1024)
+    retry_idempotent: bool = False
+    """Re-run a script whose worker died mid-run (only for scripts safe to run twice)."""
+    lost_after_seconds: float = Field(60, ge=2)
+    """A running script whose worker stopped heart-beating this long ago is marked ``lost``."""
+
+    @model_validator(mode="after")
+    def _timeouts_ordered(self) -> ScriptSettings:
+        if self.default_timeout > self.max_timeout:
+            raise ValueError("default_timeout must not exceed max_timeout")
+        return self
+
+
+class CelerySettings(_Section):
+    visibility_timeout: int = Field(7200, ge=60)
+    """Seconds before Redis redelivers an unacknowledged task; must exceed every hard time limit."""
+    result_expires: int = Field(24 * 3600, ge=60)
+    time_limit_grace: int = Field(30, ge=1)
+    """Seconds a task gets past its script's timeout before Celery's hard limit kills it."""
+    concurrency: int | None = Field(None, ge=1)
+    queues: list[str] = Field(default_factory=lambda: [DEFAULT_QUEUE, "linux"])
+    """Queues a plain ``pitstop worker`` or ``pitstop up`` consumes."""
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=1, le=65535)
+    webhook_secret: SecretStr | None = None
+    api_token: SecretStr | None = None
+
+
+class FlowerSettings(_Section):
+    port: int = Field(5555, ge=1, le=65535)
+    basic_auth: SecretStr | None = None
+    """``user:password``; Flower refuses to start without it."""
+
+
+class Settings(_Section):
+    """Everything pitstop reads from ``config/pitstop.yaml`` and the environment."""
+
+    state_dir: Path = Path(".state")
+    config_dir: Path = Path("config")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    secret_names: list[str] = Field(default_factory=list)
+    """Extra environment variable names whose values are secrets (on top of *TOKEN*, *SECRET* …)."""
+    redis: RedisSettings = RedisSettings()
+    bus: BusSettings = BusSettings()
+    scripts: ScriptSettings = ScriptSettings()
+    celery: CelerySettings = CelerySettings()
+    server: ServerSettings = ServerSettings()
+    flower: FlowerSettings = FlowerSettings()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _visibility_exceeds_time_limits(self) -> Settings:
+        longest = self.scripts.max_timeout + self.celery.time_limit_grace
+        if self.celery.visibility_timeout <= longest:
+            raise ValueError(
+                f"celery.visibility_timeout ({self.celery.visibility_timeout}s) must be longer than "
+                f"the longest task time limit (scripts.max_timeout + celery.time_limit_grace = "
+                f"{longest:g}s), or Redis redelivers tasks that are still running"
+            )
+        return self
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.redis.embedded_dir or self.state_dir / "redis"
+
+
+# Environment variable -> key path in Settings. Environment wins over the file.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "PITSTOP_REDIS_URL": ("redis", "url"),
+    "PITSTOP_STATE_DIR": ("state_dir",),
+    "PITSTOP_LOG_LEVEL": ("log_level",),
+    "PITSTOP_WEBHOOK_SECRET": ("server", "webhook_secret"),
+    "PITSTOP_API_TOKEN": ("server", "api_token"),
+    "PITSTOP_SERVER_PORT": ("server", "port"),
+    "PITSTOP_FLOWER_BASIC_AUTH": ("flower", "basic_auth"),
+    "PITSTOP_ALLOWED_ROOTS": ("scripts", "allowed_roots"),
+    "PITSTOP_VISIBILITY_TIMEOUT": ("celery", "visibility_timeout"),
+    "PITSTOP_LOST_AFTER_SECONDS": ("scripts", "lost_after_seconds"),
+    "PITSTOP_DEFAULT_QUEUE": ("scripts", "default_queue"),
+}
+
+
+def config_dir_from(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("PITSTOP_CONFIG_DIR", "config"))
+
+
+def load_settings(config_dir: Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``<config_dir>/pitstop.yaml`` (optional) and apply ``PITSTOP_*`` overrides.
+
+    Raises :class:`ConfigError` naming the file (or variable), the key path and the line.
+    """
+    env = dict(os.environ if environ is None else environ)
+    directory = config_dir or config_dir_from(env)
+    path = directory / SETTINGS_FILE
+    from_file = load_model(path, Settings, environ=env)
+    data = from_file.model_dump(exclude_unset=True)
+    data["config_dir"] = directory
+    for name, key_path in ENV_OVERRIDES.items():
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        value: Any = raw
+        if key_path == ("scripts", "allowed_roots"):
+            value = [part for part in raw.split(os.pathsep) if part]
+        target = data
+        for key in key_path[:-1]:
+            section = target.get(key)
+            if isinstance(section, BaseModel):
+                section = section.model_dump(exclude_unset=True)
+            target[key] = dict(section or {})
+            target = target[key]
+        target[key_path[-1]] = value
+    try:
+        return Settings.model_validate(data)
+    except Exception as exc:  # pydantic.ValidationError after the env overlay
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        source = next((n for n, p in ENV_OVERRIDES.items()
+                       if ".".join(p) == loc and n in env), None)
+        raise ConfigError(error["msg"], file=f"environment {source}" if source else str(path),
+                          key_path=loc or "(top level)") from None

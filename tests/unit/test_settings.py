@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pitstop.errors import ConfigError
+from pitstop.settings import load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "pitstop.yaml").write_text(text)
+    return tmp_path
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    assert settings.redis.url is None
+    assert settings.celery.visibility_timeout > settings.scripts.max_timeout
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "line", "message"),
+    [
+        ("bus:\n  max_hops: many\n", "bus.max_hops", 2, "valid integer"),
+        ("bus:\n  max_hopz: 3\n", "bus.max_hopz", 2, "unknown key"),
+        ("scripts:\n  default_timeout: 10\n  bogus: true\n", "scripts.bogus", 3, "unknown key"),
+        ("state_dir: .state\nstate_dir: other\n", "state_dir", 2, "duplicate key"),
+        ("scripts:\n  allowed_roots: ['${NOT_SET_ANYWHERE}']\n", "scripts.allowed_roots[0]", 2,
+         "NOT_SET_ANYWHERE is not set"),
+        ("celery:\n  visibility_timeout: 120\n", None, None, "visibility_timeout"),
+    ],
+)
+def test_bad_files_name_file_key_and_line(tmp_path: Path, text: str, key_path: str | None,
+                                         line: int | None, message: str) -> None:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    error = caught.value
+    assert error.file == str(tmp_path / "pitstop.yaml")
+    assert message in str(error)
+    if key_path is not None:
+        assert error.key_path == key_path
+        assert error.line == line
+    assert error.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2\n", "a: b: c\n", "\tkey: 1\n", "- just\n- a list\n"])
+def test_malformed_yaml(tmp_path: Path, text: str) -> None:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert caught.value.line is not None
+
+
+def test_yaml_tags_cannot_construct_python_objects(tmp_path: Path) -> None:
+    write(tmp_path, "log_level: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError):
+        load_settings(tmp_path, environ={})
+
+
+def test_environment_overrides_file_and_is_named_in_errors(tmp_path: Path) -> None:
+    write(tmp_path, "server:\n  port: 9000\n")
+    assert load_settings(tmp_path, environ={}).server.port == 9000
+    assert load_settings(tmp_path, environ={"PITSTOP_SERVER_PORT": "9100"}).server.port == 9100
+    with pytest.raises(ConfigError, match="PITSTOP_SERVER_PORT"):
+        load_settings(tmp_path, environ={"PITSTOP_SERVER_PORT": "nope"})
+
+
+def test_secret_references_are_resolved_and_hidden(tmp_path: Path) -> None:
+    write(tmp_path, "server:\n  webhook_secret: ${HOOK_SECRET}\n")
+    settings = load_settings(tmp_path, environ={"HOOK_SECRET": "s3cr3t-value"})
+    assert settings.server.webhook_secret is not None
+    assert settings.server.webhook_secret.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+
+
+def test_redis_url_from_environment_is_secret(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://:pw@host:1/0"})
+    assert settings.redis.url is not None
+    assert "pw" not in repr(settings)
