@@ -1,0 +1,82 @@
+"""Shared fixtures: a private real redis-server per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pitstop.redis_server import RedisServer, ServerInfo
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """A real redis-server on a free loopback port, private to this test session."""
+    data_dir: Path = tmp_path_factory.mktemp("redis")
+    server = RedisServer(data_dir, appendonly=False)
+    info = server.start()
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: ServerInfo) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def celery_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """A second private redis-server for Celery tests: never flushed while workers run."""
+    server = RedisServer(tmp_path_factory.mktemp("celery-redis"), appendonly=False)
+    info = server.start()
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pitstop_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project directory for pitstop processes: config/, .state/ and allowed scripts/."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "config").mkdir()
+    (home / "scripts").mkdir()
+    return home
+
+
+@pytest.fixture(scope="session")
+def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
+    """Environment for pitstop subprocesses talking to ``celery_redis``."""
+    from tests.support import FIXTURE_SCRIPTS, ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
+    env.update({
+        "PITSTOP_REDIS_URL": celery_redis.url,
+        "PITSTOP_STATE_DIR": str(pitstop_home / ".state"),
+        "PITSTOP_CONFIG_DIR": str(pitstop_home / "config"),
+        "PITSTOP_ALLOWED_ROOTS": os.pathsep.join([str(pitstop_home / "scripts"),
+                                                  str(FIXTURE_SCRIPTS)]),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def session_worker(pitstop_env: dict[str, str], pitstop_home: Path) -> Iterator[object]:
+    """One real Celery worker (prefork, 2 processes) shared by integration tests."""
+    from tests.support import running
+
+    with running(["worker", "-Q", "default,linux", "-c", "2", "-n", "session@%h"], pitstop_env,
+                 pitstop_home / "session-worker.log", ready="ready.", timeout=60) as proc:
+        yield proc

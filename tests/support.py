@@ -1,0 +1,108 @@
+"""Test helpers: waiting on conditions, and starting real pitstop processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_SCRIPTS = ROOT / "tests" / "fixtures" / "scripts"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
+        time.sleep(interval)
+
+
+def pitstop_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pitstop", *args]
+
+
+def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 60,
+            cwd: Path | None = None, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(pitstop_cmd(*args), env=dict(env), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, input=input_text, check=False)
+
+
+class Proc:
+    """A background pitstop process whose output goes to a log file we can poll."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path,
+                 cwd: Path | None = None) -> None:
+        self.log = log
+        self._handle = log.open("wb")
+        self.popen = subprocess.Popen(pitstop_cmd(*args), env=dict(env), stdout=self._handle,
+                                      stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 20) -> None:
+        wait_for(lambda: text in self.output() or self.popen.poll() is not None, timeout,
+                 message=f"{text!r} in {self.log.name}")
+        if text not in self.output():
+            raise AssertionError(f"process exited ({self.popen.returncode}) before printing "
+                                 f"{text!r}:\n{self.output()[-3000:]}")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._handle.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (main process and pool children)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+
+
+@contextmanager
+def running(args: list[str], env: Mapping[str, str], log: Path, ready: str | None = None,
+            timeout: float = 30) -> Iterator[Proc]:
+    proc = Proc(args, env, log)
+    try:
+        if ready:
+            proc.wait_for_output(ready, timeout)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
