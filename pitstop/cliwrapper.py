@@ -1,0 +1,656 @@
+"""Running one script non-interactively on a build machine: the pure core behind ``run_script``.
+
+:class:`CLIWrapper` checks the path (inside the allowed roots, before anything runs), picks the
+interpreter from the extension, runs the script in its own session with a filtered environment and
+no stdin, streams redacted output lines live, enforces the timeout and cancellation by killing the
+whole process group, and reports an :class:`ExecutionResult`. State log, event bus and run store
+are optional: without them it is a plain library.
+
+Decisions worth knowing:
+
+* The child env gets ``NON_INTERACTIVE=1`` and ``CI=1`` (most tools then skip prompts, pagers and
+  progress animations), ``GIT_TERMINAL_PROMPT=0``, ``DEBIAN_FRONTEND=noninteractive``,
+  ``PIP_NO_INPUT=1`` and ``PYTHONUNBUFFERED=1`` (so Python output streams live). Explicit ``env``
+  values win over these.
+* After a normal exit, processes the script left behind in its process group (background
+  daemons) are killed too (``kill_leftovers=True``): on a shared build machine a leaked daemon
+  holds resources and the output pipes. A script that must leave a service running has to
+  detach it into its own session (``setsid``).
+* Exit codes follow the shell: 124 on timeout, 130 on cancellation, ``128 + n`` when killed by
+  signal ``n``, 126/127 when the program cannot be executed / found (then ``pid`` is ``None``).
+* ``output_cap_bytes`` bounds what is sent to ``output_sink`` per stream; past it the stream is
+  marked truncated and only drained. The tails always show the real end of the output.
+* Waiting costs no polling: a thread blocks in ``waitpid`` and the caller sleeps on an event
+  until exit, the deadline, the next ``cancel_check`` poll or the next heartbeat.
+* An exception raised into the wait (Celery's soft time limit) kills the process group before it
+  propagates. Exceptions from ``cancel_check``, ``heartbeat`` and ``output_sink`` are logged and
+  the script keeps running. Bus, run store and state log errors before the start propagate
+  (nothing ran); after the end they are logged and the result is still returned.
+* Per-line redaction cannot catch a secret split across lines; the tails are redacted whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pitstop.constants import LOG_CLI_EXECUTIONS
+from pitstop.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
+from pitstop.events import Event, make_event, new_id, utc_iso
+from pitstop.redaction import Redactor
+
+if TYPE_CHECKING:
+    from pitstop.bus import EventBus
+    from pitstop.runs import RunStore
+    from pitstop.statelog import StateLog
+
+__all__ = [
+    "DEFAULT_ENV_ALLOWLIST",
+    "EXIT_CANCELLED",
+    "EXIT_TIMEOUT",
+    "NON_INTERACTIVE_ENV",
+    "CLIWrapper",
+    "ExecutionResult",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM",
+    "TMPDIR", "TEMP", "TMP", "SHELL", "SYSTEMROOT", "COMSPEC", "PATHEXT", "WINDIR",
+    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONIOENCODING",
+)
+"""Parent environment names passed to scripts; a trailing ``*`` matches a prefix."""
+
+NON_INTERACTIVE_ENV: Mapping[str, str] = {
+    "NON_INTERACTIVE": "1",
+    "CI": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_NO_INPUT": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+_POSIX = os.name == "posix"
+
+
+# If the worker is SIGKILLed (OOM, kill -9) the script must not run on unsupervised: util-linux
+# ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the script (same pid). A Python
+# ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
+# reaches the direct child; the script's own children are orphaned, which "lost" runs report.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
+_CHUNK = 64 * 1024  # longest piece read as one "line": bounds memory on output without newlines
+_CANCEL_POLL = 0.2
+_CREATION_FLAGS: int = 0 if _POSIX else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+_REAP_TIMEOUT = 10.0
+_DRAIN_TIMEOUT = 1.0  # for pipes still held open by a process outside the killed group
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What one script execution did. Every text field is already redacted."""
+
+    run_id: str
+    script: str
+    args: list[str]
+    exit_code: int
+    succeeded: bool
+    timed_out: bool
+    cancelled: bool
+    duration: float
+    stdout_tail: str
+    stderr_tail: str
+    host: str
+    started_at: str
+    finished_at: str
+    pid: int | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+    @property
+    def status(self) -> str:
+        """The run status this result ends in: succeeded, failed, timed_out or cancelled."""
+        if self.timed_out:
+            return "timed_out"
+        if self.cancelled:
+            return "cancelled"
+        return "succeeded" if self.succeeded else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _StreamReader:
+    """Drains one pipe line by line on its own thread: live sink, byte cap, raw tail."""
+
+    def __init__(self, name: str, pipe: IO[bytes], wrapper: CLIWrapper,
+                 sink_lock: threading.Lock) -> None:
+        self.name = name
+        self.truncated = False
+        self._pipe = pipe
+        self._wrapper = wrapper
+        self._sink_lock = sink_lock
+        self._seen = 0
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.thread = threading.Thread(target=self._run, name=f"cliwrapper-{name}", daemon=True)
+
+    def _run(self) -> None:
+        keep = self._wrapper.tail_bytes + _CHUNK  # one spare piece so redaction sees whole lines
+        sink = self._wrapper.output_sink
+        cap = self._wrapper.output_cap_bytes
+        try:
+            for raw in iter(lambda: self._pipe.readline(_CHUNK), b""):
+                with self._lock:
+                    if self._abandoned:
+                        continue
+                    self._tail.append(raw)
+                    self._tail_size += len(raw)
+                    while self._tail_size - len(self._tail[0]) >= keep:
+                        self._tail_size -= len(self._tail.popleft())
+                if self.truncated:
+                    continue  # past the cap: drain only, so the child never blocks
+                self._seen += len(raw)
+                if self._seen > cap:
+                    self.truncated = True
+                    if sink is not None:
+                        self._send(sink, f"[pitstop] {self.name} passed {cap} bytes: "
+                                         "no further lines are streamed")
+                    continue
+                if sink is not None:
+                    line = raw.decode("utf-8", "replace").rstrip("\n").rstrip("\r")
+                    self._send(sink, self._wrapper.redactor.redact_text(line))
+        except (OSError, ValueError):  # the pipe went away under us
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+
+    def _send(self, sink: Callable[[str, str], None], line: str) -> None:
+        try:
+            with self._sink_lock:
+                sink(self.name, line)
+        except Exception:
+            # a broken sink must not stop the draining, or the child blocks on a full pipe
+            log.exception("output sink failed on a %s line; output continues", self.name)
+
+    def finish(self, deadline: float) -> tuple[str, bool]:
+        """Wait for EOF (until monotonic ``deadline``); return the redacted tail and truncation."""
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self.thread.is_alive():
+                # something outside the process group still holds the pipe open
+                self._abandoned = True
+                log.warning("%s still open after the script ended; not waiting for it", self.name)
+            raw = b"".join(self._tail)
+        text = self._wrapper.redactor.redact_text(raw.decode("utf-8", "replace"))
+        encoded = text.encode()
+        if len(encoded) > self._wrapper.tail_bytes:
+            text = encoded[-self._wrapper.tail_bytes:].decode("utf-8", "ignore")
+        return text, self.truncated
+
+
+class CLIWrapper:
+    """Runs scripts non-interactively, with timeouts, cancellation and redacted output.
+
+    ``output_sink(stream, line)`` receives every redacted line live ("stdout"/"stderr"), from
+    reader threads, one call at a time. ``cancel_check()`` is polled about every 0.2 s and
+    ``heartbeat()`` called every ``heartbeat_interval`` seconds while the script runs (with
+    ``runs`` and no ``heartbeat``, ``runs.heartbeat(run_id)`` is used). Killing sends SIGTERM to
+    the process group and SIGKILL after ``kill_grace`` seconds; ``kill_leftovers`` also does it
+    after a normal exit. Use one wrapper per concurrent run: the callbacks belong to the instance.
+    """
+
+    def __init__(
+        self,
+        timeout: float = 300,
+        *,
+        allowed_roots: Sequence[Path | str] | None = None,
+        env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
+        output_cap_bytes: int = 1_000_000,
+        tail_bytes: int = 16_384,
+        redactor: Redactor | None = None,
+        bus: EventBus | None = None,
+        runs: RunStore | None = None,
+        state_log: StateLog | None = None,
+        output_sink: Callable[[str, str], None] | None = None,
+        cancel_check: Callable[[], bool] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_interval: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
+        kill_grace: float = 2.0,
+        kill_leftovers: bool = True,
+    ) -> None:
+        _positive("timeout", timeout)
+        _positive("heartbeat_interval", heartbeat_interval)
+        if output_cap_bytes < 0 or tail_bytes < 0 or kill_grace < 0:
+            raise ValidationError(
+                "output_cap_bytes, tail_bytes and kill_grace must not be negative")
+        self.timeout = float(timeout)
+        roots = [Path.cwd()] if allowed_roots is None else [Path(r) for r in allowed_roots]
+        if not roots:
+            raise ValidationError("allowed_roots is empty: no script could ever run")
+        self.allowed_roots: tuple[Path, ...] = tuple(r.expanduser().resolve() for r in roots)
+        self.env_allowlist = tuple(env_allowlist)
+        self.output_cap_bytes = output_cap_bytes
+        self.tail_bytes = tail_bytes
+        self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
+        self.bus = bus
+        self.runs = runs
+        self.state_log = state_log
+        self.output_sink = output_sink
+        self.cancel_check = cancel_check
+        self.heartbeat = heartbeat
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.kill_grace = float(kill_grace)
+        self.kill_leftovers = kill_leftovers
+        self.host = socket.gethostname()
+
+    # --- before anything runs -------------------------------------------------------------------
+
+    def resolve_script(self, path: str | Path) -> Path:
+        """The real path of an allowed script, or :class:`PathNotAllowed`.
+
+        A relative path is looked up in the current directory, then in each allowed root. The
+        resolved path (symlinks followed) must be a regular file inside an allowed root, and no
+        name may start with ``-``.
+        """
+        given = Path(path)
+        if not str(path) or given.name.startswith("-"):
+            raise PathNotAllowed(f"refusing script name {str(path)!r}: empty or starts with '-'")
+        candidates = [given] if given.is_absolute() else [
+            Path.cwd() / given, *(root / given for root in self.allowed_roots)]
+        resolved: Path | None = None
+        outside: Path | None = None
+        for candidate in candidates:
+            try:
+                found = candidate.resolve(strict=True)
+            except (OSError, ValueError, RuntimeError):  # missing, NUL byte, symlink loop
+                continue
+            if any(found.is_relative_to(root) for root in self.allowed_roots):
+                resolved = found
+                break
+            outside = outside or found
+        if resolved is None and outside is not None:
+            raise PathNotAllowed(f"script {str(path)!r} resolves to {outside}, outside the "
+                                 f"allowed roots {self._roots_text()}")
+        if resolved is None:
+            raise PathNotAllowed(f"script not found: {str(path)!r}"
+                                 + ("" if given.is_absolute() else
+                                    f" (looked in the current directory and {self._roots_text()})"))
+        if resolved.name.startswith("-"):
+            raise PathNotAllowed(f"refusing script {resolved}: its name starts with '-'")
+        if not resolved.is_file():
+            raise PathNotAllowed(f"{resolved} is not a regular file")
+        return resolved
+
+    def command_for(self, script: Path, args: Sequence[str], *,
+                    search_path: str | None = None) -> list[str]:
+        """The argv that runs ``script``: by extension, else the executable itself.
+
+        ``search_path`` is the PATH interpreters are looked up in (default: this process's).
+        """
+        for arg in args:
+            if not isinstance(arg, str):
+                raise ValidationError(f"script arguments must be strings, got {arg!r}")
+        suffix = script.suffix.lower()
+        if suffix == ".py":
+            return [sys.executable, str(script), *args]
+        if suffix == ".sh":
+            return [self._interpreter(("bash",), script, search_path), str(script), *args]
+        if suffix == ".ps1":
+            shell = self._interpreter(("pwsh", "powershell"), script, search_path)
+            return [shell, "-NonInteractive", "-NoProfile", "-File", str(script), *args]
+        if _POSIX and not os.access(script, os.X_OK):
+            raise PathNotAllowed(f"{script} is not executable and has no known extension "
+                                 "(.py, .sh, .ps1): chmod +x it or rename it")
+        return [str(script), *args]
+
+    def child_env(self, env: Mapping[str, str] | None = None,
+                  parent: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The script's environment: allowlisted parent names, non-interactive flags, ``env``.
+
+        Values of secret-looking names are registered with the redactor.
+        """
+        source = os.environ if parent is None else parent
+        exact = {n for n in self.env_allowlist if not n.endswith("*")}
+        prefixes = tuple(n[:-1] for n in self.env_allowlist if n.endswith("*"))
+        child = {k: v for k, v in source.items() if k in exact or k.startswith(prefixes)}
+        child.update(NON_INTERACTIVE_ENV)
+        for name, value in (env or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str) or not name:
+                raise ValidationError(f"environment entries must be non-empty strings: {name!r}")
+            child[name] = value
+        for name, value in child.items():
+            if value and self.redactor.is_secret_name(name):
+                self.redactor.add_secret(value)
+        return child
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def wrap(
+        self,
+        path: str | Path,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float | None = None,
+        run_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> ExecutionResult:
+        """Run one script to completion, timeout or cancellation.
+
+        Raises :class:`PathNotAllowed`, :class:`InterpreterNotFound` or :class:`ScriptError`
+        before anything runs; afterwards it always returns a result.
+        """
+        if isinstance(args, str):
+            raise ValidationError("args must be a list of strings, not one string")
+        limit = self.timeout if timeout is None else float(timeout)
+        _positive("timeout", limit)
+        script = self.resolve_script(path)
+        child_env = self.child_env(env)
+        argv = self.command_for(script, list(args), search_path=child_env.get("PATH"))
+        workdir = None if cwd is None else Path(cwd)
+        if workdir is not None and not workdir.is_dir():
+            raise ScriptError(f"working directory {workdir} does not exist")
+
+        redact = self.redactor.redact_text
+        shown_script = redact(str(script))
+        shown_args = [redact(a) for a in args]
+        run_id = self._start_run(run_id, shown_script, shown_args, trace_id)
+        try:
+            invoked = self._publish(
+                "tool.invoked",
+                {"run_id": run_id, "script": shown_script, "args": shown_args, "host": self.host},
+                parent=None, trace_id=trace_id, after_run=False)
+            result = self._execute(run_id, argv, env=child_env, cwd=workdir, limit=limit,
+                                   shown_script=shown_script, shown_args=shown_args)
+        except BaseException as exc:
+            self._abandon_run(run_id, exc)
+            raise
+        self._finish(result, trace_id, invoked)
+        return result
+
+    def _execute(self, run_id: str, argv: list[str], *, env: dict[str, str], cwd: Path | None,
+                 limit: float, shown_script: str, shown_args: list[str]) -> ExecutionResult:
+        started_at = self.clock()
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                _with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=cwd, close_fds=True, start_new_session=_POSIX,
+                creationflags=_CREATION_FLAGS,
+            )
+        except OSError as exc:
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+            message = self.redactor.redact_text(f"cannot execute {argv[0]}: {exc.strerror or exc}")
+            return self._result(run_id, script=shown_script, args=shown_args, code=code,
+                                timed_out=False, cancelled=False,
+                                duration=time.monotonic() - start, stdout_tail="",
+                                stderr_tail=message + "\n", started_at=started_at, pid=None)
+
+        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given
+        sink_lock = threading.Lock()
+        readers = [_StreamReader("stdout", proc.stdout, self, sink_lock),
+                   _StreamReader("stderr", proc.stderr, self, sink_lock)]
+        exited = threading.Event()
+        ended: list[float] = []
+
+        def reap() -> None:
+            proc.wait()  # blocking waitpid: no polling, wakes the instant the child exits
+            ended.append(time.monotonic())
+            exited.set()
+
+        for reader in readers:
+            reader.thread.start()
+        threading.Thread(target=reap, name="cliwrapper-wait", daemon=True).start()
+
+        try:
+            timed_out, cancelled = self._supervise(proc.pid, exited, start + limit, run_id)
+        except BaseException:
+            # e.g. Celery's soft time limit, raised inside our wait: never orphan the script
+            self._kill_group(proc, exited)
+            raise
+        if timed_out or cancelled or self.kill_leftovers:
+            self._kill_group(proc, exited)
+        if not exited.wait(_REAP_TIMEOUT):
+            log.error("process %d did not die after SIGKILL (uninterruptible?)", proc.pid)
+        duration = (ended[0] if ended else time.monotonic()) - start
+        drained_by = time.monotonic() + _DRAIN_TIMEOUT
+        stdout_tail, stdout_truncated = readers[0].finish(drained_by)
+        stderr_tail, stderr_truncated = readers[1].finish(drained_by)
+
+        code = proc.returncode if proc.returncode is not None else -9  # never reaped
+        if timed_out:
+            code = EXIT_TIMEOUT
+        elif cancelled:
+            code = EXIT_CANCELLED
+        elif code < 0:
+            code = 128 - code
+        return self._result(run_id, script=shown_script, args=shown_args, code=code,
+                            timed_out=timed_out, cancelled=cancelled, duration=duration,
+                            stdout_tail=stdout_tail, stderr_tail=stderr_tail,
+                            started_at=started_at, pid=proc.pid,
+                            stdout_truncated=stdout_truncated, stderr_truncated=stderr_truncated)
+
+    def _supervise(self, pid: int, exited: threading.Event, deadline: float,
+                   run_id: str) -> tuple[bool, bool]:
+        """Wait for the child; returns (timed_out, cancelled). Sleeps only on ``exited``."""
+        beat = self.heartbeat
+        if beat is None and self.runs is not None:
+            runs = self.runs
+
+            def beat() -> None:
+                runs.heartbeat(run_id)
+        now = time.monotonic()
+        next_cancel = now + _CANCEL_POLL
+        next_beat = now + self.heartbeat_interval
+        while True:
+            wake = deadline
+            if self.cancel_check is not None:
+                wake = min(wake, next_cancel)
+            if beat is not None:
+                wake = min(wake, next_beat)
+            if exited.wait(max(0.0, wake - time.monotonic())):
+                return False, False
+            now = time.monotonic()
+            if now >= deadline:
+                log.info("script pid %d timed out", pid)
+                return True, False
+            if self.cancel_check is not None and now >= next_cancel:
+                next_cancel = now + _CANCEL_POLL
+                if self._safe_call(self.cancel_check, "cancel_check"):
+                    log.info("script pid %d cancelled", pid)
+                    return False, True
+            if beat is not None and now >= next_beat:
+                next_beat = now + self.heartbeat_interval
+                self._safe_call(beat, "heartbeat")
+
+    @staticmethod
+    def _safe_call(func: Callable[[], Any], what: str) -> bool:
+        try:
+            return bool(func())
+        except Exception:
+            log.exception("%s raised; the script keeps running", what)
+            return False
+
+    def _kill_group(self, proc: subprocess.Popen[bytes], exited: threading.Event) -> None:
+        """SIGTERM the script's process group, SIGKILL what is left after ``kill_grace``."""
+        if not _POSIX:
+            if not exited.is_set():
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                               capture_output=True, check=False)
+            return
+        pgid = proc.pid  # start_new_session: the child leads its own group
+        if not _group_alive(pgid):
+            return
+        if exited.is_set():
+            log.info("killing processes left behind by script pid %d", pgid)
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        pause = 0.005
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            # only in the kill path: nothing reports a whole group's death, so poll briefly
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+
+    def _result(self, run_id: str, *, script: str, args: list[str], code: int, timed_out: bool,
+                cancelled: bool, duration: float, stdout_tail: str, stderr_tail: str,
+                started_at: datetime, pid: int | None, stdout_truncated: bool = False,
+                stderr_truncated: bool = False) -> ExecutionResult:
+        return ExecutionResult(
+            run_id=run_id, script=script, args=args, exit_code=code,
+            succeeded=code == 0 and not timed_out and not cancelled, timed_out=timed_out,
+            cancelled=cancelled, duration=round(duration, 6), stdout_tail=stdout_tail,
+            stderr_tail=stderr_tail, host=self.host, started_at=utc_iso(started_at),
+            finished_at=utc_iso(self.clock()), pid=pid, stdout_truncated=stdout_truncated,
+            stderr_truncated=stderr_truncated,
+        )
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _start_run(self, run_id: str | None, script: str, args: list[str],
+                   trace_id: str | None) -> str:
+        if self.runs is None:
+            return run_id or new_id(int(self.clock().timestamp() * 1000))
+        if run_id is None:
+            run = self.runs.create_run(kind="script", params={"script": script, "args": args},
+                                       trace_id=trace_id)
+            run_id = run.run_id
+        run = self.runs.update_run(run_id, status="running", host=self.host)
+        if run.terminal:
+            # a redelivered task must not run a finished script a second time
+            raise ScriptError(f"run {run_id} already ended ({run.status}); not running it again")
+        return run_id
+
+    def _abandon_run(self, run_id: str, exc: BaseException) -> None:
+        """Best effort: a run whose execution blew up must not stay ``running``."""
+        if self.runs is None:
+            return
+        try:
+            self.runs.update_run(run_id, status="failed",
+                                 error=self.redactor.redact_text(f"{type(exc).__name__}: {exc}"))
+        except Exception:
+            log.exception("could not mark run %s failed", run_id)
+
+    def _publish(self, event_type: str, data: dict[str, Any], *, parent: Event | None,
+                 trace_id: str | None, after_run: bool) -> Event | None:
+        if self.bus is None:
+            return None
+        bus = self.bus
+        try:
+            clean = self.redactor.redact(data)
+            if parent is not None or not trace_id:
+                return bus.publish(event_type, clean, parent=parent)
+            # join the caller's trace: publish() only knows traces through a parent event
+            event = make_event(event_type, clean, source=bus.source, now=bus.clock(),
+                               max_data_bytes=bus.max_data_bytes, max_hops=bus.max_hops)
+            return bus.publish_event(replace(event, trace_id=trace_id))
+        except Exception:
+            if not after_run:
+                raise
+            # the script already ran: losing an event beats losing (and re-running) the result
+            log.exception("could not publish %s", event_type)
+            return None
+
+    def _finish(self, result: ExecutionResult, trace_id: str | None,
+                invoked: Event | None) -> None:
+        record = result.to_dict()
+        record["execution_id"] = new_id(int(self.clock().timestamp() * 1000))
+        if trace_id:
+            record["trace_id"] = trace_id
+        if self.state_log is not None:
+            try:
+                self.state_log.append(record)
+            except Exception:
+                log.exception("could not append to the %s log", LOG_CLI_EXECUTIONS)
+        if self.runs is not None:
+            try:
+                self.runs.record_cli_execution(result.run_id, record)
+                self.runs.update_run(result.run_id, status=result.status,
+                                     exit_code=result.exit_code)
+            except Exception:
+                log.exception("could not record the result of run %s", result.run_id)
+        self._publish("tool.succeeded" if result.succeeded else "tool.failed", {
+            "run_id": result.run_id, "script": result.script, "exit_code": result.exit_code,
+            "duration": result.duration, "timed_out": result.timed_out,
+            "cancelled": result.cancelled, "host": result.host,
+        }, parent=invoked, trace_id=trace_id, after_run=True)
+
+    def _interpreter(self, names: Sequence[str], script: Path, search_path: str | None) -> str:
+        for name in names:
+            found = shutil.which(name, path=search_path)
+            if found:
+                return found
+        raise InterpreterNotFound(
+            f"cannot run {script.name}: {' or '.join(names)} is not installed or not on PATH"
+            f" of this machine ({self.host})")
+
+    def _roots_text(self) -> str:
+        return ", ".join(str(r) for r in self.allowed_roots)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process group has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    # zombies count for kill(); an init that never reaps them must not make us wait forever
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
