@@ -9,13 +9,15 @@ import json
 import os
 import socket
 import time as _time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pitstop.constants import EVENT_DATA_MAX_BYTES, EVENT_MAX_HOPS
 from pitstop.errors import HopLimitExceeded, PayloadTooLarge, ValidationError
 from pitstop.patterns import normalize_type
+
+_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 SEVERITIES = ("debug", "info", "warning", "error", "critical", "failed")
 _SEVERITY_SEGMENTS = {"error": "error", "critical": "critical", "failed": "failed",
@@ -65,10 +67,13 @@ class Event:
         return _SEVERITY_SEGMENTS.get(self.type.rsplit(".", 1)[-1], "info")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Field by field, not dataclasses.asdict: that deep-copies data on every publish.
+        return {"id": self.id, "type": self.type, "source": self.source, "time": self.time,
+                "data": self.data, "trace_id": self.trace_id, "parent_id": self.parent_id,
+                "hops": self.hops}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
+        return _compact(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
@@ -90,7 +95,7 @@ class Event:
     def from_json(cls, text: str | bytes) -> Event:
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValidationError(f"event is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ValidationError("event JSON must be an object")
@@ -104,7 +109,7 @@ def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_
     if not isinstance(data, dict):
         raise ValidationError(f"event data must be a JSON object, got {type(data).__name__}")
     try:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        text = _compact(data)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"event data is not JSON-serializable: {exc}") from exc
     size = len(text.encode())
@@ -129,7 +134,7 @@ def make_event(
     :class:`ValidationError`.
     """
     normalized = normalize_type(event_type)
-    encoded = encode_data(data, max_bytes=max_data_bytes)
+    encode_data(data, max_bytes=max_data_bytes)
     moment = now or datetime.now(UTC)
     event_id = new_id(int(moment.timestamp() * 1000))
     hops = parent.hops + 1 if parent is not None else 0
@@ -143,7 +148,7 @@ def make_event(
         type=normalized,
         source=source or default_source(),
         time=utc_iso(moment),
-        data=json.loads(encoded),
+        data=dict(data or {}),
         trace_id=parent.trace_id if parent is not None else event_id,
         parent_id=parent.id if parent is not None else None,
         hops=hops,

@@ -25,6 +25,11 @@ def normalize_type(event_type: str) -> str:
     """Return ``event_type`` lower-cased, or raise :class:`InvalidEventType` saying what is wrong."""
     if not isinstance(event_type, str):
         raise InvalidEventType(f"event type must be a string, got {type(event_type).__name__}")
+    return _normalize(event_type)
+
+
+@lru_cache(maxsize=4096)
+def _normalize(event_type: str) -> str:
     lowered = event_type.strip().lower()
     if not lowered:
         raise InvalidEventType("event type is empty")
