@@ -1,0 +1,20 @@
+"""What Celery Beat fires, built from settings (pure: no Celery import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pitstop.constants import DEFAULT_QUEUE, TASK_REAP_RUNS
+from pitstop.settings import Settings
+
+
+def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Celery ``beat_schedule``: entry name -> task, interval (seconds) and options."""
+    reap_every = max(5.0, settings.scripts.lost_after_seconds / 2)
+    return {
+        "reap-lost-runs": {
+            "task": TASK_REAP_RUNS,
+            "schedule": reap_every,
+            "options": {"queue": DEFAULT_QUEUE, "expires": reap_every},
+        },
+    }

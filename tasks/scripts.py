@@ -1,0 +1,87 @@
+"""``run_script``: run one script on the worker that took it from its queue."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Task, shared_task
+
+from pitstop.cliwrapper import CLIWrapper
+from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
+from pitstop.errors import RedisUnavailable, ScriptError
+from pitstop.runoutput import RunOutput
+from workers import context
+
+INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@shared_task(name=TASK_RUN_SCRIPT, bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=5, default_retry_delay=2)
+def run_script(self: Task, run_id: str, script: str, args: list[str] | None = None,
+               env: dict[str, str] | None = None, cwd: str | None = None,
+               timeout: float | None = None, idempotent: bool = False,
+               trace_id: str | None = None) -> dict[str, Any]:
+    """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``."""
+    settings = context.settings()
+    runs = context.run_store()
+    output = RunOutput(context.redis_client())
+    host = socket.gethostname()
+    try:
+        claimed = runs.claim_run(run_id, host=host, worker_pid=os.getpid(),
+                                 allow_rerun=idempotent or settings.scripts.retry_idempotent)
+    except INFRA_ERRORS as exc:
+        # Nothing has started yet: safe to try again later.
+        raise self.retry(exc=exc) from exc
+    if claimed is None:
+        current = runs.get_run(run_id)
+        if (current.status == "running" and current.host == host
+                and not _pid_alive(current.worker_pid)):
+            # Redelivered after the worker process that ran it died (reject_on_worker_lost).
+            current = runs.update_run(run_id, status="lost",
+                                      error="the worker process running this script died")
+            output.close(run_id, status="lost", exit_code=None)
+        return {"run_id": run_id, "skipped": True, "status": current.status}
+
+    limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
+    wrapper = CLIWrapper(
+        timeout=limit,
+        allowed_roots=settings.scripts.allowed_roots,
+        env_allowlist=settings.scripts.env_allowlist,
+        output_cap_bytes=settings.scripts.output_cap_bytes,
+        redactor=context.redactor(),
+        bus=context.bus(),
+        runs=runs,
+        state_log=context.state_log(LOG_CLI_EXECUTIONS),
+        output_sink=lambda stream, line: output.append(run_id, stream, line),
+        cancel_check=lambda: output.cancel_requested(run_id),
+        heartbeat=lambda: runs.heartbeat(run_id),
+    )
+    try:
+        result = wrapper.wrap(script, args or [], env=env or {},
+                              cwd=Path(cwd) if cwd else None, timeout=limit,
+                              run_id=run_id, trace_id=trace_id)
+    except ScriptError as exc:
+        message = context.redactor().redact_text(str(exc))
+        runs.update_run(run_id, status="failed", error=message)
+        output.append(run_id, "stderr", f"pitstop: {message}")
+        output.close(run_id, status="failed", exit_code=None)
+        return {"run_id": run_id, "status": "failed", "error": message}
+    final = runs.get_run(run_id)
+    output.close(run_id, status=final.status, exit_code=result.exit_code)
+    return context.redactor().redact(result.to_dict())  # type: ignore[no-any-return]

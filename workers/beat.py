@@ -1,0 +1,80 @@
+"""Beat as a singleton: only the holder of a Redis lock fires schedules.
+
+A second Beat process waits as a hot standby and takes over within ``LOCK_TTL`` seconds of the
+holder dying. Every tick also refreshes a heartbeat key that ``pitstop doctor`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery.beat import PersistentScheduler
+
+from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
+
+LOCK_TTL = 30
+STANDBY_INTERVAL = 5.0
+
+# Renew only if we still own the lock: compare-and-expire in one step.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
+    """A PersistentScheduler that fires only while it holds ``BEAT_LOCK_KEY``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._token = f"{socket.gethostname()}/{uuid.uuid4().hex}"
+        self._lock_client: redis.Redis | None = None
+        self._is_leader = False
+        super().__init__(*args, **kwargs)
+
+    def _client(self) -> redis.Redis:
+        if self._lock_client is None:
+            self._lock_client = redis.Redis.from_url(self.app.conf.broker_url,
+                                                     socket_connect_timeout=5)
+        return self._lock_client
+
+    def _hold_lock(self) -> bool:
+        client = self._client()
+        ttl_ms = LOCK_TTL * 1000
+        try:
+            if client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms):
+                return True
+            return bool(client.eval(_RENEW, 1, BEAT_LOCK_KEY, self._token, ttl_ms))
+        except redis.RedisError:
+            return False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        leader = self._hold_lock()
+        if leader != self._is_leader:
+            self._is_leader = leader
+            state = "acquired" if leader else "lost"
+            self.logger.info("beat: %s the singleton lock %s", state, BEAT_LOCK_KEY)
+        if not leader:
+            return STANDBY_INTERVAL
+        with contextlib.suppress(redis.RedisError):
+            self._client().set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f} {self._token}",
+                               ex=LOCK_TTL * 2)
+        delay = float(super().tick(*args, **kwargs))
+        # Wake up in time to renew the lock even when nothing is due for a while.
+        return min(delay, LOCK_TTL / 3)
+
+    def close(self) -> None:
+        try:
+            if self._is_leader:
+                client = self._client()
+                if client.get(BEAT_LOCK_KEY) == self._token.encode():
+                    client.delete(BEAT_LOCK_KEY)
+        except redis.RedisError:
+            pass
+        super().close()
