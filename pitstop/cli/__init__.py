@@ -1,0 +1,50 @@
+"""The ``pitstop`` command: one entry point, errors as messages and exit codes, never tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pitstop.cli.common import Context, fail
+from pitstop.cli.doctor import doctor, log_command
+from pitstop.cli.events import emit, events, watch
+from pitstop.cli.processes import beat, flower, redis_group, serve, up, worker
+from pitstop.cli.runs import run, runs, show
+from pitstop.errors import PitstopError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pitstop")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """pitstop: event-driven automation for build and CI fleets (Celery + Redis).
+
+    Without PITSTOP_REDIS_URL, pitstop runs a private Redis under .state/redis.
+    """
+    ctx.obj = Context()
+
+
+for command in (up, worker, beat, flower, serve, redis_group, emit, watch, events, run, runs, show,
+                doctor, log_command):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    try:
+        return cli.main(args=argv, prog_name="pitstop", standalone_mode=False)
+    except PitstopError as exc:
+        fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    return None

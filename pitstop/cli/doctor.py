@@ -1,0 +1,139 @@
+"""``pitstop doctor`` (is everything healthy?) and ``pitstop log`` (read a state log)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import redis
+
+from pitstop.cli.common import Context, pass_context
+from pitstop.connection import describe_url, resolve_redis_url
+from pitstop.constants import BEAT_HEARTBEAT_KEY
+from pitstop.errors import PitstopError, ValidationError
+from pitstop.settings import load_settings
+from pitstop.statelog import list_logs, parse_since, read_log
+
+BEAT_STALE_SECONDS = 90
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _check(name: str, probe: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, probe())
+    except PitstopError as exc:
+        return Check(name, False, str(exc))
+    except (redis.RedisError, OSError) as exc:
+        return Check(name, False, f"{type(exc).__name__}: {exc}")
+
+
+@click.command()
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds to wait for workers to answer ping.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
+    """Check config, Redis (reachability, auth), workers, Beat and the state dir."""
+    checks: list[Check] = []
+    config = _check("config", lambda: f"valid ({ctx.settings.config_dir}/pitstop.yaml)"
+                    if load_settings() else "")
+    checks.append(config)
+    if config.ok:
+        settings = ctx.settings
+        redis_check = _check("redis", lambda: _probe_redis(ctx))
+        checks.append(redis_check)
+        checks.append(_check("state dir", lambda: _probe_state_dir(ctx)))
+        if redis_check.ok:
+            checks.append(_check("workers", lambda: _probe_workers(ctx, timeout)))
+            checks.append(_check("beat", lambda: _probe_beat(ctx)))
+        del settings
+    problems = [check for check in checks if not check.ok]
+    if as_json:
+        click.echo(json.dumps([check.__dict__ for check in checks]))
+    else:
+        for check in checks:
+            mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
+            click.echo(f"{mark} {check.name:<10} {check.detail}")
+    if problems:
+        if not as_json:
+            click.echo(f"\n{len(problems)} problem(s): "
+                       + ", ".join(check.name for check in problems), err=True)
+        sys.exit(1)
+
+
+def _probe_redis(ctx: Context) -> str:
+    url = resolve_redis_url(ctx.settings, start_embedded=False)
+    client = ctx.redis(start_embedded=False)
+    started = time.perf_counter()
+    client.ping()
+    latency = (time.perf_counter() - started) * 1000
+    version = client.info("server").get("redis_version", "?")
+    return f"{describe_url(url)} redis {version}, ping {latency:.2f} ms"
+
+
+def _probe_state_dir(ctx: Context) -> str:
+    state = ctx.settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    probe = state / f".doctor-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
+    return f"{state.resolve()} writable"
+
+
+def _probe_workers(ctx: Context, timeout: float) -> str:
+    from workers.app import create_app
+
+    app = create_app(ctx.settings, resolve_redis_url(ctx.settings, start_embedded=False))
+    replies = app.control.ping(timeout=timeout) or []
+    if not replies:
+        raise ValidationError(f"no worker answered ping within {timeout:g}s "
+                              "(start one: pitstop worker, or pitstop up)")
+    names = sorted(name for reply in replies for name in reply)
+    return f"{len(names)} answering: {', '.join(names)}"
+
+
+def _probe_beat(ctx: Context) -> str:
+    raw: Any = ctx.redis(start_embedded=False).get(BEAT_HEARTBEAT_KEY)
+    if raw is None:
+        raise ValidationError("no Beat heartbeat (start it: pitstop beat, or pitstop up)")
+    stamp, _, holder = raw.decode().partition(" ")
+    age = time.time() - float(stamp)
+    if age > BEAT_STALE_SECONDS:
+        raise ValidationError(f"last Beat heartbeat {age:.0f}s ago from {holder}")
+    return f"alive ({holder.split('/')[0]}, {age:.0f}s ago)"
+
+
+@click.command("log")
+@click.argument("name", required=False)
+@click.option("--since", help="Only newer lines: 10m, 2h, 1d or an ISO time.")
+@click.option("--grep", help="Only lines containing this (case-insensitive; regex allowed).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the last N lines.")
+@pass_context
+def log_command(ctx: Context, name: str | None, since: str | None, grep: str | None,
+                limit: int | None) -> None:
+    """Print a state log (.state/NAME.jsonl) as JSON lines; without NAME, list the logs."""
+    state = ctx.settings.state_dir
+    if name is None:
+        for present in list_logs(state):
+            click.echo(present)
+        return
+    name = name.removesuffix(".jsonl")
+    if name not in list_logs(state):
+        known = ", ".join(list_logs(state)) or "none yet"
+        raise ValidationError(f"no state log {name!r} in {state} (present: {known})")
+    moment = parse_since(since, now=datetime.now(UTC)) if since else None
+    for record in read_log(name, state, since=moment, grep=grep, limit=limit):
+        click.echo(json.dumps(record, default=str))

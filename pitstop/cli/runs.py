@@ -1,0 +1,222 @@
+"""``pitstop run`` (the CI front door), ``pitstop runs``, ``pitstop show``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pitstop.cli.common import Context, pass_context, print_json
+from pitstop.constants import TASK_RUN_SCRIPT
+from pitstop.errors import ValidationError
+from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
+from pitstop.runs import Run
+
+EXIT_LOST = 75
+"""``--wait`` exit code when the worker running the script died (EX_TEMPFAIL: try again)."""
+EXIT_NOT_STARTED = 2
+EXIT_CANCELLED = 130
+
+
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=value`` sets a value; a bare ``NAME`` passes this shell's value through."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not name or not name.replace("_", "a").isalnum():
+            raise ValidationError(f"--env expects NAME=value or NAME, got {pair!r}")
+        if not sep:
+            if name not in os.environ:
+                raise ValidationError(f"--env {name}: not set in this environment")
+            value = os.environ[name]
+        env[name] = value
+    return env
+
+
+def exit_code_for(run: Run) -> int:
+    if run.status in ("succeeded", "failed", "timed_out") and run.exit_code is not None:
+        return run.exit_code
+    if run.status == "cancelled":
+        return EXIT_CANCELLED
+    if run.status == "lost":
+        return EXIT_LOST
+    return EXIT_NOT_STARTED if run.exit_code is None else run.exit_code
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-q", "--queue", help="Queue of the machines that should run it (default from config).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds before the script is killed.")
+@click.option("--wait", is_flag=True, help="Stream output live; exit with the script's exit code.")
+@click.option("-e", "--env", "env_pairs", multiple=True, help="NAME=value, or NAME to pass through.")
+@click.option("--cwd", help="Working directory on the worker.")
+@click.option("--idempotent", is_flag=True, help="Safe to re-run if its worker dies mid-run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (after it ends with --wait).")
+@pass_context
+def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, timeout: float | None,
+        wait: bool, env_pairs: tuple[str, ...], cwd: str | None, idempotent: bool,
+        as_json: bool) -> None:
+    """Run SCRIPT on a build machine: pitstop run scripts/build.sh --wait -- --release"""
+    run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
+                                env=parse_env(env_pairs), cwd=cwd, idempotent=idempotent)
+    if not wait:
+        if as_json:
+            print_json(run_record.model_dump(mode="json"))
+        else:
+            click.echo(run_record.run_id)
+        return
+    click.echo(f"pitstop: run {run_record.run_id} queued on {run_record.queue!r}", err=True)
+    final = follow_run(ctx, run_record.run_id)
+    if as_json:
+        print_json(final.model_dump(mode="json"))
+    sys.exit(exit_code_for(final))
+
+
+def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | None = None,
+                   timeout: float | None = None, env: dict[str, str] | None = None,
+                   cwd: str | None = None, idempotent: bool = False) -> Run:
+    """Record a queued run and send ``run_script`` to ``queue``; the run id is the task id."""
+    settings = ctx.settings
+    if script.startswith("-"):
+        raise ValidationError(f"script name may not start with '-': {script!r}")
+    env = env or {}
+    for name, value in env.items():
+        if ctx.redactor.is_secret_name(name):
+            ctx.redactor.add_secret(value)
+    queue = queue or settings.scripts.default_queue
+    limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
+    run_record = ctx.run_store().create_run(
+        kind="script", queue=queue,
+        params=ctx.redactor.redact({"script": script, "args": args, "cwd": cwd,
+                                    "timeout": limit, "env": sorted(env)}),
+    )
+    kwargs: dict[str, Any] = {"run_id": run_record.run_id, "script": script, "args": args,
+                              "env": env, "cwd": cwd, "timeout": limit, "idempotent": idempotent,
+                              "trace_id": run_record.run_id}
+    # What logs, task events and Flower show: never the environment's values.
+    shown = ctx.redactor.redact({**kwargs, "env": {name: "***" for name in env}})
+    ctx.celery_app().send_task(
+        TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run_record.run_id,
+        time_limit=limit + settings.celery.time_limit_grace,
+        kwargsrepr=repr(shown), argsrepr="()",
+    )
+    return run_record
+
+
+def follow_run(ctx: Context, run_id: str) -> Run:
+    """Print the run's output as it arrives; Ctrl-C asks the worker to cancel it."""
+    output = RunOutput(ctx.redis())
+    store = ctx.run_store()
+    stale_after = timedelta(seconds=ctx.settings.scripts.lost_after_seconds)
+    cancelled = False
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal cancelled
+        if cancelled:
+            raise KeyboardInterrupt
+        cancelled = True
+        output.request_cancel(run_id)
+        click.echo(f"\npitstop: cancelling run {run_id} (Ctrl-C again to stop waiting)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    warned_queue = False
+    started = time.monotonic()
+    last_check = 0.0
+    try:
+        for item in output.follow(run_id, block_ms=500):
+            if isinstance(item, OutputLine):
+                stream = sys.stderr if item.stream == "stderr" else sys.stdout
+                stream.write(item.line + "\n")
+                stream.flush()
+                continue
+            if isinstance(item, OutputEnd):
+                break
+            now = time.monotonic()
+            if now - last_check < 1.0:
+                continue
+            last_check = now
+            # Nothing new: is the run still alive?
+            current = store.get_run(run_id)
+            if current.terminal:
+                break
+            if current.status == "running":
+                store.reap_lost(stale_after=stale_after)
+            elif current.status == "queued" and not warned_queue and now - started > 10:
+                warned_queue = True
+                click.echo(f"pitstop: still queued on {current.queue!r}: is a worker consuming "
+                           f"it? (pitstop worker -Q {current.queue})", err=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    final = store.get_run(run_id)
+    if final.error and final.status != "succeeded":
+        click.echo(f"pitstop: run {run_id} {final.status}: {final.error}", err=True)
+    return final
+
+
+def _run_row(run: Run) -> list[str]:
+    script = str(run.params.get("script", "")) if run.params else ""
+    duration = f"{run.duration:.2f}s" if run.duration is not None else ""
+    return [run.run_id, run.kind, run.status, "" if run.exit_code is None else str(run.exit_code),
+            duration, run.queue or "", run.host or "", script,
+            run.created_at.isoformat(timespec="seconds")]
+
+
+@click.command()
+@click.option("--status", help="Only runs in this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    found = ctx.run_store().list_runs(limit=limit, status=status)
+    if as_json:
+        for item in found:
+            click.echo(json.dumps(item.model_dump(mode="json")))
+        return
+    if not found:
+        click.echo("no runs yet", err=True)
+        return
+    table = Table()
+    for column in ("run", "kind", "status", "exit", "duration", "queue", "host", "script",
+                   "created"):
+        table.add_column(column, overflow="fold")
+    for item in found:
+        table.add_row(*_run_row(item))
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--output", "with_output", is_flag=True, help="Also print the captured output.")
+@pass_context
+def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
+    """Show one run: status, timings, executions."""
+    item = ctx.run_store().get_run(run_id)
+    if as_json:
+        print_json(item.model_dump(mode="json"))
+    else:
+        for key, value in item.model_dump(mode="json").items():
+            if key == "executions":
+                continue
+            if value not in (None, "", [], {}):
+                click.echo(f"{key:>13}: {value if not isinstance(value, dict) else json.dumps(value)}")
+        for number, execution in enumerate(item.executions, start=1):
+            click.echo(f"  execution {number}: exit {execution.get('exit_code')} in "
+                       f"{execution.get('duration', 0):.3f}s on {execution.get('host')}")
+    if with_output:
+        for entry in RunOutput(ctx.redis()).follow(run_id, block_ms=1):
+            if entry is None:
+                break
+            if isinstance(entry, OutputLine):
+                click.echo(entry.line, err=entry.stream == "stderr")

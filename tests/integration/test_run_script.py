@@ -1,0 +1,232 @@
+"""``pitstop run`` through a real Celery worker and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from pitstop.constants import EVENT_STREAM
+from pitstop.runs import RunStore
+from tests.support import Proc, pid_alive, pitstop_cmd, run_cli, running, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def script(home: Path, name: str, body: str) -> str:
+    path = home / "scripts" / name
+    path.write_text(textwrap.dedent(body))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_python_script_output_and_exit_code(session_worker: Proc, pitstop_env: dict[str, str],
+                                            pitstop_home: Path) -> None:
+    path = script(pitstop_home, "echo_exit.py", """
+        import sys
+        print("args:", sys.argv[1:])
+        print("to stderr", file=sys.stderr)
+        sys.exit(int(sys.argv[1]))
+    """)
+    done = run_cli(["run", path, "--wait", "--", "3", "two words"], pitstop_env)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "args: ['3', 'two words']\n"
+    assert "to stderr" in done.stderr
+
+
+def test_shell_script_runs_non_interactively(session_worker: Proc, pitstop_env: dict[str, str],
+                                             pitstop_home: Path) -> None:
+    path = script(pitstop_home, "ni.sh", """\
+        #!/usr/bin/env bash
+        echo "NON_INTERACTIVE=$NON_INTERACTIVE"
+        if read -r line; then echo "read: $line"; else echo "stdin closed"; fi
+    """)
+    done = run_cli(["run", path, "--wait"], pitstop_env, input_text="should not be read\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["NON_INTERACTIVE=1", "stdin closed"]
+
+
+def test_run_without_wait_prints_run_id_and_run_is_recorded(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path,
+        celery_redis: object) -> None:
+    path = script(pitstop_home, "quick.py", "print('quick')\n")
+    done = run_cli(["run", path], pitstop_env)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    shown = wait_for(lambda: _terminal_show(run_id, pitstop_env), 30, message="run to finish")
+    assert shown["status"] == "succeeded"
+    assert shown["exit_code"] == 0
+    assert shown["executions"][0]["exit_code"] == 0
+    assert shown["finished_at"] >= shown["started_at"]
+
+
+def _terminal_show(run_id: str, env: dict[str, str]) -> dict[str, object] | None:
+    shown = run_cli(["show", run_id, "--json"], env)
+    data = json.loads(shown.stdout)
+    return data if data["status"] in ("succeeded", "failed", "timed_out") else None
+
+
+def test_output_streams_while_script_is_still_running(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path,
+        tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    path = script(pitstop_home, "gated.py", """
+        import os, sys, time
+        print("first", flush=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print("second", flush=True)
+    """)
+    proc = subprocess.Popen(pitstop_cmd("run", path, "--wait", "--", str(gate)),
+                            env=pitstop_env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    # The script cannot print "second" before the gate opens, and we open it only after "first".
+    assert proc.stdout.readline() == "first\n"
+    gate.touch()
+    assert proc.stdout.readline() == "second\n"
+    assert proc.wait(30) == 0
+
+
+def test_timeout_kills_the_whole_process_tree(session_worker: Proc, pitstop_env: dict[str, str],
+                                              pitstop_home: Path, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    path = script(pitstop_home, "tree.sh", """\
+        #!/usr/bin/env bash
+        sleep 1000 &
+        echo $! >> "$1"
+        bash -c 'sleep 1000 & echo $! >> "$0"; wait' "$1" &
+        echo $$ >> "$1"
+        echo started
+        wait
+    """)
+    done = run_cli(["run", path, "--wait", "--timeout", "1", "--", str(pids)], pitstop_env)
+    assert done.returncode == 124, done.stderr
+    recorded = [int(line) for line in pids.read_text().split()]
+    assert len(recorded) >= 3
+    wait_for(lambda: not any(pid_alive(pid) for pid in recorded), 10,
+             message="every process of the script to be gone")
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "-rf"])
+def test_path_escapes_are_refused_before_anything_runs(
+        session_worker: Proc, pitstop_env: dict[str, str], bad: str) -> None:
+    done = run_cli(["run", bad, "--wait"], pitstop_env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_symlink_out_of_the_roots_is_refused(session_worker: Proc, pitstop_env: dict[str, str],
+                                             pitstop_home: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    canary = tmp_path / "ran"
+    outside.write_text(f"open({str(canary)!r}, 'w').close()\n")
+    link = pitstop_home / "scripts" / f"link-{uuid.uuid4().hex}.py"
+    link.symlink_to(outside)
+    done = run_cli(["run", str(link), "--wait"], pitstop_env)
+    assert done.returncode == 2
+    assert "allowed" in done.stderr
+    assert not canary.exists()
+
+
+def test_arguments_are_passed_literally(session_worker: Proc, pitstop_env: dict[str, str],
+                                        pitstop_home: Path, tmp_path: Path) -> None:
+    canary = tmp_path / "CANARY"
+    path = script(pitstop_home, "argv.sh", """\
+        #!/usr/bin/env bash
+        for a in "$@"; do printf '<%s>\\n' "$a"; done
+    """)
+    tricky = [f"; touch {canary}", f"$(touch {canary})", f"`touch {canary}`",
+              f"a\ntouch {canary}", "--flag"]
+    done = run_cli(["run", path, "--wait", "--", *tricky], pitstop_env)
+    assert done.returncode == 0, done.stderr
+    assert not canary.exists()
+    assert f"<$(touch {canary})>" in done.stdout
+    assert "<--flag>" in done.stdout
+
+
+def test_canary_secret_never_leaks(session_worker: Proc, pitstop_env: dict[str, str],
+                                   pitstop_home: Path, celery_redis: object) -> None:
+    canary = f"canary-{uuid.uuid4().hex}"
+    path = script(pitstop_home, "leak.py", """
+        import os, sys
+        print("token is", os.environ.get("DEPLOY_TOKEN"))
+        print("arg is", sys.argv[1:])
+    """)
+    env = {**pitstop_env, "DEPLOY_TOKEN": canary}
+    done = run_cli(["run", path, "--wait", "--env", "DEPLOY_TOKEN", "--json", "--",
+                    f"--token={canary}"], env)
+    assert done.returncode == 0, done.stderr
+    assert canary not in done.stdout + done.stderr
+    assert "***" in done.stdout
+    run = json.loads(done.stdout.splitlines()[-1])
+    client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
+    # Events, the run record and the Celery result never hold the value.
+    entries = client.xrange(EVENT_STREAM)
+    assert entries
+    assert all(canary.encode() not in value for _, fields in entries for value in fields.values())
+    assert canary.encode() not in (client.get(f"pitstop:run:{run['run_id']}") or b"")
+    result = wait_for(lambda: client.get(f"celery-task-meta-{run['run_id']}"), 10,
+                      message="the task result")
+    assert canary.encode() not in result
+    state = Path(pitstop_env["PITSTOP_STATE_DIR"])
+    for log in state.glob("*.jsonl"):
+        assert canary not in log.read_text(), log.name
+    assert canary not in session_worker.output()
+
+
+def test_ctrl_c_cancels_the_remote_run(session_worker: Proc, pitstop_env: dict[str, str],
+                                       pitstop_home: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    path = script(pitstop_home, "forever.py", """
+        import os, sys, time
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        print("running", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen(pitstop_cmd("run", path, "--wait", "--", str(pid_file)),
+                            env=pitstop_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "running\n"
+    script_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    wait_for(lambda: not pid_alive(script_pid), 10, message="the script to be killed")
+
+
+@pytest.mark.timeout(180)
+def test_worker_killed_mid_run_ends_lost_not_running_forever(
+        pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
+    queue = f"kill-{uuid.uuid4().hex[:8]}"
+    env = {**pitstop_env, "PITSTOP_LOST_AFTER_SECONDS": "3"}
+    pid_file = tmp_path / "pid"
+    path = script(pitstop_home, "long.py", """
+        import os, sys, time
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        print("running", flush=True)
+        time.sleep(600)
+    """)
+    with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], env,
+                 tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
+        waiter = subprocess.Popen(
+            pitstop_cmd("run", path, "--queue", queue, "--wait", "--json", "--", str(pid_file)),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == "running\n"
+        script_pid = int(pid_file.read_text())
+        worker.kill()
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 75, err
+    final = json.loads(out.splitlines()[-1])
+    assert final["status"] == "lost"
+    store = RunStore(redis.Redis.from_url(env["PITSTOP_REDIS_URL"]))
+    assert store.get_run(final["run_id"]).status == "lost"
+    # The script does not outlive its worker.
+    wait_for(lambda: not pid_alive(script_pid), 10, message="the orphaned script to die")

@@ -1,0 +1,165 @@
+"""The ``pitstop`` command itself, in subprocesses, as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, Proc, pid_alive, pitstop_cmd, run_cli, wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project directory with no Redis configured: pitstop must use its embedded server."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "scripts").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return tmp_path, env
+
+
+def test_up_emit_events_watch_doctor_and_clean_shutdown(
+        fresh_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = fresh_home
+    up = Proc(["up", "-c", "1"], env, home / "up.log", cwd=home)
+    try:
+        up.wait_for_output("Ctrl-C stops everything", 60)
+        info = json.loads((home / ".state" / "redis" / "server.json").read_text())
+        assert pid_alive(info["pid"])
+
+        watcher = subprocess.Popen(pitstop_cmd("watch", "phase.*.completed", "--count", "1"),
+                                   env=env, cwd=home, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        assert watcher.stderr is not None
+        assert "watching" in watcher.stderr.readline()
+
+        emitted = run_cli(["emit", "phase.1.tests.completed"], env, cwd=home)  # not matched
+        assert emitted.returncode == 0, emitted.stderr
+        emitted = run_cli(["emit", "phase.1.completed", "--data", '{"x": 1}', "--json"], env,
+                          cwd=home)
+        assert emitted.returncode == 0, emitted.stderr
+        event = json.loads(emitted.stdout)
+        out, _ = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0
+        assert event["id"] in out
+        assert "phase.1.tests.completed" not in out
+
+        history = run_cli(["events"], env, cwd=home)
+        assert history.returncode == 0, history.stderr
+        assert event["id"] in history.stdout
+        assert event["time"] in history.stdout
+        assert '{"x": 1}' in history.stdout
+        as_json = run_cli(["events", "phase.*.completed", "--json"], env, cwd=home)
+        assert [json.loads(line)["id"] for line in as_json.stdout.splitlines()] == [event["id"]]
+
+        doctor = wait_for(lambda: _doctor_ok(env, home), 60, interval=0.5,
+                          message="doctor to report healthy")
+        assert "workers" in doctor and "beat" in doctor
+    finally:
+        up.popen.send_signal(signal.SIGINT)
+        code = up.popen.wait(60)
+        up.stop()
+    assert code == 0, up.output()[-3000:]
+    assert "stopped" in up.output()
+    wait_for(lambda: not pid_alive(info["pid"]), 20, message="embedded redis to stop")
+
+
+def _doctor_ok(env: dict[str, str], home: Path) -> str | None:
+    done = run_cli(["doctor"], env, cwd=home)
+    return done.stdout if done.returncode == 0 else None
+
+
+def test_doctor_lists_problems_and_fails_without_workers(
+        fresh_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = fresh_home
+    try:
+        stopped = run_cli(["doctor"], env, cwd=home)
+        assert stopped.returncode == 1
+        assert "FAIL redis" in stopped.stdout  # doctor reports; it never starts anything
+        assert run_cli(["redis", "start"], env, cwd=home).returncode == 0
+        done = run_cli(["doctor", "--timeout", "0.5"], env, cwd=home)
+        assert done.returncode == 1
+        assert "FAIL workers" in done.stdout
+        assert "FAIL beat" in done.stdout
+        assert "ok   redis" in done.stdout
+    finally:
+        run_cli(["redis", "stop"], env, cwd=home)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("bus:\n  max_hops: [1\n", "pitstop.yaml:3: invalid YAML"),
+        ("bus:\n  unknown_key: 1\n", "pitstop.yaml:2 at bus.unknown_key: unknown key"),
+        ("scripts:\n  default_timeout: soon\n", "pitstop.yaml:2 at scripts.default_timeout"),
+    ],
+)
+def test_bad_config_is_a_clear_error_with_exit_code_2(
+        fresh_home: tuple[Path, dict[str, str]], yaml_text: str, expected: str) -> None:
+    home, env = fresh_home
+    (home / "config" / "pitstop.yaml").write_text(yaml_text)
+    done = run_cli(["events"], env, cwd=home)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["emit", "phase..completed"], "empty segment"),
+        (["emit", "a.b", "--data", "[1]"], "JSON object"),
+        (["emit", "a.b", "--data", "{bad"], "not valid JSON"),
+        (["emit", "a.b", "--data", json.dumps({"blob": "x" * 70_000})], "over the cap"),
+        (["watch", "a..b"], "empty segment"),
+    ],
+)
+def test_bad_input_is_a_clear_error_with_exit_code_2(
+        fresh_home: tuple[Path, dict[str, str]], args: list[str], expected: str) -> None:
+    home, env = fresh_home
+    try:
+        done = run_cli(args, env, cwd=home)
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        run_cli(["redis", "stop"], env, cwd=home)
+
+
+def test_events_accepted_while_nothing_else_runs_are_kept(
+        fresh_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = fresh_home
+    try:
+        ids = [json.loads(run_cli(["emit", "build.done", f"n={n}", "--json"], env,
+                                  cwd=home).stdout)["id"] for n in range(3)]
+        # Restart the embedded server: the events are durable (AOF).
+        assert run_cli(["redis", "stop"], env, cwd=home).returncode == 0
+        listed = run_cli(["events", "--json"], env, cwd=home)
+        assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == ids
+    finally:
+        run_cli(["redis", "stop"], env, cwd=home)
+
+
+def test_log_command_reads_state_logs(fresh_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = fresh_home
+    state = home / ".state"
+    state.mkdir()
+    (state / "runs.jsonl").write_text(
+        '{"schema": "pitstop.runs/1", "ts": "2026-01-01T00:00:00Z", "op": "create"}\n'
+        '{"schema": "pitstop.runs/1", "ts": "2026-01-02T00:00:00Z", "op": "update"}\n'
+        '{"schema": "pitstop.runs/1", "ts": "2026-01-0'  # torn last line from a crash
+    )
+    done = run_cli(["log", "runs", "--grep", "update"], env, cwd=home)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["op"] for line in done.stdout.splitlines()] == ["update"]
+    missing = run_cli(["log", "nope"], env, cwd=home)
+    assert missing.returncode == 2
+    assert "no state log" in missing.stderr
