@@ -70,7 +70,9 @@ def _construct(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, i
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, index), file, lines, environ)
                 for index, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
+    if not isinstance(node, yaml.ScalarNode):  # aliases resolve to one of the three kinds
+        raise ConfigError(f"unsupported YAML node {node.tag}", file=file,
+                          key_path=format_key_path(path), line=node.start_mark.line + 1)
     loader = yaml.SafeLoader("")
     try:
         value = loader.construct_object(node)

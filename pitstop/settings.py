@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from pitstop.cliwrapper import DEFAULT_ENV_ALLOWLIST
 from pitstop.configfile import load_model
 from pitstop.constants import (
     DEFAULT_QUEUE,
@@ -23,11 +24,6 @@ from pitstop.errors import ConfigError
 
 SETTINGS_FILE = "pitstop.yaml"
 
-DEFAULT_ENV_ALLOWLIST = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM",
-    "TMPDIR", "TEMP", "TMP", "SHELL", "SYSTEMROOT", "COMSPEC", "PATHEXT", "WINDIR",
-    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONIOENCODING",
-)
 
 
 class _Section(BaseModel):

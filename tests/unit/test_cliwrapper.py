@@ -662,7 +662,7 @@ def test_leftovers_can_be_kept_and_their_open_pipe_does_not_hang_us(
     assert not gone(daemon)
 
 
-class SoftTimeLimit(Exception):  # noqa: N818 - stands in for Celery's SoftTimeLimitExceeded
+class SoftTimeLimit(Exception):
     pass
 
 
