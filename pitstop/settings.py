@@ -71,6 +71,8 @@ class CelerySettings(_Section):
     time_limit_grace: int = Field(30, ge=1)
     """Seconds a task gets past its script's timeout before Celery's hard limit kills it."""
     concurrency: int | None = Field(None, ge=1)
+    beat_lock_ttl: int = Field(30, ge=2, le=600)
+    """Seconds a standby Beat waits after the leader dies before it takes over."""
     queues: list[str] = Field(default_factory=lambda: [DEFAULT_QUEUE, "linux"])
     """Queues a plain ``pitstop worker`` or ``pitstop up`` consumes."""
 
@@ -136,6 +138,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PITSTOP_ALLOWED_ROOTS": ("scripts", "allowed_roots"),
     "PITSTOP_VISIBILITY_TIMEOUT": ("celery", "visibility_timeout"),
     "PITSTOP_LOST_AFTER_SECONDS": ("scripts", "lost_after_seconds"),
+    "PITSTOP_BEAT_LOCK_TTL": ("celery", "beat_lock_ttl"),
     "PITSTOP_DEFAULT_QUEUE": ("scripts", "default_queue"),
 }
 

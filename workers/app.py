@@ -79,7 +79,6 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_scheduler="workers.beat:LockedScheduler",
-        beat_schedule_filename=str(settings.state_dir / "beat-schedule"),
         include=TASK_MODULES,
         timezone="UTC",
         enable_utc=True,

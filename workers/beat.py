@@ -1,24 +1,29 @@
 """Beat as a singleton: only the holder of a Redis lock fires schedules.
 
-A second Beat process waits as a hot standby and takes over within ``LOCK_TTL`` seconds of the
-holder dying. Every tick also refreshes a heartbeat key that ``pitstop doctor`` reads.
+A second Beat process waits as a hot standby and takes over within the lock's TTL
+(``celery.beat_lock_ttl``) of the holder dying. Every tick also refreshes a heartbeat key that
+``pitstop doctor`` reads.
+
+The schedule state is kept in memory, not in Celery's shelve file: two Beat processes on one
+machine would share (and corrupt) that file, and with a standby taking over, "when did this entry
+last run" is only meaningful fleet-wide. Interval entries restart their count on take-over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 import uuid
 from typing import Any
 
 import redis
-from celery.beat import PersistentScheduler
+from celery.beat import Scheduler
 
 from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
-LOCK_TTL = 30
-STANDBY_INTERVAL = 5.0
+DEFAULT_LOCK_TTL = 30
 
 # Renew only if we still own the lock: compare-and-expire in one step.
 _RENEW = """
@@ -29,14 +34,17 @@ return 0
 """
 
 
-class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
-    """A PersistentScheduler that fires only while it holds ``BEAT_LOCK_KEY``."""
+class LockedScheduler(Scheduler):  # type: ignore[misc]
+    """A Scheduler that fires only while it holds ``BEAT_LOCK_KEY``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._token = f"{socket.gethostname()}/{uuid.uuid4().hex}"
+        self._token = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._lock_client: redis.Redis | None = None
         self._is_leader = False
+        self._announced_standby = False
         super().__init__(*args, **kwargs)
+        settings = getattr(self.app, "pitstop_settings", None)
+        self._ttl = settings.celery.beat_lock_ttl if settings is not None else DEFAULT_LOCK_TTL
 
     def _client(self) -> redis.Redis:
         if self._lock_client is None:
@@ -46,7 +54,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def _hold_lock(self) -> bool:
         client = self._client()
-        ttl_ms = LOCK_TTL * 1000
+        ttl_ms = self._ttl * 1000
         try:
             if client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms):
                 return True
@@ -59,15 +67,27 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
         if leader != self._is_leader:
             self._is_leader = leader
             state = "acquired" if leader else "lost"
-            self.logger.info("beat: %s the singleton lock %s", state, BEAT_LOCK_KEY)
+            self.logger.info("beat: %s the singleton lock %s (%s)", state, BEAT_LOCK_KEY,
+                             self._token)
         if not leader:
-            return STANDBY_INTERVAL
+            if not self._announced_standby:
+                self._announced_standby = True
+                self.logger.info("beat: standing by; %s holds the singleton lock",
+                                 self._lock_holder())
+            return self._ttl / 3
         with contextlib.suppress(redis.RedisError):
             self._client().set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f} {self._token}",
-                               ex=LOCK_TTL * 2)
+                               ex=self._ttl * 2)
         delay = float(super().tick(*args, **kwargs))
         # Wake up in time to renew the lock even when nothing is due for a while.
-        return min(delay, LOCK_TTL / 3)
+        return min(delay, self._ttl / 3)
+
+    def _lock_holder(self) -> str:
+        try:
+            holder = self._client().get(BEAT_LOCK_KEY)
+        except redis.RedisError:
+            return "(unknown)"
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
 
     def close(self) -> None:
         try:

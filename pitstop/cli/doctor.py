@@ -18,7 +18,6 @@ from pitstop.cli.common import Context, pass_context
 from pitstop.connection import describe_url, resolve_redis_url
 from pitstop.constants import BEAT_HEARTBEAT_KEY
 from pitstop.errors import PitstopError, ValidationError
-from pitstop.settings import load_settings
 from pitstop.statelog import list_logs, parse_since, read_log
 
 BEAT_STALE_SECONDS = 90
@@ -48,18 +47,15 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
 def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
     """Check config, Redis (reachability, auth), workers, Beat and the state dir."""
     checks: list[Check] = []
-    config = _check("config", lambda: f"valid ({ctx.settings.config_dir}/pitstop.yaml)"
-                    if load_settings() else "")
+    config = _check("config", lambda: f"valid ({ctx.settings.config_dir}/pitstop.yaml)")
     checks.append(config)
     if config.ok:
-        settings = ctx.settings
         redis_check = _check("redis", lambda: _probe_redis(ctx))
         checks.append(redis_check)
         checks.append(_check("state dir", lambda: _probe_state_dir(ctx)))
         if redis_check.ok:
             checks.append(_check("workers", lambda: _probe_workers(ctx, timeout)))
             checks.append(_check("beat", lambda: _probe_beat(ctx)))
-        del settings
     problems = [check for check in checks if not check.ok]
     if as_json:
         click.echo(json.dumps([check.__dict__ for check in checks]))

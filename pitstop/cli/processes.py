@@ -152,8 +152,7 @@ def beat(ctx: Context, loglevel: str | None) -> None:
     url = resolve_redis_url(settings)
     os.environ["PITSTOP_REDIS_URL"] = url
     app = create_app(settings, url)
-    app.start(argv=["beat", "-l", (loglevel or settings.log_level).upper(),
-                    "-s", str(settings.state_dir / "beat-schedule")])
+    app.start(argv=["beat", "-l", (loglevel or settings.log_level).upper()])
 
 
 @click.command()
@@ -172,7 +171,8 @@ def flower(ctx: Context, port: int | None) -> None:
     env["FLOWER_BASIC_AUTH"] = auth.get_secret_value()  # env, not argv: argv is visible in ps
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
             "--address=127.0.0.1", f"--port={port or settings.flower.port}"]
-    raise SystemExit(subprocess.call(args, env=env))
+    # Become Flower (no wrapper process left behind to forward signals).
+    os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
 
 
 @click.command()

@@ -1,0 +1,71 @@
+"""Beat as a singleton with fail-over, and Flower behind basic auth."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from pitstop.constants import BEAT_LOCK_KEY
+from tests.support import Proc, run_cli, running, wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+
+
+def test_second_beat_stands_by_and_takes_over_when_the_leader_dies(
+        pitstop_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**pitstop_env, "PITSTOP_BEAT_LOCK_TTL": "2", "PITSTOP_LOST_AFTER_SECONDS": "2"}
+    client = redis.Redis.from_url(env["PITSTOP_REDIS_URL"])
+    client.delete(BEAT_LOCK_KEY)
+    leader = Proc(["beat"], env, tmp_path / "leader.log")
+    standby: Proc | None = None
+    try:
+        leader.wait_for_output("acquired the singleton lock", 30)
+        standby = Proc(["beat"], env, tmp_path / "standby.log")
+        standby.wait_for_output("standing by", 30)
+        holder = client.get(BEAT_LOCK_KEY)
+        assert holder is not None and f"/{leader.pid}/".encode() in holder
+        # Only the leader fires schedules.
+        leader.wait_for_output("Sending due task reap-lost-runs", 30)
+        assert "Sending due task" not in standby.output()
+
+        leader.kill()
+        standby.wait_for_output("acquired the singleton lock", 30)
+        standby.wait_for_output("Sending due task reap-lost-runs", 30)
+        assert f"/{standby.pid}/".encode() in (client.get(BEAT_LOCK_KEY) or b"")
+    finally:
+        leader.stop()
+        if standby is not None:
+            standby.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_flower_refuses_to_start_without_auth(pitstop_env: dict[str, str]) -> None:
+    done = run_cli(["flower"], pitstop_env)
+    assert done.returncode == 2
+    assert "basic auth" in done.stderr
+
+
+def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**pitstop_env, "PITSTOP_FLOWER_BASIC_AUTH": "admin:s3cret-pass"}
+    with running(["flower", "--port", str(port)], env, tmp_path / "flower.log"):
+        url = f"http://127.0.0.1:{port}/"
+
+        def answering() -> int | None:
+            try:
+                return httpx.get(url, timeout=2).status_code
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(answering, 60, interval=0.2, message="Flower to listen") == 401
+        assert httpx.get(url, auth=("admin", "wrong"), timeout=5).status_code == 401
+        assert httpx.get(url, auth=("admin", "s3cret-pass"), timeout=5).status_code == 200
