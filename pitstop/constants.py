@@ -49,11 +49,9 @@ DEFAULT_QUEUE: Final = "default"
 SCRIPT_QUEUES: Final = ("linux", "pwsh", "windows", "macos")
 """Well-known script queues; any other name given with ``--queue`` is declared on demand."""
 TASK_RUN_SCRIPT: Final = "pitstop.run_script"
-TASK_PING: Final = "pitstop.ping"
 TASK_REAP_RUNS: Final = "pitstop.reap_lost_runs"
 
 # --- state logs --------------------------------------------------------------------------------
 LOG_RUNS: Final = "runs"
 LOG_CLI_EXECUTIONS: Final = "cli_executions"
-LOG_EVENTS: Final = "events"
 LOG_WEBHOOKS: Final = "webhooks"

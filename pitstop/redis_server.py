@@ -22,6 +22,7 @@ from urllib.parse import quote
 import redis
 
 from pitstop.errors import RedisUnavailable
+from pitstop.proc import pid_alive
 
 SERVER_INFO_FILE = "server.json"
 
@@ -49,16 +50,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -107,7 +98,7 @@ class RedisServer:
                               password=str(raw["password"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _pid_alive(info.pid) or not _ping(info.url):
+        if not pid_alive(info.pid) or not _ping(info.url):
             return None
         return info
 
@@ -172,7 +163,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        elif not wait_until(lambda: not _pid_alive(pid), timeout):
+        elif not wait_until(lambda: not pid_alive(pid), timeout):
             os.kill(pid, signal.SIGKILL)
         self.info_path.unlink(missing_ok=True)
         return True

@@ -228,15 +228,8 @@ class _Handlers:
         try:
             for event_type, data in mapped:
                 published.append(self.bus.publish(event_type, data, source=GITHUB_SOURCE).id)
-        except (RedisUnavailable, redis.RedisError) as exc:
-            self._release(key)
-            return _unavailable(exc)
-        except PayloadTooLarge as exc:
-            self._release(key)
-            return _error(413, str(exc))
-        except ValidationError as exc:
-            self._release(key)
-            return _error(400, str(exc))
+        except (RedisUnavailable, redis.RedisError, ValidationError) as exc:
+            return self._publish_failed(key, exc)
         self._remember(key, {"state": _DONE, "events": published})
         return _Outcome(202, {"status": "accepted", "events": published}, result="accepted")
 
@@ -303,15 +296,8 @@ class _Handlers:
 
         try:
             event = self.bus.publish(event_type, data, source=source)
-        except (RedisUnavailable, redis.RedisError) as exc:
-            self._release(key)
-            return _unavailable(exc)
-        except PayloadTooLarge as exc:
-            self._release(key)
-            return _error(413, str(exc))
-        except ValidationError as exc:
-            self._release(key)
-            return _error(400, str(exc))
+        except (RedisUnavailable, redis.RedisError, ValidationError) as exc:
+            return self._publish_failed(key, exc)
         if key is not None:
             self._remember(key, {"state": _DONE, "fingerprint": fingerprint,
                                  "event": event.to_dict()})
@@ -340,6 +326,15 @@ class _Handlers:
         except redis.RedisError:
             # Published already; the pending marker still blocks a second publication.
             log.warning("could not record the outcome under %s", key, exc_info=True)
+
+    def _publish_failed(self, key: str | None, exc: Exception) -> _Outcome:
+        """Release the dedupe claim (a retry may succeed) and map the error to a response."""
+        self._release(key)
+        if isinstance(exc, PayloadTooLarge):
+            return _error(413, str(exc))
+        if isinstance(exc, ValidationError):
+            return _error(400, str(exc))
+        return _unavailable(exc)
 
     def _release(self, key: str | None) -> None:
         """Drop a dedupe claim after a failed publication, so a retry can succeed."""

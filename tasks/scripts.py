@@ -13,22 +13,11 @@ from celery import Task, shared_task
 from pitstop.cliwrapper import CLIWrapper
 from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
 from pitstop.errors import RedisUnavailable, ScriptError
+from pitstop.proc import pid_alive
 from pitstop.runoutput import RunOutput
 from workers import context
 
 INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @shared_task(name=TASK_RUN_SCRIPT, bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -51,7 +40,7 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     if claimed is None:
         current = runs.get_run(run_id)
         if (current.status == "running" and current.host == host
-                and not _pid_alive(current.worker_pid)):
+                and not pid_alive(current.worker_pid)):
             # Redelivered after the worker process that ran it died (reject_on_worker_lost).
             current = runs.update_run(run_id, status="lost",
                                       error="the worker process running this script died")
@@ -71,6 +60,8 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         output_sink=lambda stream, line: output.append(run_id, stream, line),
         cancel_check=lambda: output.cancel_requested(run_id),
         heartbeat=lambda: runs.heartbeat(run_id),
+        # Several beats per reaper window, so a live run is never mistaken for a lost one.
+        heartbeat_interval=max(0.5, min(5.0, settings.scripts.lost_after_seconds / 4)),
     )
     try:
         result = wrapper.wrap(script, args or [], env=env or {},

@@ -12,6 +12,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
+from pitstop.proc import pid_alive  # noqa: F401 - re-exported for tests
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SCRIPTS = ROOT / "tests" / "fixtures" / "scripts"
@@ -91,16 +93,3 @@ def running(args: list[str], env: Mapping[str, str], log: Path, ready: str | Non
         yield proc
     finally:
         proc.stop()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -150,7 +150,7 @@ def follow_run(ctx: Context, run_id: str) -> Run:
             if current.terminal:
                 break
             if current.status == "running":
-                store.reap_lost(stale_after=stale_after)
+                store.reap_lost(stale_after=stale_after, run_ids=[run_id])
             elif current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True
                 click.echo(f"pitstop: still queued on {current.queue!r}: is a worker consuming "

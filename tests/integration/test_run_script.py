@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -230,3 +231,75 @@ def test_worker_killed_mid_run_ends_lost_not_running_forever(
     assert store.get_run(final["run_id"]).status == "lost"
     # The script does not outlive its worker.
     wait_for(lambda: not pid_alive(script_pid), 10, message="the orphaned script to die")
+
+
+def _start_waiting_run(path: str, queue: str, env: dict[str, str], *extra: str,
+                       ) -> subprocess.Popen[str]:
+    waiter = subprocess.Popen(
+        pitstop_cmd("run", path, "--queue", queue, "--wait", "--json", *extra),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiter.stdout is not None
+    assert waiter.stdout.readline() == "running\n"
+    return waiter
+
+
+@pytest.mark.timeout(180)
+def test_pool_process_killed_mid_run_is_lost_at_once_not_rerun(
+        pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
+    queue = f"pool-{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "attempts"
+    path = script(pitstop_home, "count_attempts.py", """
+        import sys, time
+        with open(sys.argv[1], "a") as f:
+            f.write("x")
+        print("running", flush=True)
+        time.sleep(600)
+    """)
+    with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
+                 tmp_path / "worker.log", ready="ready.", timeout=60):
+        waiter = _start_waiting_run(path, queue, pitstop_env, "--", str(marker))
+        client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
+        store = RunStore(client)
+        run = wait_for(lambda: next((r for r in store.list_runs(limit=20)
+                                     if r.queue == queue and r.worker_pid), None), 10,
+                       message="the run to be claimed")
+        os.kill(run.worker_pid, signal.SIGKILL)  # the pool process; the worker itself lives on
+        out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 75, err
+    final = json.loads(out.splitlines()[-1])
+    assert final["status"] == "lost"
+    assert "died" in final["error"]
+    assert marker.read_text() == "x"  # redelivered, but never started twice
+
+
+@pytest.mark.timeout(180)
+def test_idempotent_script_is_rerun_after_its_pool_process_dies(
+        pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
+    queue = f"idem-{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "attempts"
+    path = script(pitstop_home, "second_time_lucky.py", """
+        import sys, time
+        with open(sys.argv[1], "a") as f:
+            f.write("x")
+        with open(sys.argv[1]) as f:
+            attempt = len(f.read())
+        print("running", flush=True)
+        if attempt == 1:
+            time.sleep(600)
+        print(f"attempt {attempt} done", flush=True)
+    """)
+    with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
+                 tmp_path / "worker.log", ready="ready.", timeout=60):
+        waiter = _start_waiting_run(path, queue, pitstop_env, "--idempotent", "--",
+                                    str(marker))
+        store = RunStore(redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"]))
+        run = wait_for(lambda: next((r for r in store.list_runs(limit=20)
+                                     if r.queue == queue and r.worker_pid), None), 10,
+                       message="the run to be claimed")
+        os.kill(run.worker_pid, signal.SIGKILL)
+        out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert "attempt 2 done" in out
+    final = json.loads(out.splitlines()[-1])
+    assert final["status"] == "succeeded"
+    assert final["attempts"] == 2
