@@ -7,12 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
+from pathlib import Path
 
 import click
 
 from pitstop.cli.common import Context, pass_context
 from pitstop.connection import describe_url, embedded_server, resolve_redis_url
 from pitstop.errors import ConfigError, RedisUnavailable
+from pitstop.proc import pid_alive
+from pitstop.redis_server import RedisServer, ServerInfo
+from pitstop.settings import Settings
 
 
 def _child_env(ctx: Context, redis_url: str) -> dict[str, str]:
@@ -49,52 +54,30 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
        with_flower: bool) -> None:
     """Run Redis (embedded unless PITSTOP_REDIS_URL), a worker and Beat until Ctrl-C."""
     settings = ctx.settings
-    server = None
-    started_redis = False
-    if settings.redis.url is None:
-        server = embedded_server(settings)
-        started_redis = server.running_info() is None
-        redis_url = server.start(daemonize=True).url
-    else:
-        redis_url = resolve_redis_url(settings)
-    ctx.redis()  # fail early, clearly, if Redis is unreachable
-    env = _child_env(ctx, redis_url)
-    me = [sys.executable, "-m", "pitstop"]
-    worker_args = [*me, "worker"]
-    if queues:
-        worker_args += ["-Q", queues]
-    if concurrency:
-        worker_args += ["-c", str(concurrency)]
-    plan: list[tuple[str, list[str]]] = [("worker", worker_args), ("beat", [*me, "beat"])]
-    if with_server:
-        plan.append(("serve", [*me, "serve"]))
-    if with_flower:
-        plan.append(("flower", [*me, "flower"]))
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    # Children ignore the terminal's Ctrl-C (own process group); we stop them in order.
-    for name, args in plan:
-        children.append((name, subprocess.Popen(args, env=env, start_new_session=True)))
-    state = settings.state_dir.resolve()
-    where = "embedded, " + str(settings.redis_dir.resolve()) if server else "external"
-    click.echo(f"pitstop up: redis {describe_url(redis_url)} ({where})", err=True)
-    click.echo(f"pitstop up: state and logs in {state}", err=True)
-    click.echo("pitstop up: " + ", ".join(f"{n} pid {c.pid}" for n, c in children), err=True)
-    if with_server:
-        click.echo(f"pitstop up: HTTP on http://{settings.server.host}:{settings.server.port}",
-                   err=True)
-    if with_flower:
-        click.echo(f"pitstop up: Flower on http://127.0.0.1:{settings.flower.port}", err=True)
-    click.echo("pitstop up: try `pitstop emit phase.1.completed x=1` then `pitstop events`; "
-               "Ctrl-C stops everything", err=True)
     stop = {"now": False}
 
     def request_stop(signum: int, frame: object) -> None:
         stop["now"] = True
 
+    # Before anything starts, so an early Ctrl-C still stops what was started.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    embedded: EmbeddedRedisKeeper | None = None
+    if settings.redis.url is None:
+        embedded = EmbeddedRedisKeeper(settings.redis_dir)
+        redis_url = embedded.start()
+    else:
+        redis_url = resolve_redis_url(settings)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     exit_code = 0
     try:
+        ctx.redis()  # fail early, clearly, if Redis is unreachable
+        env = _child_env(ctx, redis_url)
+        # Children get their own process group (the terminal's Ctrl-C reaches only us); we stop
+        # them in order: workers finish their current task (warm shutdown), then Redis.
+        for name, args in _up_plan(queues, concurrency, with_server, with_flower):
+            children.append((name, subprocess.Popen(args, env=env, start_new_session=True)))
+        _announce(settings, redis_url, embedded is not None, children, with_server, with_flower)
         while not stop["now"]:
             for name, child in children:
                 if child.poll() is not None:
@@ -102,14 +85,79 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
                                err=True)
                     stop["now"] = True
                     exit_code = 1
+            if embedded is not None and not stop["now"]:
+                embedded.keep_alive()
             time.sleep(0.2)  # supervision poll, not synchronization
     finally:
         click.echo("pitstop up: stopping…", err=True)
         _terminate(children)
-        if server is not None and started_redis:
-            server.stop()
+        if embedded is not None:
+            embedded.stop()
         click.echo("pitstop up: stopped", err=True)
     sys.exit(exit_code)
+
+
+class EmbeddedRedisKeeper:
+    """The embedded server under ``pitstop up``: restarted on the same port and password if it
+    dies (clients reconnect), stopped at the end if ``up`` started it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._server = RedisServer(data_dir)
+        self._info: ServerInfo | None = None
+        self._owned = False
+
+    def start(self) -> str:
+        existing = self._server.running_info()
+        self._info = existing or self._server.start(daemonize=True)
+        self._owned = existing is None
+        return self._info.url
+
+    def keep_alive(self) -> None:
+        if self._info is None or pid_alive(self._info.pid):
+            return
+        click.echo(f"pitstop up: redis (pid {self._info.pid}) died; restarting it on port "
+                   f"{self._info.port}", err=True)
+        self._server = RedisServer(self._server.data_dir, port=self._info.port,
+                                   password=self._info.password)
+        self._server.info_path.unlink(missing_ok=True)
+        self._info = self._server.start(daemonize=True)
+        self._owned = True
+
+    def stop(self) -> None:
+        if self._owned:
+            self._server.stop()
+
+
+def _up_plan(queues: str | None, concurrency: int | None, with_server: bool,
+             with_flower: bool) -> list[tuple[str, list[str]]]:
+    me = [sys.executable, "-m", "pitstop"]
+    worker_args = [*me, "worker"]
+    if queues:
+        worker_args += ["-Q", queues]
+    if concurrency:
+        worker_args += ["-c", str(concurrency)]
+    plan = [("worker", worker_args), ("beat", [*me, "beat"])]
+    if with_server:
+        plan.append(("serve", [*me, "serve"]))
+    if with_flower:
+        plan.append(("flower", [*me, "flower"]))
+    return plan
+
+
+def _announce(settings: Settings, redis_url: str, embedded: bool,
+              children: list[tuple[str, subprocess.Popen[bytes]]], with_server: bool,
+              with_flower: bool) -> None:
+    where = f"embedded, {settings.redis_dir.resolve()}" if embedded else "external"
+    say = partial(click.echo, err=True)
+    say(f"pitstop up: redis {describe_url(redis_url)} ({where})")
+    say(f"pitstop up: state and logs in {settings.state_dir.resolve()}")
+    say("pitstop up: " + ", ".join(f"{name} pid {child.pid}" for name, child in children))
+    if with_server:
+        say(f"pitstop up: HTTP on http://{settings.server.host}:{settings.server.port}")
+    if with_flower:
+        say(f"pitstop up: Flower on http://127.0.0.1:{settings.flower.port}")
+    say("pitstop up: try `pitstop emit phase.1.completed x=1` then `pitstop events`; "
+        "Ctrl-C stops everything")
 
 
 @click.command()

@@ -163,3 +163,47 @@ def test_log_command_reads_state_logs(fresh_home: tuple[Path, dict[str, str]]) -
     missing = run_cli(["log", "nope"], env, cwd=home)
     assert missing.returncode == 2
     assert "no state log" in missing.stderr
+
+
+def test_up_restarts_a_killed_redis_and_work_goes_on(
+        fresh_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = fresh_home
+    script = home / "scripts" / "ok.py"
+    script.write_text("print('still working')\n")
+    up = Proc(["up", "-c", "1"], env, home / "up.log", cwd=home)
+    try:
+        up.wait_for_output("Ctrl-C stops everything", 60)
+        first = json.loads((home / ".state" / "redis" / "server.json").read_text())
+        os.kill(first["pid"], signal.SIGKILL)
+        up.wait_for_output("restarting it on port", 30)
+        second = wait_for(lambda: _server_info_if_changed(home, first["pid"]), 30,
+                          message="a new embedded redis")
+        assert second["port"] == first["port"]
+        emitted = run_cli(["emit", "after.restart"], env, cwd=home)
+        assert emitted.returncode == 0, emitted.stderr
+        # The worker reconnects on its own and runs scripts again.
+        done = wait_for(lambda: _run_ok(env, home, script), 90, interval=0.5,
+                        message="a script run after the restart")
+        assert "still working" in done
+    finally:
+        up.popen.send_signal(signal.SIGINT)
+        code = up.popen.wait(60)
+        up.stop()
+    assert code == 0, up.output()[-3000:]
+
+
+def _server_info_if_changed(home: Path, old_pid: int) -> dict[str, int] | None:
+    try:
+        info: dict[str, int] = json.loads((home / ".state" / "redis" / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info["pid"] != old_pid and pid_alive(info["pid"]) else None
+
+
+def _run_ok(env: dict[str, str], home: Path, script: Path) -> str | None:
+    try:
+        done = run_cli(["run", str(script), "--wait", "--timeout", "20"], env, cwd=home,
+                       timeout=30)
+    except subprocess.TimeoutExpired:
+        return None
+    return done.stdout if done.returncode == 0 else None
