@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -12,11 +13,13 @@ from celery import Task, shared_task
 
 from pitstop.cliwrapper import CLIWrapper
 from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
-from pitstop.errors import RedisUnavailable, ScriptError
+from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError
 from pitstop.proc import pid_alive
 from pitstop.runoutput import RunOutput
+from pitstop.statelog import StateLog
 from workers import context
 
+log = logging.getLogger(__name__)
 INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
 
 
@@ -37,6 +40,10 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     except INFRA_ERRORS as exc:
         # Nothing has started yet: safe to try again later.
         raise self.retry(exc=exc) from exc
+    except RunNotFound:
+        # Expired, or enqueued against another Redis: there is nobody to report to.
+        log.error("run %s: no run record; not running %s", run_id, script)
+        return {"run_id": run_id, "skipped": True, "status": "unknown"}
     if claimed is None:
         current = runs.get_run(run_id)
         if (current.status == "running" and current.host == host
@@ -48,15 +55,18 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         return {"run_id": run_id, "skipped": True, "status": current.status}
 
     limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
+    # A redactor of this run's own: it learns this run's secret --env values, which must not
+    # accumulate in a long-lived worker (nor be missing from this run's logs).
+    redactor = context.new_redactor()
     wrapper = CLIWrapper(
         timeout=limit,
         allowed_roots=settings.scripts.allowed_roots,
         env_allowlist=settings.scripts.env_allowlist,
         output_cap_bytes=settings.scripts.output_cap_bytes,
-        redactor=context.redactor(),
+        redactor=redactor,
         bus=context.bus(),
         runs=runs,
-        state_log=context.state_log(LOG_CLI_EXECUTIONS),
+        state_log=StateLog(LOG_CLI_EXECUTIONS, settings.state_dir, redactor=redactor),
         output_sink=lambda stream, line: output.append(run_id, stream, line),
         cancel_check=lambda: output.cancel_requested(run_id),
         heartbeat=lambda: runs.heartbeat(run_id),
@@ -68,11 +78,11 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
                               cwd=Path(cwd) if cwd else None, timeout=limit,
                               run_id=run_id, trace_id=trace_id)
     except ScriptError as exc:
-        message = context.redactor().redact_text(str(exc))
+        message = redactor.redact_text(str(exc))
         runs.update_run(run_id, status="failed", error=message)
         output.append(run_id, "stderr", f"pitstop: {message}")
         output.close(run_id, status="failed", exit_code=None)
         return {"run_id": run_id, "status": "failed", "error": message}
     final = runs.get_run(run_id)
     output.close(run_id, status=final.status, exit_code=result.exit_code)
-    return context.redactor().redact(result.to_dict())  # type: ignore[no-any-return]
+    return redactor.redact(result.to_dict())  # type: ignore[no-any-return]

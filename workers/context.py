@@ -39,9 +39,14 @@ def redis_client() -> redis.Redis:
     return _client_for_pid(os.getpid())
 
 
+def new_redactor() -> Redactor:
+    """A fresh redactor knowing this process's secret environment values."""
+    return Redactor.from_environ(extra_names=settings().secret_names)
+
+
 @lru_cache(maxsize=1)
 def _redactor_for_pid(pid: int) -> Redactor:
-    return Redactor.from_environ(extra_names=settings().secret_names)
+    return new_redactor()
 
 
 def redactor() -> Redactor:
