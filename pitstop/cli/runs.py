@@ -142,11 +142,15 @@ def follow_run(ctx: Context, run_id: str) -> Run:
             if isinstance(item, OutputEnd):
                 break
             now = time.monotonic()
-            if now - last_check < 1.0:
+            if now - last_check < 1.0 and not cancelled:
                 continue
             last_check = now
             # Nothing new: is the run still alive?
             current = store.get_run(run_id)
+            if cancelled and current.status == "queued":
+                # No worker has it yet: cancel it here; a later claim finds it terminal.
+                current = store.update_run(run_id, status="cancelled",
+                                           error="cancelled before it started")
             if current.terminal:
                 break
             if current.status == "running":

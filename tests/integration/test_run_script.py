@@ -303,3 +303,19 @@ def test_idempotent_script_is_rerun_after_its_pool_process_dies(
     final = json.loads(out.splitlines()[-1])
     assert final["status"] == "succeeded"
     assert final["attempts"] == 2
+
+
+def test_ctrl_c_while_still_queued_cancels_without_a_worker(
+        pitstop_env: dict[str, str], pitstop_home: Path) -> None:
+    path = script(pitstop_home, "never.py", "print('must not run')\n")
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(pitstop_cmd("run", path, "--queue", queue, "--wait", "--json"),
+                            env=pitstop_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    assert "queued on" in proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    final = json.loads(out.splitlines()[-1])
+    assert final["status"] == "cancelled"
