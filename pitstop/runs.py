@@ -323,6 +323,23 @@ class RunStore:
         return run if claimed else None
 
     @_redis_errors
+    def cancel_if_queued(self, run_id: str, *, reason: str) -> Run:
+        """Cancel a run no worker has claimed yet; a claimed or finished run is left as it is
+        (compare-and-set, so a claim racing with the cancel wins cleanly)."""
+
+        def change(run: Run, now: datetime) -> Run | None:
+            if run.status != "queued":
+                return None
+            return run.model_copy(update={"status": "cancelled", "finished_at": now,
+                                          "updated_at": now, "error": reason})
+
+        return self._mutate(run_id, "cancel", change)
+
+    def is_stale(self, run: Run, *, stale_after: timedelta) -> bool:
+        """True when a running run has shown no sign of life for ``stale_after``."""
+        return run.status == "running" and _last_sign_of_life(run) < self._now() - stale_after
+
+    @_redis_errors
     def heartbeat(self, run_id: str) -> None:
         """Mark a running run alive now (not logged: it happens every few seconds)."""
 
@@ -403,6 +420,17 @@ class RunStore:
             if reaped:
                 changed.append(run)
         return changed
+
+
+def redis_clock(client: redis.Redis) -> Callable[[], datetime]:
+    """A clock reading the Redis server's time: every host that heart-beats or reaps runs then
+    agrees on "now", however far the machines' own clocks drift apart."""
+
+    def now() -> datetime:
+        seconds, micros = client.time()
+        return datetime.fromtimestamp(seconds + micros / 1_000_000, tz=UTC)
+
+    return now
 
 
 def _last_sign_of_life(run: Run) -> datetime:

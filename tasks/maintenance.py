@@ -19,5 +19,7 @@ def reap_lost_runs() -> list[str]:
         stale_after=timedelta(seconds=settings.scripts.lost_after_seconds))
     output = RunOutput(context.redis_client())
     for run in lost:
+        # If its worker is in fact alive (a long network partition), it kills the script.
+        output.request_cancel(run.run_id)
         output.close(run.run_id, status="lost", exit_code=None)
     return [run.run_id for run in lost]

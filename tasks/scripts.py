@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +35,35 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     runs = context.run_store()
     output = RunOutput(context.redis_client())
     host = socket.gethostname()
+    stale_after = timedelta(seconds=settings.scripts.lost_after_seconds)
     try:
-        claimed = runs.claim_run(run_id, host=host, worker_pid=os.getpid(),
-                                 allow_rerun=idempotent or settings.scripts.retry_idempotent)
+        claimed = runs.claim_run(run_id, host=host, worker_pid=os.getpid())
+        if claimed is None:
+            current = runs.get_run(run_id)
+            if current.status != "running":
+                return {"run_id": run_id, "skipped": True, "status": current.status}
+            # Redelivered while marked running: did the process that ran it die?
+            dead = ((current.host == host and not pid_alive(current.worker_pid))
+                    or runs.is_stale(current, stale_after=stale_after))
+            if not dead:
+                return {"run_id": run_id, "skipped": True, "status": current.status}
+            if idempotent or settings.scripts.retry_idempotent:
+                claimed = runs.claim_run(run_id, host=host, worker_pid=os.getpid(),
+                                         allow_rerun=True)
+            if claimed is None:
+                lost = runs.update_run(run_id, status="lost",
+                                       error="the worker process running this script died")
+                output.close(run_id, status="lost", exit_code=None)
+                return {"run_id": run_id, "skipped": True, "status": lost.status}
     except INFRA_ERRORS as exc:
-        # Nothing has started yet: safe to try again later.
-        raise self.retry(exc=exc) from exc
+        # Nothing has started yet: safe to try again later. Keep the masked arguments: a retry
+        # is a new message, and Celery does not carry argsrepr/kwargsrepr over by itself.
+        raise self.retry(exc=exc, argsrepr=self.request.argsrepr,
+                         kwargsrepr=self.request.kwargsrepr) from exc
     except RunNotFound:
         # Expired, or enqueued against another Redis: there is nobody to report to.
         log.error("run %s: no run record; not running %s", run_id, script)
         return {"run_id": run_id, "skipped": True, "status": "unknown"}
-    if claimed is None:
-        current = runs.get_run(run_id)
-        if (current.status == "running" and current.host == host
-                and not pid_alive(current.worker_pid)):
-            # Redelivered after the worker process that ran it died (reject_on_worker_lost).
-            current = runs.update_run(run_id, status="lost",
-                                      error="the worker process running this script died")
-            output.close(run_id, status="lost", exit_code=None)
-        return {"run_id": run_id, "skipped": True, "status": current.status}
 
     limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
     # A redactor of this run's own: it learns this run's secret --env values, which must not

@@ -15,7 +15,7 @@ from pitstop.bus import EventBus
 from pitstop.connection import resolve_redis_url
 from pitstop.constants import LOG_RUNS
 from pitstop.redaction import Redactor
-from pitstop.runs import RunStore
+from pitstop.runs import RunStore, redis_clock
 from pitstop.settings import Settings, load_settings
 from pitstop.statelog import StateLog
 
@@ -64,4 +64,5 @@ def bus() -> EventBus:
 
 
 def run_store() -> RunStore:
-    return RunStore(redis_client(), state_log=state_log(LOG_RUNS))
+    client = redis_client()
+    return RunStore(client, state_log=state_log(LOG_RUNS), clock=redis_clock(client))

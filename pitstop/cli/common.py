@@ -13,7 +13,7 @@ from pitstop.bus import EventBus
 from pitstop.connection import connect, resolve_redis_url
 from pitstop.constants import LOG_RUNS
 from pitstop.redaction import Redactor
-from pitstop.runs import RunStore
+from pitstop.runs import RunStore, redis_clock
 from pitstop.settings import Settings, load_settings
 from pitstop.statelog import StateLog
 
@@ -69,7 +69,8 @@ class Context:
         return StateLog(name, self.settings.state_dir, redactor=self.redactor)
 
     def run_store(self) -> RunStore:
-        return RunStore(self.redis(), state_log=self.state_log(LOG_RUNS))
+        client = self.redis()
+        return RunStore(client, state_log=self.state_log(LOG_RUNS), clock=redis_clock(client))
 
 
 def _hostname() -> str:

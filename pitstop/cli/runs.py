@@ -113,56 +113,65 @@ def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | N
     return run_record
 
 
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, and what CI systems send when a job is cancelled."""
+
+
 def follow_run(ctx: Context, run_id: str) -> Run:
-    """Print the run's output as it arrives; Ctrl-C asks the worker to cancel it."""
+    """Print the run's output as it arrives, until it ends.
+
+    Ctrl-C, SIGTERM or SIGHUP (a cancelled CI job) cancel the remote run; a second one stops
+    waiting. The handler only records the request: Redis is talked to from the loop.
+    """
     output = RunOutput(ctx.redis())
     store = ctx.run_store()
     stale_after = timedelta(seconds=ctx.settings.scripts.lost_after_seconds)
-    cancelled = False
+    requests: list[int] = []
 
-    def on_interrupt(signum: int, frame: FrameType | None) -> None:
-        nonlocal cancelled
-        if cancelled:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if requests:
             raise KeyboardInterrupt
-        cancelled = True
-        output.request_cancel(run_id)
-        click.echo(f"\npitstop: cancelling run {run_id} (Ctrl-C again to stop waiting)", err=True)
+        requests.append(signum)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {sig: signal.signal(sig, on_signal) for sig in CANCEL_SIGNALS}
+    cancel_sent = False
     warned_queue = False
     started = time.monotonic()
     last_check = 0.0
     try:
-        for item in output.follow(run_id, block_ms=500):
+        for item in output.follow(run_id, block_ms=200):
             if isinstance(item, OutputLine):
                 stream = sys.stderr if item.stream == "stderr" else sys.stdout
                 stream.write(item.line + "\n")
                 stream.flush()
-                continue
-            if isinstance(item, OutputEnd):
+            elif isinstance(item, OutputEnd):
                 break
+            if requests and not cancel_sent:
+                cancel_sent = True
+                output.request_cancel(run_id)
+                click.echo(f"pitstop: cancelling run {run_id} (again to stop waiting)", err=True)
+                store.cancel_if_queued(run_id, reason="cancelled before it started")
             now = time.monotonic()
-            if now - last_check < 1.0 and not cancelled:
+            if item is not None or (now - last_check < 1.0 and not cancel_sent):
                 continue
             last_check = now
-            # Nothing new: is the run still alive?
+            # Quiet for a while: is the run still alive?
             current = store.get_run(run_id)
-            if cancelled and current.status == "queued":
-                # No worker has it yet: cancel it here; a later claim finds it terminal.
-                current = store.update_run(run_id, status="cancelled",
-                                           error="cancelled before it started")
             if current.terminal:
                 break
-            if current.status == "running":
-                store.reap_lost(stale_after=stale_after, run_ids=[run_id])
-            elif current.status == "queued" and not warned_queue and now - started > 10:
+            if current.status == "running" and store.reap_lost(stale_after=stale_after,
+                                                               run_ids=[run_id]):
+                output.request_cancel(run_id)  # in case its worker is alive after all
+                break
+            if current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True
                 click.echo(f"pitstop: still queued on {current.queue!r}: is a worker consuming "
                            f"it? (pitstop worker -Q {current.queue})", err=True)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     final = store.get_run(run_id)
-    if final.error and final.status != "succeeded":
+    if final.status in ("lost", "cancelled") and final.error:
         click.echo(f"pitstop: run {run_id} {final.status}: {final.error}", err=True)
     return final
 

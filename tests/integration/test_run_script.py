@@ -182,8 +182,10 @@ def test_canary_secret_never_leaks(session_worker: Proc, pitstop_env: dict[str, 
     assert canary not in session_worker.output()
 
 
-def test_ctrl_c_cancels_the_remote_run(session_worker: Proc, pitstop_env: dict[str, str],
-                                       pitstop_home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_or_a_cancelled_ci_job_cancels_the_remote_run(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path,
+        sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"
     path = script(pitstop_home, "forever.py", """
         import os, sys, time
@@ -197,7 +199,7 @@ def test_ctrl_c_cancels_the_remote_run(session_worker: Proc, pitstop_env: dict[s
     assert proc.stdout is not None
     assert proc.stdout.readline() == "running\n"
     script_pid = int(pid_file.read_text())
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     assert proc.wait(30) == 130
     wait_for(lambda: not pid_alive(script_pid), 10, message="the script to be killed")
 

@@ -17,7 +17,7 @@ from redis.retry import Retry
 from pitstop.constants import RUN_INDEX, RUN_KEY_PREFIX
 from pitstop.errors import RedisUnavailable, RunNotFound
 from pitstop.redaction import Redactor
-from pitstop.runs import RUN_STATUSES, TERMINAL_STATUSES, Run, RunStore
+from pitstop.runs import RUN_STATUSES, TERMINAL_STATUSES, Run, RunStore, redis_clock
 from pitstop.statelog import StateLog, read_log
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -480,3 +480,18 @@ def test_unreachable_redis_is_a_clear_error() -> None:
 def test_ttl_must_be_positive(client: redis.Redis) -> None:
     with pytest.raises(ValueError, match="ttl"):
         RunStore(client, ttl_seconds=0)
+
+
+def test_cancel_if_queued_only_cancels_unclaimed_runs() -> None:
+    store = RunStore(fakeredis.FakeRedis())
+    queued = store.create_run(kind="script")
+    assert store.cancel_if_queued(queued.run_id, reason="r").status == "cancelled"
+    claimed = store.create_run(kind="script")
+    store.claim_run(claimed.run_id, host="h", worker_pid=1)
+    assert store.cancel_if_queued(claimed.run_id, reason="r").status == "running"
+
+
+def test_redis_clock_reads_the_server_time() -> None:
+    now = redis_clock(fakeredis.FakeRedis())()
+    assert now.tzinfo is not None
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 5
