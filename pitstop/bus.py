@@ -12,13 +12,12 @@ import itertools
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import redis
@@ -35,6 +34,7 @@ from pitstop.constants import (
 from pitstop.errors import HopLimitExceeded, RedisUnavailable, ValidationError
 from pitstop.events import Event, default_source, encode_data, make_event, utc_iso
 from pitstop.patterns import Pattern, compile_pattern, normalize_type
+from pitstop.timeparse import parse_since
 
 __all__ = [
     "EVENT_FIELD",
@@ -47,7 +47,6 @@ __all__ = [
     "decode_event",
     "encode_event",
     "pack_commands",
-    "parse_since",
     "redis_location",
     "stream_id_at",
     "unavailable",
@@ -63,8 +62,6 @@ _REPLAY_PAGE = 500
 _RECLAIM_BATCH = 100
 _RECLAIM_EVERY_BATCHES = 16
 _SUBSCRIBE_TIMEOUT = 5.0
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _consumer_numbers = itertools.count(1)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -140,31 +137,6 @@ def unavailable(client: redis.Redis, exc: Exception, action: str) -> RedisUnavai
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return RedisUnavailable(f"cannot reach Redis at {where} to {action}: {detail}")
     return RedisUnavailable(f"Redis at {where} failed to {action}: {detail}")
-
-
-def parse_since(since: datetime | str, *, now: datetime) -> datetime:
-    """``since`` as an aware datetime: a datetime, an ISO-8601 time, or a duration before ``now``.
-
-    Durations are a number and a unit: ``30s``, ``10m``, ``2h``, ``1d``, ``1w``. Naive times
-    are UTC.
-    """
-    if isinstance(since, datetime):
-        moment = since
-    elif isinstance(since, str):
-        text = since.strip()
-        duration = _DURATION.fullmatch(text)
-        if duration:
-            seconds = float(duration.group(1)) * _UNIT_SECONDS[duration.group(2).lower()]
-            return now - timedelta(seconds=seconds)
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValidationError(
-                f"since {since!r} is neither an ISO-8601 time nor a duration like 10m, 2h, 1d"
-            ) from None
-    else:
-        raise ValidationError(f"since must be a datetime or a string, got {type(since).__name__}")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def stream_id_at(moment: datetime) -> str:

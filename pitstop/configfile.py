@@ -119,7 +119,7 @@ def validation_error(exc: pydantic.ValidationError, doc: _Document) -> ConfigErr
     problems: list[tuple[str, int | None, str]] = []
     for error in exc.errors():
         path: KeyPath = tuple(part for part in error["loc"] if isinstance(part, str | int))
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "missing":

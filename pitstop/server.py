@@ -36,6 +36,7 @@ from pitstop.errors import (
     ValidationError,
     WebhookError,
 )
+from pitstop.redaction import Redactor
 from pitstop.statelog import StateLog
 from pitstop.webhooks import (
     DELIVERY_HEADER,
@@ -54,6 +55,9 @@ DEFAULT_EVENT_SOURCE = "http"
 _MAX_KEY_LENGTH = 200
 _EVENT_FIELDS = frozenset({"type", "data", "source"})
 _PENDING = "pending"
+PENDING_TTL_SECONDS = 60
+"""How long a claim of a delivery in progress lives: a process dying mid-request must not
+block the delivery's redelivery for the whole dedupe window."""
 _DONE = "done"
 
 
@@ -129,6 +133,7 @@ class _Handlers:
         state_log: StateLog | None,
         max_body_bytes: int,
         delivery_ttl_seconds: int,
+        redactor: Redactor | None,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -138,6 +143,7 @@ class _Handlers:
         self.max_body_bytes = max_body_bytes
         self.ttl = delivery_ttl_seconds
         self.max_data_bytes = bus.max_data_bytes
+        self.redactor = redactor or Redactor.from_environ()
 
     # --- GET /healthz ---------------------------------------------------------------------
 
@@ -216,9 +222,11 @@ class _Handlers:
 
         key = WEBHOOK_DELIVERY_PREFIX + delivery_id
         try:
-            claimed = bool(self.client.set(key, _PENDING, nx=True, ex=self.ttl))
+            claimed = bool(self.client.set(key, _PENDING, nx=True, ex=PENDING_TTL_SECONDS))
             if not claimed:
                 previous = _load_json(self.client.get(key))
+                if previous.get("state") != _DONE:
+                    return _error(409, "this delivery is being processed: retry shortly")
                 return _Outcome(200, {"status": "duplicate", "events": previous.get("events", [])},
                                 result="duplicate")
         except redis.RedisError as exc:
@@ -295,7 +303,7 @@ class _Handlers:
                 return replay
 
         try:
-            event = self.bus.publish(event_type, data, source=source)
+            event = self.bus.publish(event_type, self.redactor.redact(data), source=source)
         except (RedisUnavailable, redis.RedisError, ValidationError) as exc:
             return self._publish_failed(key, exc)
         if key is not None:
@@ -306,7 +314,7 @@ class _Handlers:
     def _claim_idempotency(self, key: str, fingerprint: str) -> _Outcome | None:
         """None when this request owns ``key``; else the reply to a repeated request."""
         pending = json.dumps({"state": _PENDING, "fingerprint": fingerprint})
-        if self.client.set(key, pending, nx=True, ex=self.ttl):
+        if self.client.set(key, pending, nx=True, ex=PENDING_TTL_SECONDS):
             return None
         stored = _load_json(self.client.get(key))
         if stored.get("fingerprint") not in (None, fingerprint):
@@ -322,7 +330,8 @@ class _Handlers:
 
     def _remember(self, key: str, value: Mapping[str, Any]) -> None:
         try:
-            self.client.set(key, json.dumps(value), xx=True, keepttl=True)
+            # Done: keep it for the whole dedupe window.
+            self.client.set(key, json.dumps(value), xx=True, ex=self.ttl)
         except redis.RedisError:
             # Published already; the pending marker still blocks a second publication.
             log.warning("could not record the outcome under %s", key, exc_info=True)
@@ -386,6 +395,7 @@ def create_app(
     state_log: StateLog | None = None,
     max_body_bytes: int = 5 * 1024 * 1024,
     delivery_ttl_seconds: int = WEBHOOK_DELIVERY_TTL_SECONDS,
+    redactor: Redactor | None = None,
 ) -> Starlette:
     """The pitstop HTTP app. A ``None`` secret or token disables that endpoint (503)."""
     handlers = _Handlers(
@@ -396,6 +406,7 @@ def create_app(
         state_log=state_log,
         max_body_bytes=max_body_bytes,
         delivery_ttl_seconds=delivery_ttl_seconds,
+        redactor=redactor,
     )
     return Starlette(
         routes=[

@@ -37,6 +37,16 @@ class RedisSettings(_Section):
     """Where the embedded server keeps its files; default ``<state_dir>/redis``."""
 
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class BusSettings(_Section):
     stream_maxlen: int = Field(EVENT_STREAM_MAXLEN, ge=100)
     max_data_bytes: int = Field(EVENT_DATA_MAX_BYTES, ge=256, le=16 * 1024 * 1024)
@@ -185,5 +195,6 @@ def load_settings(config_dir: Path | None = None,
         loc = ".".join(str(part) for part in error["loc"])
         source = next((n for n, p in ENV_OVERRIDES.items()
                        if ".".join(p) == loc and n in env), None)
-        raise ConfigError(error["msg"], file=f"environment {source}" if source else str(path),
+        raise ConfigError(error["msg"].removeprefix("Value error, "),
+                          file=f"environment {source}" if source else str(path),
                           key_path=loc or "(top level)") from None

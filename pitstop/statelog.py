@@ -16,7 +16,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,37 +294,3 @@ def list_logs(state_dir: Path) -> list[str]:
         if m and entry.is_file():
             names.add(m.group("name"))
     return sorted(names)
-
-
-_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
-_DURATION_FULL_RE = re.compile(r"^(?:\d+\s*[smhdw]\s*)+$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str, *, now: datetime) -> datetime:
-    """``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"`` (or ``"1h30m"``) ago, or an ISO-8601 time.
-
-    Returns an aware UTC datetime; a naive ISO time is taken as UTC.
-    """
-    value = text.strip()
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    if value and _DURATION_FULL_RE.match(value):
-        seconds = sum(
-            int(amount) * _UNIT_SECONDS[unit.lower()]
-            for amount, unit in _DURATION_RE.findall(value)
-        )
-        try:
-            return (now - timedelta(seconds=seconds)).astimezone(UTC)
-        except OverflowError as exc:
-            raise ValidationError(f"--since {text!r} reaches too far into the past") from exc
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationError(
-            f"--since {text!r} is neither a duration (30s, 10m, 2h, 1d, 1w) nor an ISO-8601 time "
-            "(2024-05-01T12:00:00Z)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -13,6 +15,8 @@ from pitstop.cli.events import emit, events, watch
 from pitstop.cli.processes import beat, flower, redis_group, serve, up, worker
 from pitstop.cli.runs import run, runs, show
 from pitstop.errors import PitstopError
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,4 +51,10 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # A bug of ours, not the user's: one line, and the traceback only on request.
+        if os.environ.get("PITSTOP_DEBUG"):
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} (PITSTOP_DEBUG=1 shows the traceback;"
+             " please report it)", EXIT_INTERNAL)
     return None

@@ -10,7 +10,7 @@ import click
 import redis
 
 from pitstop.bus import EventBus
-from pitstop.connection import connect, resolve_redis_url
+from pitstop.connection import connect, embedded_server, resolve_redis_url
 from pitstop.constants import LOG_RUNS
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore, redis_clock
@@ -48,6 +48,13 @@ class Context:
         return self._redactor
 
     def redis(self, *, start_embedded: bool = True) -> redis.Redis:
+        if self._redis is None and start_embedded and self.settings.redis.url is None:
+            server = embedded_server(self.settings)
+            if server.running_info() is None:
+                info = server.start(daemonize=True)
+                click.echo(f"pitstop: started the embedded Redis (pid {info.pid}, data in "
+                           f"{self.settings.redis_dir}); it keeps running until "
+                           "`pitstop redis stop`", err=True)
         if self._redis is None:
             self._redis = connect(self.settings, start_embedded=start_embedded)
         return self._redis

@@ -18,7 +18,8 @@ from pitstop.cli.common import Context, pass_context
 from pitstop.connection import describe_url, resolve_redis_url
 from pitstop.constants import BEAT_HEARTBEAT_KEY
 from pitstop.errors import PitstopError, ValidationError
-from pitstop.statelog import list_logs, parse_since, read_log
+from pitstop.statelog import list_logs, read_log
+from pitstop.timeparse import parse_since
 
 BEAT_STALE_SECONDS = 90
 
@@ -64,6 +65,8 @@ def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
             mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
             click.echo(f"{mark} {check.name:<10} {check.detail}")
     if problems:
+        if not config.ok:
+            sys.exit(2)  # like every other command given a bad config
         if not as_json:
             click.echo(f"\n{len(problems)} problem(s): "
                        + ", ".join(check.name for check in problems), err=True)

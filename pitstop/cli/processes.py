@@ -99,17 +99,15 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
 
 class EmbeddedRedisKeeper:
     """The embedded server under ``pitstop up``: restarted on the same port and password if it
-    dies (clients reconnect), stopped at the end if ``up`` started it."""
+    dies (clients reconnect), and stopped at the end, even one that was already running: after
+    Ctrl-C nothing of pitstop's is left running."""
 
     def __init__(self, data_dir: Path) -> None:
         self._server = RedisServer(data_dir)
         self._info: ServerInfo | None = None
-        self._owned = False
 
     def start(self) -> str:
-        existing = self._server.running_info()
-        self._info = existing or self._server.start(daemonize=True)
-        self._owned = existing is None
+        self._info = self._server.start(daemonize=True)
         return self._info.url
 
     def keep_alive(self) -> None:
@@ -121,11 +119,9 @@ class EmbeddedRedisKeeper:
                                    password=self._info.password)
         self._server.info_path.unlink(missing_ok=True)
         self._info = self._server.start(daemonize=True)
-        self._owned = True
 
     def stop(self) -> None:
-        if self._owned:
-            self._server.stop()
+        self._server.stop()
 
 
 def _up_plan(queues: str | None, concurrency: int | None, with_server: bool,
@@ -238,6 +234,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
         webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
         state_log=ctx.state_log(LOG_WEBHOOKS),
+        redactor=ctx.redactor,
     )
     bind_host = host or settings.host
     bind_port = port or settings.port

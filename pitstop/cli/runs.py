@@ -19,7 +19,7 @@ from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.constants import TASK_RUN_SCRIPT
 from pitstop.errors import ValidationError
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
-from pitstop.runs import Run
+from pitstop.runs import RUN_STATUSES, Run
 
 EXIT_LOST = 75
 """``--wait`` exit code when the worker running the script died (EX_TEMPFAIL: try again)."""
@@ -185,7 +185,7 @@ def _run_row(run: Run) -> list[str]:
 
 
 @click.command()
-@click.option("--status", help="Only runs in this status.")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context

@@ -511,3 +511,38 @@ def test_through_real_uvicorn(live_url: str, bus: EventBus, tmp_path: Path) -> N
                                                 (created.json()["id"], "tool.invoked")]
     results = [line["result"] for line in read_log(tmp_path)]
     assert results == ["accepted", "rejected", "rejected", "rejected", "rejected", "duplicate"]
+
+
+def test_a_delivery_left_pending_by_a_crash_is_not_acknowledged_as_duplicate(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
+    from pitstop.constants import WEBHOOK_DELIVERY_PREFIX
+    from pitstop.server import PENDING_TTL_SECONDS
+
+    delivery = str(uuid.uuid4())
+    # A previous process claimed the delivery and died before publishing.
+    redis_client.set(WEBHOOK_DELIVERY_PREFIX + delivery, "pending", ex=PENDING_TTL_SECONDS)
+    reply = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, delivery=delivery))
+    assert reply.status_code == 409
+    assert events_of(bus) == []
+    # Once the short claim has expired, GitHub's redelivery goes through.
+    assert 0 < redis_client.ttl(WEBHOOK_DELIVERY_PREFIX + delivery) <= PENDING_TTL_SECONDS
+    redis_client.delete(WEBHOOK_DELIVERY_PREFIX + delivery)
+    reply = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, delivery=delivery))
+    assert reply.status_code == 202
+    assert redis_client.ttl(WEBHOOK_DELIVERY_PREFIX + delivery) > PENDING_TTL_SECONDS
+
+
+def test_events_endpoint_redacts_secret_data(make_client: Callable[..., TestClient],
+                                             bus: EventBus) -> None:
+    from pitstop.redaction import Redactor
+
+    http = make_client(redactor=Redactor(secrets=["canary-value-123"]))
+    reply = http.post("/events", headers=bearer(), json={
+        "type": "deploy.requested",
+        "data": {"api_token": "tok-abc", "note": "uses canary-value-123"}})
+    assert reply.status_code == 201
+    stored = events_of(bus)[-1].data
+    assert stored["api_token"] == "***"
+    assert "canary-value-123" not in stored["note"]

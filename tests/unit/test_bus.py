@@ -20,7 +20,6 @@ from pitstop.bus import (
     EventBus,
     encode_event,
     pack_commands,
-    parse_since,
     stream_id_at,
 )
 from pitstop.constants import DEAD_LETTER_STREAM, EVENT_CHANNEL_PREFIX, EVENT_STREAM
@@ -34,6 +33,7 @@ from pitstop.errors import (
 )
 from pitstop.events import Event, make_event
 from pitstop.redis_server import free_port
+from pitstop.timeparse import parse_since
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
