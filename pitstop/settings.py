@@ -21,6 +21,7 @@ from pitstop.constants import (
     EVENT_STREAM_MAXLEN,
 )
 from pitstop.errors import ConfigError
+from pitstop.sealing import Sealer, key_file_sealer
 
 SETTINGS_FILE = "pitstop.yaml"
 
@@ -106,6 +107,9 @@ class Settings(_Section):
     state_dir: Path = Path(".state")
     config_dir: Path = Path("config")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    secret_key: SecretStr | None = None
+    """Key that seals secret ``--env`` values between CI and workers (``pitstop keygen``).
+    Unset with the embedded Redis: one is kept in ``<state_dir>/secret.key``."""
     secret_names: list[str] = Field(default_factory=list)
     """Extra environment variable names whose values are secrets (on top of *TOKEN*, *SECRET* …)."""
     redis: RedisSettings = RedisSettings()
@@ -131,6 +135,12 @@ class Settings(_Section):
             )
         return self
 
+    def sealer(self) -> Sealer | None:
+        """How secret values travel through Redis; None when no key is configured or kept."""
+        if self.secret_key is not None:
+            return Sealer(self.secret_key.get_secret_value())
+        return key_file_sealer(self.state_dir, create=self.redis.url is None)
+
     @property
     def redis_dir(self) -> Path:
         return self.redis.embedded_dir or self.state_dir / "redis"
@@ -141,6 +151,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PITSTOP_REDIS_URL": ("redis", "url"),
     "PITSTOP_STATE_DIR": ("state_dir",),
     "PITSTOP_LOG_LEVEL": ("log_level",),
+    "PITSTOP_SECRET_KEY": ("secret_key",),
     "PITSTOP_WEBHOOK_SECRET": ("server", "webhook_secret"),
     "PITSTOP_API_TOKEN": ("server", "api_token"),
     "PITSTOP_SERVER_PORT": ("server", "port"),

@@ -29,7 +29,7 @@ INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
 def run_script(self: Task, run_id: str, script: str, args: list[str] | None = None,
                env: dict[str, str] | None = None, cwd: str | None = None,
                timeout: float | None = None, idempotent: bool = False,
-               trace_id: str | None = None) -> dict[str, Any]:
+               trace_id: str | None = None, sealed_env: str | None = None) -> dict[str, Any]:
     """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``."""
     settings = context.settings()
     runs = context.run_store()
@@ -85,7 +85,8 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         heartbeat_interval=max(0.5, min(5.0, settings.scripts.lost_after_seconds / 4)),
     )
     try:
-        result = wrapper.wrap(script, args or [], env=env or {},
+        full_env = {**(env or {}), **_unseal(sealed_env)}
+        result = wrapper.wrap(script, args or [], env=full_env,
                               cwd=Path(cwd) if cwd else None, timeout=limit,
                               run_id=run_id, trace_id=trace_id)
     except ScriptError as exc:
@@ -97,3 +98,13 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     final = runs.get_run(run_id)
     output.close(run_id, status=final.status, exit_code=result.exit_code)
     return redactor.redact(result.to_dict())  # type: ignore[no-any-return]
+
+
+def _unseal(sealed_env: str | None) -> dict[str, str]:
+    if not sealed_env:
+        return {}
+    sealer = context.settings().sealer()
+    if sealer is None:
+        raise ScriptError("this run carries encrypted --env values but this worker has no "
+                          "PITSTOP_SECRET_KEY to decrypt them")
+    return sealer.unseal(sealed_env)

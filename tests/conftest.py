@@ -57,6 +57,7 @@ def pitstop_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
     """Environment for pitstop subprocesses talking to ``celery_redis``."""
+    from pitstop.sealing import generate_key
     from tests.support import FIXTURE_SCRIPTS, ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
@@ -68,6 +69,7 @@ def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
                                                   str(FIXTURE_SCRIPTS)]),
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
+        "PITSTOP_SECRET_KEY": generate_key(),
     })
     return env
 

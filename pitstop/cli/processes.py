@@ -244,6 +244,14 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     http.serve(app, host=bind_host, port=bind_port)
 
 
+@click.command()
+def keygen() -> None:
+    """Print a new PITSTOP_SECRET_KEY (share it between CI and workers, like a password)."""
+    from pitstop.sealing import generate_key
+
+    click.echo(generate_key())
+
+
 @click.group("redis")
 def redis_group() -> None:
     """Manage the embedded Redis under .state/redis."""

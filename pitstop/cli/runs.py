@@ -17,7 +17,7 @@ from rich.table import Table
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.errors import ValidationError
+from pitstop.errors import ConfigError, ValidationError
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
 from pitstop.runs import RUN_STATUSES, Run
 
@@ -90,9 +90,19 @@ def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | N
     if script.startswith("-"):
         raise ValidationError(f"script name may not start with '-': {script!r}")
     env = env or {}
-    for name, value in env.items():
-        if ctx.redactor.is_secret_name(name):
+    secret = {name: value for name, value in env.items() if ctx.redactor.is_secret_name(name)}
+    plain = {name: value for name, value in env.items() if name not in secret}
+    sealed: str | None = None
+    if secret:
+        for value in secret.values():
             ctx.redactor.add_secret(value)
+        sealer = settings.sealer()
+        if sealer is None:
+            raise ConfigError(
+                f"--env {', '.join(sorted(secret))}: secret values are encrypted on their way "
+                "through Redis, with a key CI and workers share: set PITSTOP_SECRET_KEY on both "
+                "(make one with `pitstop keygen`)", key_path="secret_key")
+        sealed = sealer.seal(secret)
     queue = queue or settings.scripts.default_queue
     limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
     run_record = ctx.run_store().create_run(
@@ -101,10 +111,11 @@ def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | N
                                     "timeout": limit, "env": sorted(env)}),
     )
     kwargs: dict[str, Any] = {"run_id": run_record.run_id, "script": script, "args": args,
-                              "env": env, "cwd": cwd, "timeout": limit, "idempotent": idempotent,
-                              "trace_id": run_record.run_id}
+                              "env": plain, "sealed_env": sealed, "cwd": cwd, "timeout": limit,
+                              "idempotent": idempotent, "trace_id": run_record.run_id}
     # What logs, task events and Flower show: never the environment's values.
-    shown = ctx.redactor.redact({**kwargs, "env": {name: "***" for name in env}})
+    shown = ctx.redactor.redact({**kwargs, "env": {name: "***" for name in env},
+                                 "sealed_env": "***" if sealed else None})
     ctx.celery_app().send_task(
         TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run_record.run_id,
         time_limit=limit + settings.celery.time_limit_grace,

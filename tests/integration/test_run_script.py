@@ -180,6 +180,52 @@ def test_canary_secret_never_leaks(session_worker: Proc, pitstop_env: dict[str, 
     for log in state.glob("*.jsonl"):
         assert canary not in log.read_text(), log.name
     assert canary not in session_worker.output()
+    # Nor does any key in Redis: queues, messages, results (it travels sealed).
+    assert not [key for key in client.scan_iter() if canary.encode() in _dump(client, key)]
+
+
+def _dump(client: redis.Redis, key: bytes) -> bytes:
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key) or b""
+    if kind == b"list":
+        return b"".join(client.lrange(key, 0, -1))
+    if kind == b"hash":
+        return b"".join(k + v for k, v in client.hgetall(key).items())
+    if kind == b"set":
+        return b"".join(client.smembers(key))
+    if kind == b"zset":
+        return b"".join(client.zrange(key, 0, -1))
+    if kind == b"stream":
+        return b"".join(v for _, fields in client.xrange(key) for v in fields.values())
+    return b""
+
+
+def test_secret_env_without_a_shared_key_is_refused(pitstop_env: dict[str, str],
+                                                    pitstop_home: Path) -> None:
+    path = script(pitstop_home, "needs_token.py", "print('ran')\n")
+    env = {k: v for k, v in pitstop_env.items() if k != "PITSTOP_SECRET_KEY"}
+    env["DEPLOY_TOKEN"] = "secret-value-xyz"
+    done = run_cli(["run", path, "--env", "DEPLOY_TOKEN"], env)
+    assert done.returncode == 2
+    assert "PITSTOP_SECRET_KEY" in done.stderr
+    assert "secret-value-xyz" not in done.stderr
+
+
+def test_a_worker_with_another_key_fails_the_run_clearly(
+        pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
+    from pitstop.sealing import generate_key
+
+    queue = f"wrongkey-{uuid.uuid4().hex[:8]}"
+    path = script(pitstop_home, "needs_token2.py", "print('ran')\n")
+    worker_env = {**pitstop_env, "PITSTOP_SECRET_KEY": generate_key()}
+    with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], worker_env,
+                 tmp_path / "worker.log", ready="ready.", timeout=60):
+        env = {**pitstop_env, "DEPLOY_TOKEN": "secret-value-xyz"}
+        done = run_cli(["run", path, "--queue", queue, "--env", "DEPLOY_TOKEN", "--wait"], env)
+    assert done.returncode == 2
+    assert "cannot decrypt" in done.stderr
+    assert "ran" not in done.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])

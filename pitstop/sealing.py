@@ -1,0 +1,66 @@
+"""Sealing secret values for the trip through Redis.
+
+``pitstop run --env DEPLOY_TOKEN`` must hand the token to a worker on another machine, but the
+task message sits in a Redis list and in its append-only file. Values of secret-named variables
+are therefore encrypted (Fernet: AES-128-CBC + HMAC-SHA256) with a key that CI and workers share
+(``PITSTOP_SECRET_KEY``) and Redis never sees. With the embedded Redis on one machine, a key is
+created on first use in ``<state_dir>/secret.key`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from pitstop.errors import ConfigError, ScriptError
+
+KEY_FILE = "secret.key"
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+class Sealer:
+    """Encrypts a mapping of secret values into one token, and back."""
+
+    def __init__(self, key: str | bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError("the secret key is not a valid key: make one with "
+                              "`pitstop keygen`", key_path="secret_key") from None
+
+    def seal(self, values: Mapping[str, str]) -> str:
+        return self._fernet.encrypt(json.dumps(dict(values)).encode()).decode()
+
+    def unseal(self, token: str) -> dict[str, str]:
+        try:
+            values = json.loads(self._fernet.decrypt(token.encode()))
+        except (InvalidToken, ValueError):
+            raise ScriptError(
+                "cannot decrypt the secret --env values: the worker's PITSTOP_SECRET_KEY is not "
+                "the one the run was enqueued with") from None
+        return {str(name): str(value) for name, value in values.items()}
+
+
+def key_file_sealer(state_dir: Path, *, create: bool) -> Sealer | None:
+    """The sealer of ``<state_dir>/secret.key``; created (0600) when missing and ``create``."""
+    path = state_dir / KEY_FILE
+    try:
+        return Sealer(path.read_bytes().strip())
+    except FileNotFoundError:
+        if not create:
+            return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return Sealer(path.read_bytes().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate_key())
+    return Sealer(path.read_bytes().strip())

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pitstop.errors import ConfigError, ScriptError
+from pitstop.sealing import KEY_FILE, Sealer, generate_key, key_file_sealer
+from pitstop.settings import load_settings
+
+
+def test_round_trip_and_no_plaintext() -> None:
+    sealer = Sealer(generate_key())
+    token = sealer.seal({"DEPLOY_TOKEN": "canary-123"})
+    assert "canary-123" not in token
+    assert sealer.unseal(token) == {"DEPLOY_TOKEN": "canary-123"}
+
+
+def test_another_key_cannot_open_it() -> None:
+    token = Sealer(generate_key()).seal({"A_TOKEN": "x"})
+    with pytest.raises(ScriptError, match="cannot decrypt"):
+        Sealer(generate_key()).unseal(token)
+
+
+def test_a_malformed_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="keygen"):
+        Sealer("not-a-key")
+
+
+def test_key_file_is_created_once_private(tmp_path: Path) -> None:
+    assert key_file_sealer(tmp_path, create=False) is None
+    first = key_file_sealer(tmp_path, create=True)
+    second = key_file_sealer(tmp_path, create=False)
+    assert first is not None and second is not None
+    assert second.unseal(first.seal({"K": "v"})) == {"K": "v"}
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_settings_choose_the_configured_key_over_the_file(tmp_path: Path) -> None:
+    key = generate_key()
+    external = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://h:1/0",
+                                                "PITSTOP_STATE_DIR": str(tmp_path / "s")})
+    assert external.sealer() is None  # a shared key must be configured for a real Redis
+    configured = load_settings(tmp_path, environ={"PITSTOP_SECRET_KEY": key,
+                                                  "PITSTOP_STATE_DIR": str(tmp_path / "s")})
+    sealer = configured.sealer()
+    assert sealer is not None
+    assert Sealer(key).unseal(sealer.seal({"K": "v"})) == {"K": "v"}
+    embedded = load_settings(tmp_path, environ={"PITSTOP_STATE_DIR": str(tmp_path / "s")})
+    assert embedded.sealer() is not None
+    assert (tmp_path / "s" / KEY_FILE).exists()
