@@ -275,6 +275,19 @@ class CLIWrapper:
 
     # --- before anything runs -------------------------------------------------------------------
 
+    def resolve_workdir(self, cwd: str | Path) -> Path:
+        """The real path of an existing working directory inside the allowed roots."""
+        try:
+            found = Path(cwd).resolve(strict=True)
+        except (OSError, ValueError, RuntimeError):
+            raise ScriptError(f"working directory {cwd} does not exist") from None
+        if not found.is_dir():
+            raise ScriptError(f"working directory {cwd} is not a directory")
+        if not any(found.is_relative_to(root) for root in self.allowed_roots):
+            raise PathNotAllowed(f"working directory {found} is outside the allowed roots "
+                                 f"({self._roots_text()})")
+        return found
+
     def resolve_script(self, path: str | Path) -> Path:
         """The real path of an allowed script, or :class:`PathNotAllowed`.
 
@@ -378,9 +391,7 @@ class CLIWrapper:
         script = self.resolve_script(path)
         child_env = self.child_env(env)
         argv = self.command_for(script, list(args), search_path=child_env.get("PATH"))
-        workdir = None if cwd is None else Path(cwd)
-        if workdir is not None and not workdir.is_dir():
-            raise ScriptError(f"working directory {workdir} does not exist")
+        workdir = None if cwd is None else self.resolve_workdir(cwd)
 
         redact = self.redactor.redact_text
         shown_script = redact(str(script))

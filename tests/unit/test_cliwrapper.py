@@ -133,8 +133,13 @@ def test_given_run_id_is_kept_and_fresh_ids_differ() -> None:
 
 
 def test_working_directory(tmp_path: Path) -> None:
-    result = wrapper().wrap(FIXTURES / "cwd.py", cwd=tmp_path)
+    result = wrapper(allowed_roots=[FIXTURES, tmp_path]).wrap(FIXTURES / "cwd.py", cwd=tmp_path)
     assert result.stdout_tail == f"{tmp_path.resolve()}\n"
+
+
+def test_working_directory_outside_the_roots_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PathNotAllowed, match="working directory"):
+        wrapper().wrap(FIXTURES / "cwd.py", cwd=tmp_path)
 
 
 def test_missing_working_directory_refused_before_running(tmp_path: Path) -> None:
@@ -289,7 +294,8 @@ NASTY_ARGS = [
 
 @pytest.mark.parametrize("script", ["echo_args.py", "echo_args.sh"])
 def test_args_are_passed_literally(script: str, tmp_path: Path) -> None:
-    result = wrapper().wrap(FIXTURES / script, NASTY_ARGS, cwd=tmp_path)
+    result = wrapper(allowed_roots=[FIXTURES, tmp_path]).wrap(FIXTURES / script, NASTY_ARGS,
+                                                              cwd=tmp_path)
     assert result.succeeded
     assert list(tmp_path.iterdir()) == []
     expected_lines = "".join(f"{arg}\n" for arg in NASTY_ARGS)
