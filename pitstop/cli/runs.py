@@ -17,9 +17,9 @@ from rich.table import Table
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError, ValidationError
+from pitstop.errors import ConfigError, RunNotFound, ValidationError
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
-from pitstop.runs import RUN_STATUSES, Run
+from pitstop.runs import RUN_STATUSES, Run, RunStore
 
 EXIT_LOST = 75
 """``--wait`` exit code when the worker running the script died (EX_TEMPFAIL: try again)."""
@@ -104,7 +104,10 @@ def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | N
                 "(make one with `pitstop keygen`)", key_path="secret_key")
         sealed = sealer.seal(secret)
     queue = queue or settings.scripts.default_queue
-    limit = min(timeout or settings.scripts.default_timeout, settings.scripts.max_timeout)
+    if timeout is not None and timeout > settings.scripts.max_timeout:
+        raise ValidationError(f"--timeout {timeout:g} is over scripts.max_timeout "
+                              f"({settings.scripts.max_timeout:g}s)")
+    limit = timeout or settings.scripts.default_timeout
     run_record = ctx.run_store().create_run(
         kind="script", queue=queue,
         params=ctx.redactor.redact({"script": script, "args": args, "cwd": cwd,
@@ -182,9 +185,29 @@ def follow_run(ctx: Context, run_id: str) -> Run:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     final = store.get_run(run_id)
-    if final.status in ("lost", "cancelled") and final.error:
+    if final.status == "timed_out":
+        limit = final.params.get("timeout", "?")
+        click.echo(f"pitstop: run {run_id} timed out after {limit}s; its processes were killed",
+                   err=True)
+    elif final.status in ("lost", "cancelled") and final.error:
         click.echo(f"pitstop: run {run_id} {final.status}: {final.error}", err=True)
     return final
+
+
+def _find_run(store: RunStore, run_id: str) -> Run:
+    """A run by id, or by a prefix unique among the recent runs (ids are long)."""
+    try:
+        return store.get_run(run_id)
+    except RunNotFound:
+        if len(run_id) < 6:
+            raise
+        matches = [run for run in store.list_runs(limit=1000) if run.run_id.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValidationError(f"{run_id!r} matches {len(matches)} runs: give more of the id"
+                                  ) from None
+        raise
 
 
 def _run_row(run: Run) -> list[str]:
@@ -225,8 +248,8 @@ def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
 @click.option("--output", "with_output", is_flag=True, help="Also print the captured output.")
 @pass_context
 def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
-    """Show one run: status, timings, executions."""
-    item = ctx.run_store().get_run(run_id)
+    """Show one run: status, timings, executions (RUN_ID or a unique prefix of it)."""
+    item = _find_run(ctx.run_store(), run_id)
     if as_json:
         print_json(item.model_dump(mode="json"))
     else:
@@ -238,6 +261,15 @@ def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
         for number, execution in enumerate(item.executions, start=1):
             click.echo(f"  execution {number}: exit {execution.get('exit_code')} in "
                        f"{execution.get('duration', 0):.3f}s on {execution.get('host')}")
+        if item.executions and not with_output:
+            last = item.executions[-1]
+            for name in ("stdout_tail", "stderr_tail"):
+                tail = str(last.get(name) or "").rstrip("\n")
+                if tail:
+                    lines = tail.splitlines()[-10:]
+                    click.echo(f"  {name.replace('_tail', '')} (last {len(lines)} lines):")
+                    for line in lines:
+                        click.echo(f"    {line}")
     if with_output:
         for entry in RunOutput(ctx.redis()).follow(run_id, block_ms=1):
             if entry is None:

@@ -65,6 +65,18 @@ def test_run_without_wait_prints_run_id_and_run_is_recorded(
     assert shown["exit_code"] == 0
     assert shown["executions"][0]["exit_code"] == 0
     assert shown["finished_at"] >= shown["started_at"]
+    human = run_cli(["show", run_id[:13]], pitstop_env)  # a unique prefix is enough
+    assert human.returncode == 0, human.stderr
+    assert "succeeded" in human.stdout
+    assert "quick" in human.stdout  # the output's tail
+
+
+def test_timeout_over_the_maximum_is_refused(pitstop_env: dict[str, str],
+                                             pitstop_home: Path) -> None:
+    path = script(pitstop_home, "whatever.py", "print('x')\n")
+    done = run_cli(["run", path, "--timeout", "99999"], pitstop_env)
+    assert done.returncode == 2
+    assert "max_timeout" in done.stderr
 
 
 def _terminal_show(run_id: str, env: dict[str, str]) -> dict[str, object] | None:
@@ -109,6 +121,7 @@ def test_timeout_kills_the_whole_process_tree(session_worker: Proc, pitstop_env:
     """)
     done = run_cli(["run", path, "--wait", "--timeout", "1", "--", str(pids)], pitstop_env)
     assert done.returncode == 124, done.stderr
+    assert "timed out after 1.0s" in done.stderr
     recorded = [int(line) for line in pids.read_text().split()]
     assert len(recorded) >= 3
     wait_for(lambda: not any(pid_alive(pid) for pid in recorded), 10,
