@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from pitstop.redis_server import RedisServer, ServerInfo
+
+# Shared CI machines stall at random: judge properties, not the speed of one example.
+settings.register_profile("pitstop", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pitstop")
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,14 @@ import sys
 import time
 from datetime import timedelta
 from types import FrameType
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from pitstop.cli.common import Context, pass_context, print_json
-from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError, RunNotFound, ValidationError
+from pitstop.dispatch import ScriptDispatcher
+from pitstop.errors import RunNotFound, ValidationError
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
 from pitstop.runs import RUN_STATUSES, Run, RunStore
 
@@ -85,46 +84,11 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
 def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | None = None,
                    timeout: float | None = None, env: dict[str, str] | None = None,
                    cwd: str | None = None, idempotent: bool = False) -> Run:
-    """Record a queued run and send ``run_script`` to ``queue``; the run id is the task id."""
-    settings = ctx.settings
-    if script.startswith("-"):
-        raise ValidationError(f"script name may not start with '-': {script!r}")
-    env = env or {}
-    secret = {name: value for name, value in env.items() if ctx.redactor.is_secret_name(name)}
-    plain = {name: value for name, value in env.items() if name not in secret}
-    sealed: str | None = None
-    if secret:
-        for value in secret.values():
-            ctx.redactor.add_secret(value)
-        sealer = settings.sealer()
-        if sealer is None:
-            raise ConfigError(
-                f"--env {', '.join(sorted(secret))}: secret values are encrypted on their way "
-                "through Redis, with a key CI and workers share: set PITSTOP_SECRET_KEY on both "
-                "(make one with `pitstop keygen`)", key_path="secret_key")
-        sealed = sealer.seal(secret)
-    queue = queue or settings.scripts.default_queue
-    if timeout is not None and timeout > settings.scripts.max_timeout:
-        raise ValidationError(f"--timeout {timeout:g} is over scripts.max_timeout "
-                              f"({settings.scripts.max_timeout:g}s)")
-    limit = timeout or settings.scripts.default_timeout
-    run_record = ctx.run_store().create_run(
-        kind="script", queue=queue,
-        params=ctx.redactor.redact({"script": script, "args": args, "cwd": cwd,
-                                    "timeout": limit, "env": sorted(env)}),
-    )
-    kwargs: dict[str, Any] = {"run_id": run_record.run_id, "script": script, "args": args,
-                              "env": plain, "sealed_env": sealed, "cwd": cwd, "timeout": limit,
-                              "idempotent": idempotent, "trace_id": run_record.run_id}
-    # What logs, task events and Flower show: never the environment's values.
-    shown = ctx.redactor.redact({**kwargs, "env": {name: "***" for name in env},
-                                 "sealed_env": "***" if sealed else None})
-    ctx.celery_app().send_task(
-        TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run_record.run_id,
-        time_limit=limit + settings.celery.time_limit_grace,
-        kwargsrepr=repr(shown), argsrepr="()",
-    )
-    return run_record
+    """Record a queued run and send it to ``queue`` (see :class:`ScriptDispatcher`)."""
+    dispatcher = ScriptDispatcher(ctx.settings, ctx.run_store(), ctx.redactor,
+                                  ctx.celery_app().send_task)
+    return dispatcher.enqueue(script, args, queue=queue, timeout=timeout, env=env, cwd=cwd,
+                              idempotent=idempotent)
 
 
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

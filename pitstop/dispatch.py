@@ -1,0 +1,79 @@
+"""Enqueueing a script run: the run record, the sealed secrets and the task message.
+
+Used by ``pitstop run`` and by anything else that launches scripts (a workstream step). It
+never imports Celery: the caller hands in ``send``, which is ``celery_app.send_task``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pitstop.constants import TASK_RUN_SCRIPT
+from pitstop.errors import ConfigError, ValidationError
+from pitstop.redaction import Redactor
+from pitstop.runs import Run, RunStore
+from pitstop.settings import Settings
+
+SendTask = Callable[..., Any]
+
+
+class ScriptDispatcher:
+    """Records a queued run and sends ``run_script`` for it; the run id is the task id."""
+
+    def __init__(self, settings: Settings, runs: RunStore, redactor: Redactor,
+                 send: SendTask) -> None:
+        self._settings = settings
+        self._runs = runs
+        self._redactor = redactor
+        self._send = send
+
+    def enqueue(self, script: str, args: Sequence[str] = (), *, queue: str | None = None,
+                timeout: float | None = None, env: Mapping[str, str] | None = None,
+                cwd: str | None = None, idempotent: bool = False,
+                trace_id: str | None = None) -> Run:
+        """Validate, record and send. Raises ValidationError / ConfigError before sending."""
+        scripts = self._settings.scripts
+        if script.startswith("-"):
+            raise ValidationError(f"script name may not start with '-': {script!r}")
+        if timeout is not None and timeout > scripts.max_timeout:
+            raise ValidationError(f"--timeout {timeout:g} is over scripts.max_timeout "
+                                  f"({scripts.max_timeout:g}s)")
+        env = dict(env or {})
+        plain, sealed = self._split_env(env)
+        queue = queue or scripts.default_queue
+        limit = timeout or scripts.default_timeout
+        run = self._runs.create_run(
+            kind="script", queue=queue, trace_id=trace_id,
+            params=self._redactor.redact({"script": script, "args": list(args), "cwd": cwd,
+                                          "timeout": limit, "env": sorted(env)}),
+        )
+        kwargs: dict[str, Any] = {
+            "run_id": run.run_id, "script": script, "args": list(args), "env": plain,
+            "sealed_env": sealed, "cwd": cwd, "timeout": limit, "idempotent": idempotent,
+            "trace_id": trace_id or run.run_id,
+        }
+        # What worker logs, task events and Flower show: never an environment value.
+        shown = self._redactor.redact({**kwargs, "env": {name: "***" for name in env},
+                                       "sealed_env": "***" if sealed else None})
+        self._send(TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run.run_id,
+                   time_limit=limit + self._settings.celery.time_limit_grace,
+                   kwargsrepr=repr(shown), argsrepr="()")
+        return run
+
+    def _split_env(self, env: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+        """Plain values, and the secret-named ones sealed into one token (or None)."""
+        secret = {name: value for name, value in env.items()
+                  if self._redactor.is_secret_name(name)}
+        plain = {name: value for name, value in env.items() if name not in secret}
+        if not secret:
+            return plain, None
+        for value in secret.values():
+            self._redactor.add_secret(value)
+        sealer = self._settings.sealer()
+        if sealer is None:
+            raise ConfigError(
+                f"--env {', '.join(sorted(secret))}: secret values are encrypted on their way "
+                "through Redis, with a key CI and workers share: set PITSTOP_SECRET_KEY on both "
+                "(make one with `pitstop keygen`)", key_path="secret_key")
+        return plain, sealer.seal(secret)

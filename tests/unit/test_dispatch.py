@@ -1,0 +1,74 @@
+"""ScriptDispatcher without a broker: what it records and what it would send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from pitstop.constants import TASK_RUN_SCRIPT
+from pitstop.dispatch import ScriptDispatcher
+from pitstop.errors import ConfigError, ValidationError
+from pitstop.redaction import Redactor
+from pitstop.runs import RunStore
+from pitstop.sealing import Sealer, generate_key
+from pitstop.settings import load_settings
+
+
+class RecordingSend:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, name: str, **options: Any) -> None:
+        self.calls.append((name, options))
+
+
+def dispatcher(tmp_path: Path, **environ: str) -> tuple[ScriptDispatcher, RunStore, RecordingSend]:
+    settings = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://h:1/0",
+                                                "PITSTOP_STATE_DIR": str(tmp_path), **environ})
+    store = RunStore(fakeredis.FakeRedis())
+    send = RecordingSend()
+    return ScriptDispatcher(settings, store, Redactor(), send), store, send
+
+
+def test_records_a_queued_run_and_sends_it_under_the_run_id(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path)
+    run = dispatch.enqueue("scripts/build.sh", ["--release"], queue="linux", timeout=30,
+                           env={"GIT_SHA": "abc"})
+    assert store.get_run(run.run_id).status == "queued"
+    [(name, options)] = send.calls
+    assert name == TASK_RUN_SCRIPT
+    assert options["task_id"] == run.run_id
+    assert options["queue"] == "linux"
+    assert options["kwargs"]["env"] == {"GIT_SHA": "abc"}
+    assert options["time_limit"] == 30 + 30  # the script's timeout plus the grace
+    assert "abc" not in options["kwargsrepr"]
+
+
+def test_secret_values_are_sealed_never_sent_in_the_clear(tmp_path: Path) -> None:
+    key = generate_key()
+    dispatch, _, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=key)
+    dispatch.enqueue("s.sh", env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
+    [(_, options)] = send.calls
+    assert options["kwargs"]["env"] == {"MODE": "fast"}
+    assert "canary-1" not in repr(options)
+    assert Sealer(key).unseal(options["kwargs"]["sealed_env"]) == {"DEPLOY_TOKEN": "canary-1"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"script": "-rf"}, ValidationError),
+        ({"script": "ok.sh", "timeout": 10**6}, ValidationError),
+        ({"script": "ok.sh", "env": {"API_TOKEN": "x"}}, ConfigError),  # no shared key
+    ],
+)
+def test_refused_before_anything_is_recorded_or_sent(tmp_path: Path, kwargs: dict[str, Any],
+                                                     error: type[Exception]) -> None:
+    dispatch, store, send = dispatcher(tmp_path)
+    with pytest.raises(error):
+        dispatch.enqueue(**kwargs)
+    assert send.calls == []
+    assert store.list_runs() == []
