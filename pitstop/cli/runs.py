@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
 
@@ -66,16 +68,21 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
         wait: bool, env_pairs: tuple[str, ...], cwd: str | None, idempotent: bool,
         as_json: bool) -> None:
     """Run SCRIPT on a build machine: pitstop run scripts/build.sh --wait -- --release"""
-    run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
-                                env=parse_env(env_pairs), cwd=cwd, idempotent=idempotent)
+    env = parse_env(env_pairs)
     if not wait:
+        run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
+                                    env=env, cwd=cwd, idempotent=idempotent)
         if as_json:
             print_json(run_record.model_dump(mode="json"))
         else:
             click.echo(run_record.run_id)
         return
-    click.echo(f"pitstop: run {run_record.run_id} queued on {run_record.queue!r}", err=True)
-    final = follow_run(ctx, run_record.run_id)
+    # Listen for Ctrl-C before the run exists, so no moment is left where it is lost.
+    with cancel_requests() as requests:
+        run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
+                                    env=env, cwd=cwd, idempotent=idempotent)
+        click.echo(f"pitstop: run {run_record.run_id} queued on {run_record.queue!r}", err=True)
+        final = follow_run(ctx, run_record.run_id, requests)
     if as_json:
         print_json(final.model_dump(mode="json"))
     sys.exit(exit_code_for(final))
@@ -95,15 +102,10 @@ CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Ctrl-C, and what CI systems send when a job is cancelled."""
 
 
-def follow_run(ctx: Context, run_id: str) -> Run:
-    """Print the run's output as it arrives, until it ends.
-
-    Ctrl-C, SIGTERM or SIGHUP (a cancelled CI job) cancel the remote run; a second one stops
-    waiting. The handler only records the request: Redis is talked to from the loop.
-    """
-    output = RunOutput(ctx.redis())
-    store = ctx.run_store()
-    stale_after = timedelta(seconds=ctx.settings.scripts.lost_after_seconds)
+@contextmanager
+def cancel_requests() -> Iterator[list[int]]:
+    """Record Ctrl-C, SIGTERM and SIGHUP (a cancelled CI job) instead of dying; a second one
+    raises KeyboardInterrupt. The handler only records: Redis is talked to from the loop."""
     requests: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -112,6 +114,22 @@ def follow_run(ctx: Context, run_id: str) -> Run:
         requests.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in CANCEL_SIGNALS}
+    try:
+        yield requests
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> Run:
+    """Print the run's output as it arrives, until it ends; a signal recorded in ``requests``
+    cancels the remote run (a queued one at once, a running one through its worker)."""
+    if requests is None:
+        with cancel_requests() as own:
+            return follow_run(ctx, run_id, own)
+    output = RunOutput(ctx.redis())
+    store = ctx.run_store()
+    stale_after = timedelta(seconds=ctx.settings.scripts.lost_after_seconds)
     cancel_sent = False
     warned_queue = False
     started = time.monotonic()
@@ -145,9 +163,10 @@ def follow_run(ctx: Context, run_id: str) -> Run:
                 warned_queue = True
                 click.echo(f"pitstop: still queued on {current.queue!r}: is a worker consuming "
                            f"it? (pitstop worker -Q {current.queue})", err=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    except KeyboardInterrupt:
+        click.echo(f"pitstop: stopped waiting; run {run_id} goes on "
+                   f"(pitstop show {run_id})", err=True)
+        raise
     final = store.get_run(run_id)
     if final.status == "timed_out":
         limit = final.params.get("timeout", "?")
