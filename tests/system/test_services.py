@@ -1,4 +1,4 @@
-"""Beat as a singleton with fail-over, and Flower behind basic auth."""
+"""Long-running services: Beat as a singleton with fail-over, Flower behind basic auth, serve."""
 
 from __future__ import annotations
 
@@ -69,3 +69,30 @@ def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path)
         assert wait_for(answering, 60, interval=0.2, message="Flower to listen") == 401
         assert httpx.get(url, auth=("admin", "wrong"), timeout=5).status_code == 401
         assert httpx.get(url, auth=("admin", "s3cret-pass"), timeout=5).status_code == 200
+
+
+def test_serve_accepts_bearer_events_and_refuses_others(
+        pitstop_env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**pitstop_env, "PITSTOP_API_TOKEN": "tok-system-test"}
+    with running(["serve", "--port", str(port)], env, tmp_path / "serve.log"):
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, 30, interval=0.1, message="pitstop serve to answer")
+        refused = httpx.post(f"{base}/events", json={"type": "ci.build.done"}, timeout=5)
+        assert refused.status_code == 401
+        accepted = httpx.post(f"{base}/events", timeout=5,
+                              headers={"Authorization": "Bearer tok-system-test"},
+                              json={"type": "ci.build.done", "data": {"sha": "abc"}})
+        assert accepted.status_code == 201
+        event_id = accepted.json()["id"]
+        # Webhooks are off without a secret: a clear 503, not a silent accept.
+        assert httpx.post(f"{base}/webhooks/github", content=b"{}", timeout=5).status_code == 503
+    listed = run_cli(["events", "ci.build.*", "--json"], pitstop_env)
+    assert event_id in listed.stdout
