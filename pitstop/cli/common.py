@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -70,7 +71,7 @@ class Context:
         s = self.settings
         return EventBus(self.redis(), maxlen=s.bus.stream_maxlen,
                         max_data_bytes=s.bus.max_data_bytes, max_hops=s.bus.max_hops,
-                        source=f"cli@{_hostname()}")
+                        source=f"cli@{socket.gethostname()}")
 
     def state_log(self, name: str) -> StateLog:
         return StateLog(name, self.settings.state_dir, redactor=self.redactor)
@@ -78,12 +79,6 @@ class Context:
     def run_store(self) -> RunStore:
         client = self.redis()
         return RunStore(client, state_log=self.state_log(LOG_RUNS), clock=redis_clock(client))
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 pass_context = click.make_pass_decorator(Context)
