@@ -7,7 +7,6 @@ import hmac
 import json
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from pitstop.events import Event
 from pitstop.redis_server import free_port
 from pitstop.server import create_app
 from pitstop.statelog import StateLog
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,6 @@ PUSH: dict[str, Any] = {
     "repository": {"full_name": "octo-org/pitstop"},
     "pusher": {"name": "octocat"},
 }
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.01)
 
 
 def sign(body: bytes, secret: str = SECRET, algo: str = "sha256") -> str:

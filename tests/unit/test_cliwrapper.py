@@ -13,7 +13,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,20 +39,13 @@ from pitstop.errors import (
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
+from tests.support import wait_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 CANARY = "canary-Zq8v1Xw3-s3cr3t"
 
 HAS_PWSH = shutil.which("pwsh") is not None or shutil.which("powershell") is not None
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups and signals are POSIX")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 def gone(pid: int) -> bool:

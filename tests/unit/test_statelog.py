@@ -9,9 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from pitstop.errors import ValidationError
 from pitstop.redaction import Redactor
 from pitstop.statelog import StateLog, list_logs, read_log
 from pitstop.timeparse import parse_since
+from tests.support import wait_for
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -34,14 +33,6 @@ class FakeClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def raw_lines(path: Path) -> list[str]:
