@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,6 +18,19 @@ from pitstop.proc import pid_alive  # noqa: F401 - re-exported for tests
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SCRIPTS = ROOT / "tests" / "fixtures" / "scripts"
+
+
+class FakeClock:
+    """An injectable clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,

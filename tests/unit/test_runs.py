@@ -19,19 +19,9 @@ from pitstop.errors import RedisUnavailable, RunNotFound
 from pitstop.redaction import Redactor
 from pitstop.runs import RUN_STATUSES, TERMINAL_STATUSES, Run, RunStore, redis_clock
 from pitstop.statelog import StateLog, read_log
+from tests.support import FakeClock
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 @pytest.fixture
@@ -41,7 +31,7 @@ def client() -> redis.Redis:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

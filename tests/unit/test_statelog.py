@@ -19,20 +19,9 @@ from pitstop.errors import ValidationError
 from pitstop.redaction import Redactor
 from pitstop.statelog import StateLog, list_logs, read_log
 from pitstop.timeparse import parse_since
-from tests.support import wait_for
+from tests.support import FakeClock, wait_for
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 def raw_lines(path: Path) -> list[str]:
@@ -44,7 +33,7 @@ def raw_lines(path: Path) -> list[str]:
 
 def test_append_adds_schema_and_ts_and_writes_one_line(tmp_path: Path) -> None:
     state = tmp_path / ".state"
-    log = StateLog("cli_executions", state, clock=FakeClock())
+    log = StateLog("cli_executions", state, clock=FakeClock(T0))
     written = log.append({"script": "a.py", "msg": "two\nlines"})
     assert log.path == state / "cli_executions.jsonl"
     assert written == {
@@ -59,7 +48,7 @@ def test_append_adds_schema_and_ts_and_writes_one_line(tmp_path: Path) -> None:
 
 
 def test_explicit_schema_and_ts_are_kept(tmp_path: Path) -> None:
-    log = StateLog("x", tmp_path, schema="custom/2", clock=FakeClock())
+    log = StateLog("x", tmp_path, schema="custom/2", clock=FakeClock(T0))
     out = log.append({"ts": "2020-01-01T00:00:00Z", "schema": "mine/9"})
     assert out["ts"] == "2020-01-01T00:00:00Z"
     assert out["schema"] == "mine/9"
@@ -120,7 +109,7 @@ def test_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> None
 
 
 def test_rotation_keeps_backups_and_drops_the_oldest(tmp_path: Path) -> None:
-    log = StateLog("r", tmp_path, max_bytes=200, backups=2, clock=FakeClock())
+    log = StateLog("r", tmp_path, max_bytes=200, backups=2, clock=FakeClock(T0))
     for n in range(30):
         log.append({"n": n, "pad": "x" * 40})
     files = sorted(p.name for p in tmp_path.glob("r*.jsonl"))
@@ -228,7 +217,7 @@ def test_read_log_of_missing_log_is_empty(tmp_path: Path) -> None:
 
 
 def test_read_log_since_grep_limit(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     log = StateLog("ev", tmp_path, clock=clock)
     for n in range(10):
         log.append({"n": n, "kind": "Deploy.Failed" if n % 3 == 0 else "ok"})
