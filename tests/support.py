@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,3 +108,23 @@ def running(args: list[str], env: Mapping[str, str], log: Path, ready: str | Non
         yield proc
     finally:
         proc.stop()
+
+
+@contextmanager
+def gate(path: Path) -> Iterator[Callable[[], None]]:
+    """A unix socket that ``tests/fixtures/scripts/wait_for_gate.py`` blocks on; calling the
+    yielded function lets the script go on."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.settimeout(30)
+    server.bind(str(path))
+    server.listen(1)
+
+    def open_gate() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(b"g")
+
+    try:
+        yield open_gate
+    finally:
+        server.close()

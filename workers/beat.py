@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from celery.beat import Scheduler
+from redis.commands.core import AsyncScript, Script
 
 from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
@@ -40,6 +41,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._token = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._lock_client: redis.Redis | None = None
+        self._renew: AsyncScript | Script | None = None
         self._is_leader = False
         self._announced_standby = False
         super().__init__(*args, **kwargs)
@@ -58,7 +60,9 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
         try:
             if client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms):
                 return True
-            return bool(client.eval(_RENEW, 1, BEAT_LOCK_KEY, self._token, ttl_ms))
+            if self._renew is None:
+                self._renew = client.register_script(_RENEW)  # Lua, run by EVALSHA
+            return bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, ttl_ms]))
         except redis.RedisError:
             return False
 

@@ -15,7 +15,16 @@ import redis
 
 from pitstop.constants import EVENT_STREAM
 from pitstop.runs import RunStore
-from tests.support import Proc, pid_alive, pitstop_cmd, run_cli, running, wait_for
+from tests.support import (
+    FIXTURE_SCRIPTS,
+    Proc,
+    gate,
+    pid_alive,
+    pitstop_cmd,
+    run_cli,
+    running,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -86,24 +95,19 @@ def _terminal_show(run_id: str, env: dict[str, str]) -> dict[str, object] | None
 
 
 def test_output_streams_while_script_is_still_running(
-        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path,
-        tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    path = script(pitstop_home, "gated.py", """
-        import os, sys, time
-        print("first", flush=True)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        print("second", flush=True)
-    """)
-    proc = subprocess.Popen(pitstop_cmd("run", path, "--wait", "--", str(gate)),
-                            env=pitstop_env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    # The script cannot print "second" before the gate opens, and we open it only after "first".
-    assert proc.stdout.readline() == "first\n"
-    gate.touch()
-    assert proc.stdout.readline() == "second\n"
+        session_worker: Proc, pitstop_env: dict[str, str], tmp_path: Path) -> None:
+    socket_path = tmp_path / "gate.sock"
+    with gate(socket_path) as open_gate:
+        proc = subprocess.Popen(
+            pitstop_cmd("run", str(FIXTURE_SCRIPTS / "wait_for_gate.py"), "--wait", "--",
+                        str(socket_path)),
+            env=pitstop_env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        # The script cannot print "second" before the gate opens, and we open it only after
+        # "first" has reached us.
+        assert proc.stdout.readline() == "first\n"
+        open_gate()
+        assert proc.stdout.readline() == "second\n"
     assert proc.wait(30) == 0
 
 
@@ -247,10 +251,10 @@ def test_ctrl_c_or_a_cancelled_ci_job_cancels_the_remote_run(
         sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"
     path = script(pitstop_home, "forever.py", """
-        import os, sys, time
+        import os, signal, sys
         open(sys.argv[1], "w").write(str(os.getpid()))
         print("running", flush=True)
-        time.sleep(600)
+        signal.pause()
     """)
     proc = subprocess.Popen(pitstop_cmd("run", path, "--wait", "--", str(pid_file)),
                             env=pitstop_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -270,10 +274,10 @@ def test_worker_killed_mid_run_ends_lost_not_running_forever(
     env = {**pitstop_env, "PITSTOP_LOST_AFTER_SECONDS": "3"}
     pid_file = tmp_path / "pid"
     path = script(pitstop_home, "long.py", """
-        import os, sys, time
+        import os, signal, sys
         open(sys.argv[1], "w").write(str(os.getpid()))
         print("running", flush=True)
-        time.sleep(600)
+        signal.pause()
     """)
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], env,
                  tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
@@ -304,27 +308,32 @@ def _start_waiting_run(path: str, queue: str, env: dict[str, str], *extra: str,
     return waiter
 
 
+def _kill_pool_process_running(queue: str, env: dict[str, str]) -> None:
+    """SIGKILL the pool process that claimed the run on ``queue``; the worker lives on."""
+    store = RunStore(redis.Redis.from_url(env["PITSTOP_REDIS_URL"]))
+    run = wait_for(lambda: next((r for r in store.list_runs(limit=20)
+                                 if r.queue == queue and r.worker_pid), None), 10,
+                   message="the run to be claimed")
+    assert run.worker_pid is not None
+    os.kill(run.worker_pid, signal.SIGKILL)
+
+
 @pytest.mark.timeout(180)
 def test_pool_process_killed_mid_run_is_lost_at_once_not_rerun(
         pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
     queue = f"pool-{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "attempts"
     path = script(pitstop_home, "count_attempts.py", """
-        import sys, time
+        import signal, sys
         with open(sys.argv[1], "a") as f:
             f.write("x")
         print("running", flush=True)
-        time.sleep(600)
+        signal.pause()
     """)
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
                  tmp_path / "worker.log", ready="ready.", timeout=60):
         waiter = _start_waiting_run(path, queue, pitstop_env, "--", str(marker))
-        client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
-        store = RunStore(client)
-        run = wait_for(lambda: next((r for r in store.list_runs(limit=20)
-                                     if r.queue == queue and r.worker_pid), None), 10,
-                       message="the run to be claimed")
-        os.kill(run.worker_pid, signal.SIGKILL)  # the pool process; the worker itself lives on
+        _kill_pool_process_running(queue, pitstop_env)
         out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 75, err
     final = json.loads(out.splitlines()[-1])
@@ -339,25 +348,21 @@ def test_idempotent_script_is_rerun_after_its_pool_process_dies(
     queue = f"idem-{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "attempts"
     path = script(pitstop_home, "second_time_lucky.py", """
-        import sys, time
+        import signal, sys
         with open(sys.argv[1], "a") as f:
             f.write("x")
         with open(sys.argv[1]) as f:
             attempt = len(f.read())
         print("running", flush=True)
         if attempt == 1:
-            time.sleep(600)
+            signal.pause()
         print(f"attempt {attempt} done", flush=True)
     """)
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
                  tmp_path / "worker.log", ready="ready.", timeout=60):
         waiter = _start_waiting_run(path, queue, pitstop_env, "--idempotent", "--",
                                     str(marker))
-        store = RunStore(redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"]))
-        run = wait_for(lambda: next((r for r in store.list_runs(limit=20)
-                                     if r.queue == queue and r.worker_pid), None), 10,
-                       message="the run to be claimed")
-        os.kill(run.worker_pid, signal.SIGKILL)
+        _kill_pool_process_running(queue, pitstop_env)
         out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, err
     assert "attempt 2 done" in out

@@ -39,7 +39,7 @@ from pitstop.errors import (
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
-from tests.support import wait_for
+from tests.support import gate, wait_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 CANARY = "canary-Zq8v1Xw3-s3cr3t"
@@ -466,18 +466,18 @@ def test_output_is_exact_and_streamed_line_by_line() -> None:
 
 def test_sink_receives_lines_while_the_script_runs(tmp_path: Path) -> None:
     lines: list[str] = []
-    go = tmp_path / "go"
     results: list[ExecutionResult] = []
-    runner = threading.Thread(target=lambda: results.append(wrapper(
-        output_sink=lambda _s, line: lines.append(line)).wrap(
-        FIXTURES / "wait_for_file.py", [str(go)])))
-    runner.start()
-    try:
-        wait_for(lambda: lines == ["first"])
-        assert runner.is_alive()  # the script is still waiting: "first" came live
-    finally:
-        go.touch()
-        runner.join(30)
+    with gate(tmp_path / "gate.sock") as open_gate:
+        runner = threading.Thread(target=lambda: results.append(wrapper(
+            output_sink=lambda _s, line: lines.append(line)).wrap(
+            FIXTURES / "wait_for_gate.py", [str(tmp_path / "gate.sock")])))
+        runner.start()
+        try:
+            wait_for(lambda: lines == ["first"])
+            assert runner.is_alive()  # the script is still waiting: "first" came live
+        finally:
+            open_gate()
+            runner.join(30)
     assert lines == ["first", "second"]
     assert results[0].succeeded
 
