@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import redis
 
 from pitstop.errors import RedisUnavailable
-from pitstop.redis_server import RedisServer
+from pitstop.redis_server import RedisServer, ServerInfo
 from pitstop.settings import Settings
 
 
@@ -22,8 +23,10 @@ def embedded_server(settings: Settings) -> RedisServer:
     return RedisServer(settings.redis_dir)
 
 
-def resolve_redis_url(settings: Settings, *, start_embedded: bool = True) -> str:
-    """The Redis URL to use; starts the embedded server (detached) when needed and allowed."""
+def resolve_redis_url(settings: Settings, *, start_embedded: bool = True,
+                      on_start: Callable[[ServerInfo], None] | None = None) -> str:
+    """The Redis URL to use; starts the embedded server (detached) when needed and allowed,
+    and then tells ``on_start``."""
     if settings.redis.url is not None:
         return settings.redis.url.get_secret_value()
     server = embedded_server(settings)
@@ -35,13 +38,16 @@ def resolve_redis_url(settings: Settings, *, start_embedded: bool = True) -> str
                 "`pitstop up` (or `pitstop redis start`), or set PITSTOP_REDIS_URL"
             )
         info = server.start(daemonize=True)
+        if on_start is not None:
+            on_start(info)
     return info.url
 
 
 def connect(settings: Settings, *, start_embedded: bool = True, check: bool = True,
-            decode_responses: bool = False) -> redis.Redis:
+            decode_responses: bool = False,
+            on_start: Callable[[ServerInfo], None] | None = None) -> redis.Redis:
     """A client for the configured Redis; with ``check`` a failed PING raises RedisUnavailable."""
-    url = resolve_redis_url(settings, start_embedded=start_embedded)
+    url = resolve_redis_url(settings, start_embedded=start_embedded, on_start=on_start)
     client = redis.Redis.from_url(url, decode_responses=decode_responses,
                                   socket_connect_timeout=5, health_check_interval=30)
     if check:

@@ -5,8 +5,9 @@ The worker appends one entry per line and a final ``end`` entry; readers follow 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from pitstop.constants import (
     RUN_TTL_SECONDS,
 )
 from pitstop.errors import RedisUnavailable
+from pitstop.runs import Run, RunStore
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,14 @@ class RunOutput:
 
     def cancel_requested(self, run_id: str) -> bool:
         return bool(self._client.exists(f"{RUN_CANCEL_PREFIX}{run_id}"))
+
+
+def reap_lost_runs(store: RunStore, output: RunOutput, *, stale_after: timedelta,
+                   run_ids: Iterable[str] | None = None) -> list[Run]:
+    """Mark runs whose worker went silent ``lost`` and end their output streams. A worker that
+    is in fact alive (a long partition) is asked to cancel, so its script does not run on."""
+    lost = store.reap_lost(stale_after=stale_after, run_ids=run_ids)
+    for run in lost:
+        output.request_cancel(run.run_id)
+        output.close(run.run_id, status="lost", exit_code=None)
+    return lost

@@ -11,13 +11,12 @@ from functools import lru_cache
 
 import redis
 
+from pitstop import components
 from pitstop.bus import EventBus
-from pitstop.connection import resolve_redis_url
-from pitstop.constants import LOG_RUNS
+from pitstop.connection import connect
 from pitstop.redaction import Redactor
-from pitstop.runs import RunStore, redis_clock
+from pitstop.runs import RunStore
 from pitstop.settings import Settings, load_settings
-from pitstop.statelog import StateLog
 
 
 @lru_cache(maxsize=1)
@@ -31,8 +30,7 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def _client_for_pid(pid: int) -> redis.Redis:
-    return redis.Redis.from_url(resolve_redis_url(settings()), socket_connect_timeout=5,
-                                health_check_interval=30)
+    return connect(settings(), check=False)
 
 
 def redis_client() -> redis.Redis:
@@ -40,8 +38,8 @@ def redis_client() -> redis.Redis:
 
 
 def new_redactor() -> Redactor:
-    """A fresh redactor knowing this process's secret environment values."""
-    return Redactor.from_environ(extra_names=settings().secret_names)
+    """A fresh redactor: one per run, so a run's secrets do not accumulate in the worker."""
+    return components.new_redactor(settings())
 
 
 @lru_cache(maxsize=1)
@@ -49,20 +47,9 @@ def _redactor_for_pid(pid: int) -> Redactor:
     return new_redactor()
 
 
-def redactor() -> Redactor:
-    return _redactor_for_pid(os.getpid())
-
-
-def state_log(name: str) -> StateLog:
-    return StateLog(name, settings().state_dir, redactor=redactor())
-
-
 def bus() -> EventBus:
-    s = settings()
-    return EventBus(redis_client(), maxlen=s.bus.stream_maxlen, max_data_bytes=s.bus.max_data_bytes,
-                    max_hops=s.bus.max_hops)
+    return components.event_bus(redis_client(), settings())
 
 
 def run_store() -> RunStore:
-    client = redis_client()
-    return RunStore(client, state_log=state_log(LOG_RUNS), clock=redis_clock(client))
+    return components.run_store(redis_client(), settings(), _redactor_for_pid(os.getpid()))

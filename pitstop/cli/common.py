@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import redis
 
+from pitstop import components
 from pitstop.bus import EventBus
-from pitstop.connection import connect, embedded_server, resolve_redis_url
-from pitstop.constants import LOG_RUNS
+from pitstop.connection import connect, resolve_redis_url
 from pitstop.redaction import Redactor
-from pitstop.runs import RunStore, redis_clock
+from pitstop.redis_server import ServerInfo
+from pitstop.runs import RunStore
 from pitstop.settings import Settings, load_settings
 from pitstop.statelog import StateLog
 
@@ -45,20 +46,19 @@ class Context:
     @property
     def redactor(self) -> Redactor:
         if self._redactor is None:
-            self._redactor = Redactor.from_environ(extra_names=self.settings.secret_names)
+            self._redactor = components.new_redactor(self.settings)
         return self._redactor
 
     def redis(self, *, start_embedded: bool = True) -> redis.Redis:
-        if self._redis is None and start_embedded and self.settings.redis.url is None:
-            server = embedded_server(self.settings)
-            if server.running_info() is None:
-                info = server.start(daemonize=True)
-                click.echo(f"pitstop: started the embedded Redis (pid {info.pid}, data in "
-                           f"{self.settings.redis_dir}); it keeps running until "
-                           "`pitstop redis stop`", err=True)
         if self._redis is None:
-            self._redis = connect(self.settings, start_embedded=start_embedded)
+            self._redis = connect(self.settings, start_embedded=start_embedded,
+                                  on_start=self._announce_embedded)
         return self._redis
+
+    def _announce_embedded(self, info: ServerInfo) -> None:
+        click.echo(f"pitstop: started the embedded Redis (pid {info.pid}, data in "
+                   f"{self.settings.redis_dir}); it keeps running until `pitstop redis stop`",
+                   err=True)
 
     def celery_app(self) -> Celery:
         if self._celery is None:
@@ -68,17 +68,14 @@ class Context:
         return self._celery
 
     def bus(self) -> EventBus:
-        s = self.settings
-        return EventBus(self.redis(), maxlen=s.bus.stream_maxlen,
-                        max_data_bytes=s.bus.max_data_bytes, max_hops=s.bus.max_hops,
-                        source=f"cli@{socket.gethostname()}")
+        return components.event_bus(self.redis(), self.settings,
+                                    source=f"cli@{socket.gethostname()}")
 
     def state_log(self, name: str) -> StateLog:
-        return StateLog(name, self.settings.state_dir, redactor=self.redactor)
+        return components.state_log(name, self.settings, self.redactor)
 
     def run_store(self) -> RunStore:
-        client = self.redis()
-        return RunStore(client, state_log=self.state_log(LOG_RUNS), clock=redis_clock(client))
+        return components.run_store(self.redis(), self.settings, self.redactor)
 
 
 pass_context = click.make_pass_decorator(Context)

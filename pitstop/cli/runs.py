@@ -19,7 +19,7 @@ from rich.table import Table
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.dispatch import ScriptDispatcher
 from pitstop.errors import RunNotFound, ValidationError
-from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
+from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
 from pitstop.runs import RUN_STATUSES, Run, RunStore
 
 EXIT_LOST = 75
@@ -155,9 +155,9 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
             current = store.get_run(run_id)
             if current.terminal:
                 break
-            if current.status == "running" and store.reap_lost(stale_after=stale_after,
-                                                               run_ids=[run_id]):
-                output.request_cancel(run_id)  # in case its worker is alive after all
+            if current.status == "running" and reap_lost_runs(store, output,
+                                                              stale_after=stale_after,
+                                                              run_ids=[run_id]):
                 break
             if current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True

@@ -132,11 +132,19 @@ def test_timeout_kills_the_whole_process_tree(session_worker: Proc, pitstop_env:
              message="every process of the script to be gone")
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "-rf"])
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["../../etc/passwd"], "outside the allowed roots"),
+        (["/etc/passwd"], "outside the allowed roots"),
+        (["--", "-rf"], "may not start with '-'"),
+    ],
+)
 def test_path_escapes_are_refused_before_anything_runs(
-        session_worker: Proc, pitstop_env: dict[str, str], bad: str) -> None:
-    done = run_cli(["run", bad, "--wait"], pitstop_env)
+        session_worker: Proc, pitstop_env: dict[str, str], argv: list[str], reason: str) -> None:
+    done = run_cli(["run", "--wait", *argv], pitstop_env)
     assert done.returncode == 2
+    assert reason in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -1,0 +1,64 @@
+"""A run's output stream, its cancel flag, and reaping lost runs (fakeredis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+
+from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
+from pitstop.runs import RunStore
+from tests.support import FakeClock
+
+
+def test_lines_then_end_in_order() -> None:
+    output = RunOutput(fakeredis.FakeRedis())
+    output.append("r1", "stdout", "one")
+    output.append("r1", "stderr", "two ✓")
+    output.close("r1", status="failed", exit_code=3)
+    items = list(output.follow("r1", block_ms=1))
+    assert [(i.stream, i.line) for i in items if isinstance(i, OutputLine)] == [
+        ("stdout", "one"), ("stderr", "two ✓")]
+    end = items[-1]
+    assert isinstance(end, OutputEnd)
+    assert (end.status, end.exit_code) == ("failed", 3)
+
+
+def test_follow_resumes_after_a_given_entry() -> None:
+    output = RunOutput(fakeredis.FakeRedis())
+    output.append("r1", "stdout", "seen")
+    first = next(iter(output.follow("r1", block_ms=1)))
+    assert isinstance(first, OutputLine)
+    output.append("r1", "stdout", "new")
+    output.close("r1", status="succeeded", exit_code=0)
+    lines = [i.line for i in output.follow("r1", after=first.entry_id, block_ms=1)
+             if isinstance(i, OutputLine)]
+    assert lines == ["new"]
+
+
+def test_cancel_flag_is_per_run() -> None:
+    output = RunOutput(fakeredis.FakeRedis())
+    output.request_cancel("r1")
+    assert output.cancel_requested("r1")
+    assert not output.cancel_requested("r2")
+
+
+def test_reaping_marks_lost_asks_to_cancel_and_ends_the_output() -> None:
+    client = fakeredis.FakeRedis()
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = RunStore(client, clock=clock)
+    output = RunOutput(client)
+    silent = store.create_run(kind="script")
+    store.claim_run(silent.run_id, host="h", worker_pid=1)
+    clock.advance(seconds=120)
+    alive = store.create_run(kind="script")
+    store.claim_run(alive.run_id, host="h", worker_pid=2)
+
+    lost = reap_lost_runs(store, output, stale_after=timedelta(seconds=60))
+
+    assert [run.run_id for run in lost] == [silent.run_id]
+    assert store.get_run(silent.run_id).status == "lost"
+    assert store.get_run(alive.run_id).status == "running"
+    assert output.cancel_requested(silent.run_id)
+    end = list(output.follow(silent.run_id, block_ms=1))[-1]
+    assert isinstance(end, OutputEnd) and end.status == "lost"
