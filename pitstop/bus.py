@@ -9,7 +9,6 @@ comes from :meth:`EventBus.replay`; the router reads through a consumer group
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from pitstop.constants import (
     ROUTER_GROUP,
 )
 from pitstop.errors import HopLimitExceeded, RedisUnavailable, ValidationError
-from pitstop.events import Event, default_source, encode_data, make_event, utc_iso
+from pitstop.events import Event, compact_json, default_source, encode_data, make_event, utc_iso
 from pitstop.patterns import Pattern, compile_pattern, normalize_type
 from pitstop.timeparse import parse_since
 
@@ -63,7 +62,6 @@ _RECLAIM_BATCH = 100
 _RECLAIM_EVERY_BATCHES = 16
 _SUBSCRIBE_TIMEOUT = 5.0
 _consumer_numbers = itertools.count(1)
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 Fields = dict[bytes | str, bytes | str]
 
@@ -302,14 +300,15 @@ class EventBus:
 
     # --- publishing ----------------------------------------------------------------------------
     def publish(self, event_type: str, data: dict[str, Any] | None = None, *,
-                source: str | None = None, parent: Event | None = None) -> Event:
+                source: str | None = None, parent: Event | None = None,
+                trace_id: str | None = None) -> Event:
         """Validate, append to the stream and fan out live; return the event.
 
         Raises :class:`InvalidEventType`, :class:`PayloadTooLarge`, :class:`HopLimitExceeded`
         (nothing is published) or :class:`RedisUnavailable`.
         """
         event = make_event(event_type, data, source=source or self.source, parent=parent,
-                           now=self.clock(), max_data_bytes=self.max_data_bytes,
+                           trace_id=trace_id, now=self.clock(), max_data_bytes=self.max_data_bytes,
                            max_hops=self.max_hops)
         self._send(event)
         return event
@@ -676,7 +675,7 @@ class GroupConsumer:
         pipe = self._client.pipeline(transaction=True)
         for stream_id, fields, deliveries, reason in dead:
             raw = fields.get(EVENT_FIELD.encode(), fields.get(EVENT_FIELD))
-            text = _text(raw) if raw is not None else _dumps(
+            text = _text(raw) if raw is not None else compact_json(
                 {_text(key): _text(value) for key, value in fields.items()})
             pipe.xadd(self.bus.dead_letter_stream, {
                 EVENT_FIELD: text, "group": self.group, "consumer": self.name, "reason": reason,

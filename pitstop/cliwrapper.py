@@ -44,14 +44,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pitstop.constants import LOG_CLI_EXECUTIONS
 from pitstop.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
-from pitstop.events import Event, make_event, new_id, utc_iso
+from pitstop.events import Event, new_id, utc_iso
 from pitstop.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -361,9 +361,7 @@ class CLIWrapper:
             if not isinstance(name, str) or not isinstance(value, str) or not name:
                 raise ValidationError(f"environment entries must be non-empty strings: {name!r}")
             child[name] = value
-        for name, value in child.items():
-            if value and self.redactor.is_secret_name(name):
-                self.redactor.add_secret(value)
+        self.redactor.add_secrets_from(child)
         return child
 
     # --- running ----------------------------------------------------------------------------------
@@ -581,13 +579,8 @@ class CLIWrapper:
             return None
         bus = self.bus
         try:
-            clean = self.redactor.redact(data)
-            if parent is not None or not trace_id:
-                return bus.publish(event_type, clean, parent=parent)
-            # join the caller's trace: publish() only knows traces through a parent event
-            event = make_event(event_type, clean, source=bus.source, now=bus.clock(),
-                               max_data_bytes=bus.max_data_bytes, max_hops=bus.max_hops)
-            return bus.publish_event(replace(event, trace_id=trace_id))
+            return bus.publish(event_type, self.redactor.redact(data), parent=parent,
+                               trace_id=trace_id)
         except Exception:
             if not after_run:
                 raise

@@ -11,7 +11,7 @@ from typing import Any
 
 from pitstop.constants import TASK_RUN_SCRIPT
 from pitstop.errors import ConfigError, ValidationError
-from pitstop.redaction import Redactor
+from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
 from pitstop.settings import Settings
 
@@ -54,8 +54,8 @@ class ScriptDispatcher:
             "trace_id": trace_id or run.run_id,
         }
         # What worker logs, task events and Flower show: never an environment value.
-        shown = self._redactor.redact({**kwargs, "env": {name: "***" for name in env},
-                                       "sealed_env": "***" if sealed else None})
+        shown = self._redactor.redact({**kwargs, "env": dict.fromkeys(env, REDACTED),
+                                       "sealed_env": REDACTED if sealed else None})
         self._send(TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run.run_id,
                    time_limit=limit + self._settings.celery.time_limit_grace,
                    kwargsrepr=repr(shown), argsrepr="()")
@@ -68,8 +68,7 @@ class ScriptDispatcher:
         plain = {name: value for name, value in env.items() if name not in secret}
         if not secret:
             return plain, None
-        for value in secret.values():
-            self._redactor.add_secret(value)
+        self._redactor.add_secrets_from(secret)
         sealer = self._settings.sealer()
         if sealer is None:
             raise ConfigError(

@@ -17,7 +17,8 @@ from pitstop.constants import EVENT_DATA_MAX_BYTES, EVENT_MAX_HOPS
 from pitstop.errors import HopLimitExceeded, PayloadTooLarge, ValidationError
 from pitstop.patterns import normalize_type
 
-_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+compact_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+"""The one JSON encoding of events: compact, and strict (no NaN, which is not JSON)."""
 
 SEVERITIES = ("debug", "info", "warning", "error", "critical", "failed")
 _SEVERITY_SEGMENTS = {"error": "error", "critical": "critical", "failed": "failed",
@@ -73,7 +74,7 @@ class Event:
                 "hops": self.hops}
 
     def to_json(self) -> str:
-        return _compact(self.to_dict())
+        return compact_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
@@ -95,7 +96,7 @@ class Event:
     def from_json(cls, text: str | bytes) -> Event:
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd numbers
             raise ValidationError(f"event is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ValidationError("event JSON must be an object")
@@ -109,7 +110,7 @@ def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_
     if not isinstance(data, dict):
         raise ValidationError(f"event data must be a JSON object, got {type(data).__name__}")
     try:
-        text = _compact(data)
+        text = compact_json(data)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"event data is not JSON-serializable: {exc}") from exc
     size = len(text.encode())
@@ -124,11 +125,13 @@ def make_event(
     *,
     source: str | None = None,
     parent: Event | None = None,
+    trace_id: str | None = None,
     now: datetime | None = None,
     max_data_bytes: int = EVENT_DATA_MAX_BYTES,
     max_hops: int = EVENT_MAX_HOPS,
 ) -> Event:
-    """Build and validate an event. With ``parent`` the new event joins the parent's trace.
+    """Build and validate an event. With ``parent`` the new event joins the parent's trace;
+    without one, ``trace_id`` joins a trace started elsewhere (a run), else it starts its own.
 
     Raises :class:`InvalidEventType`, :class:`PayloadTooLarge`, :class:`HopLimitExceeded` or
     :class:`ValidationError`.
@@ -149,7 +152,7 @@ def make_event(
         source=source or default_source(),
         time=utc_iso(moment),
         data=dict(data or {}),
-        trace_id=parent.trace_id if parent is not None else event_id,
+        trace_id=parent.trace_id if parent is not None else (trace_id or event_id),
         parent_id=parent.id if parent is not None else None,
         hops=hops,
     )

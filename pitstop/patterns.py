@@ -8,7 +8,7 @@ exactly one segment and ``**`` matches zero or more, so ``phase.*.completed`` ne
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Generic, TypeVar
@@ -206,6 +206,3 @@ class PatternIndex(Generic[T]):
             stack.extend(node.children.values())
         return iter(value for _, value in sorted(collected, key=lambda item: item[0]))
 
-
-def any_matches(patterns: Iterable[Pattern], event_type: str) -> bool:
-    return any(p.matches(event_type) for p in patterns)

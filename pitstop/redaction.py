@@ -140,9 +140,7 @@ class Redactor:
         """A redactor knowing the values of every variable whose name is a secret name."""
         env = os.environ if environ is None else environ
         redactor = cls(secret_names=(*DEFAULT_SECRET_NAME_PATTERNS, *extra_names))
-        for name, value in env.items():
-            if redactor.is_secret_name(name) and value.strip().lower() not in _NOT_SECRET_VALUES:
-                redactor._add(value)
+        redactor.add_secrets_from(env)
         for value in extra_secrets:
             redactor._add(value)
         redactor._rebuild()
@@ -152,6 +150,17 @@ class Redactor:
     def secrets(self) -> frozenset[str]:
         return frozenset(self._secrets)
 
+    def add_secrets_from(self, environ: Mapping[str, str]) -> None:
+        """Remember the values of secret-named variables; flag values (``true``, ``off`` …) are
+        not secrets and would blank every such word in the output."""
+        added = False
+        for name, value in environ.items():
+            if (isinstance(value, str) and self.is_secret_name(name)
+                    and value.strip().lower() not in _NOT_SECRET_VALUES):
+                added = self._add(value) or added
+        if added:
+            self._rebuild()
+
     def add_secret(self, value: str) -> None:
         """Remember ``value`` (and each line of a multi-line value) as a secret."""
         if self._add(value):
@@ -160,7 +169,10 @@ class Redactor:
     def _add(self, value: str) -> bool:
         if not isinstance(value, str):
             return False
-        candidates = {value, value.strip()}
+        # Stripped, so the whitespace around a secret survives it; unless the core alone is
+        # too short to count as a secret, then the value as given.
+        core = value.strip()
+        candidates = {core if len(core) >= self.min_secret_length else value}
         if "\n" in value:
             candidates.update(line.strip() for line in value.splitlines())
         added = False

@@ -5,7 +5,10 @@ The worker appends one entry per line and a final ``end`` entry; readers follow 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,6 +39,9 @@ class OutputEnd:
     exit_code: int | None
 
 
+log = logging.getLogger(__name__)
+
+
 def _key(run_id: str) -> str:
     return f"{RUN_OUTPUT_PREFIX}{run_id}"
 
@@ -53,6 +59,15 @@ class RunOutput:
         fields: dict[Any, Any] = {"s": stream, "l": line}
         self._client.xadd(_key(run_id), fields, maxlen=self._maxlen,
                           approximate=True)
+
+    def append_many(self, run_id: str, lines: Sequence[tuple[str, str]]) -> None:
+        """Several lines in one round trip."""
+        key = _key(run_id)
+        pipe = self._client.pipeline(transaction=False)
+        for stream, line in lines:
+            fields: dict[Any, Any] = {"s": stream, "l": line}
+            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+        pipe.execute()
 
     def close(self, run_id: str, *, status: str, exit_code: int | None) -> None:
         key = _key(run_id)
@@ -93,6 +108,53 @@ class RunOutput:
 
     def cancel_requested(self, run_id: str) -> bool:
         return bool(self._client.exists(f"{RUN_CANCEL_PREFIX}{run_id}"))
+
+
+class OutputWriter:
+    """Sends one run's lines from a background thread, batching whatever piles up while a write
+    is in flight: a quiet script's lines go out at once, a chatty one's in pipelines, and the
+    script's pipes are never drained at the pace of Redis round trips."""
+
+    _END = None
+
+    def __init__(self, output: RunOutput, run_id: str, *, max_batch: int = 500) -> None:
+        self._output = output
+        self._run_id = run_id
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._send_batches, daemon=True,
+                                        name=f"output-{run_id}")
+        self._thread.start()
+
+    def write(self, stream: str, line: str) -> None:
+        self._queue.put((stream, line))
+
+    def close(self, *, status: str, exit_code: int | None) -> None:
+        """Send what is left, then the end entry (after the last line, always)."""
+        self._queue.put(self._END)
+        self._thread.join()
+        self._output.close(self._run_id, status=status, exit_code=exit_code)
+
+    def _send_batches(self) -> None:
+        ended = False
+        while not ended:
+            batch: list[tuple[str, str]] = []
+            item = self._queue.get()
+            while True:
+                if item is self._END:
+                    ended = True
+                    break
+                batch.append(item)
+                if len(batch) >= self._max_batch or self._queue.empty():
+                    break
+                item = self._queue.get()
+            if batch:
+                try:
+                    self._output.append_many(self._run_id, batch)
+                except redis.RedisError:
+                    # Live output is best effort; the run record keeps the tails.
+                    log.warning("run %s: lost %d output lines", self._run_id, len(batch),
+                                exc_info=True)
 
 
 def reap_lost_runs(store: RunStore, output: RunOutput, *, stale_after: timedelta,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,7 +50,11 @@ class Sealer:
 
 
 def key_file_sealer(state_dir: Path, *, create: bool) -> Sealer | None:
-    """The sealer of ``<state_dir>/secret.key``; created (0600) when missing and ``create``."""
+    """The sealer of ``<state_dir>/secret.key``; created (0600) when missing and ``create``.
+
+    The key is written to a private temporary file and linked into place, so a concurrent
+    reader sees either no key file or a complete one, and the first creator wins.
+    """
     path = state_dir / KEY_FILE
     try:
         return Sealer(path.read_bytes().strip())
@@ -57,10 +62,14 @@ def key_file_sealer(state_dir: Path, *, create: bool) -> Sealer | None:
         if not create:
             return None
     state_dir.mkdir(parents=True, exist_ok=True)
+    key = generate_key()
+    fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".secret-key-")  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        os.link(temporary, path)
+    except FileExistsError:  # another process made it first: use theirs
         return Sealer(path.read_bytes().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(generate_key())
-    return Sealer(path.read_bytes().strip())
+    finally:
+        os.unlink(temporary)
+    return Sealer(key)

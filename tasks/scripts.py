@@ -12,12 +12,12 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
+from pitstop import components
 from pitstop.cliwrapper import CLIWrapper
 from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
-from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError
+from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError, ValidationError
 from pitstop.proc import pid_alive
-from pitstop.runoutput import RunOutput
-from pitstop.statelog import StateLog
+from pitstop.runoutput import OutputWriter, RunOutput
 from workers import context
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     # A redactor of this run's own: it learns this run's secret --env values, which must not
     # accumulate in a long-lived worker (nor be missing from this run's logs).
     redactor = context.new_redactor()
+    writer = OutputWriter(output, run_id)
     wrapper = CLIWrapper(
         timeout=limit,
         allowed_roots=settings.scripts.allowed_roots,
@@ -76,27 +77,30 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         output_cap_bytes=settings.scripts.output_cap_bytes,
         redactor=redactor,
         bus=context.bus(),
-        runs=runs,
-        state_log=StateLog(LOG_CLI_EXECUTIONS, settings.state_dir, redactor=redactor),
-        output_sink=lambda stream, line: output.append(run_id, stream, line),
+        runs=runs,  # also heart-beats the run while the script runs
+        state_log=components.state_log(LOG_CLI_EXECUTIONS, settings, redactor),
+        output_sink=writer.write,
         cancel_check=lambda: output.cancel_requested(run_id),
-        heartbeat=lambda: runs.heartbeat(run_id),
         # Several beats per reaper window, so a live run is never mistaken for a lost one.
         heartbeat_interval=max(0.5, min(5.0, settings.scripts.lost_after_seconds / 4)),
     )
     try:
         full_env = {**(env or {}), **_unseal(sealed_env)}
         result = wrapper.wrap(script, args or [], env=full_env,
-                              cwd=Path(cwd) if cwd else None, timeout=limit,
-                              run_id=run_id, trace_id=trace_id)
-    except ScriptError as exc:
+                              cwd=Path(cwd) if cwd else None, run_id=run_id, trace_id=trace_id)
+    except (ScriptError, ValidationError) as exc:
+        # Refused before anything ran: say why where the waiting CI step will see it.
         message = redactor.redact_text(str(exc))
         runs.update_run(run_id, status="failed", error=message)
-        output.append(run_id, "stderr", f"pitstop: {message}")
-        output.close(run_id, status="failed", exit_code=None)
+        writer.write("stderr", f"pitstop: {message}")
+        writer.close(status="failed", exit_code=None)
         return {"run_id": run_id, "status": "failed", "error": message}
+    except BaseException:
+        # Celery's soft time limit, or a bug: the wrapper has marked the run; end its output.
+        writer.close(status="failed", exit_code=None)
+        raise
     final = runs.get_run(run_id)
-    output.close(run_id, status=final.status, exit_code=result.exit_code)
+    writer.close(status=final.status, exit_code=result.exit_code)
     return redactor.redact(result.to_dict())  # type: ignore[no-any-return]
 
 

@@ -155,9 +155,9 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
             current = store.get_run(run_id)
             if current.terminal:
                 break
-            if current.status == "running" and reap_lost_runs(store, output,
-                                                              stale_after=stale_after,
-                                                              run_ids=[run_id]):
+            if (current.status == "running" and store.is_stale(current, stale_after=stale_after)
+                    and reap_lost_runs(store, output, stale_after=stale_after,
+                                       run_ids=[run_id])):
                 break
             if current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True

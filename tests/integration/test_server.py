@@ -228,11 +228,14 @@ def test_redelivery_is_acknowledged_once(http: TestClient, bus: EventBus,
 
 def test_delivery_ttl_is_configurable(make_client: Callable[..., TestClient],
                                       redis_client: redis.Redis) -> None:
-    http = make_client(delivery_ttl_seconds=60)
+    from pitstop.server import PENDING_TTL_SECONDS
+
+    http = make_client(delivery_ttl_seconds=3600)
     reply = http.post("/webhooks/github", content=BODY,
                       headers=github_headers(BODY, delivery="d-ttl"))
     assert reply.status_code == 202
-    assert 0 < redis_client.ttl(WEBHOOK_DELIVERY_PREFIX + "d-ttl") <= 60
+    assert PENDING_TTL_SECONDS < redis_client.ttl(WEBHOOK_DELIVERY_PREFIX + "d-ttl") <= 3600
+    assert json.loads(redis_client.get(WEBHOOK_DELIVERY_PREFIX + "d-ttl") or b"")["state"] == "done"
 
 
 def test_ping_is_acknowledged_without_events(http: TestClient, bus: EventBus) -> None:
@@ -538,3 +541,21 @@ def test_events_endpoint_redacts_secret_data(make_client: Callable[..., TestClie
     stored = events_of(bus)[-1].data
     assert stored["api_token"] == "***"
     assert "canary-value-123" not in stored["note"]
+
+
+def test_an_idempotency_key_still_pending_is_409_and_publishes_nothing(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
+    import hashlib
+
+    from pitstop.server import _idempotency_redis_key
+
+    request = {"type": "build.done", "data": {}}
+    fingerprint = hashlib.sha256(
+        json.dumps(request, sort_keys=True,
+                   separators=(",", ":")).encode()).hexdigest()
+    redis_client.set(_idempotency_redis_key("k-pending"),
+                     json.dumps({"state": "pending", "fingerprint": fingerprint}))
+    reply = http.post("/events", headers=bearer() | {"Idempotency-Key": "k-pending"},
+                      json=request)
+    assert reply.status_code == 409
+    assert events_of(bus) == []

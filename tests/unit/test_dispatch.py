@@ -57,6 +57,18 @@ def test_secret_values_are_sealed_never_sent_in_the_clear(tmp_path: Path) -> Non
     assert Sealer(key).unseal(options["kwargs"]["sealed_env"]) == {"DEPLOY_TOKEN": "canary-1"}
 
 
+def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=generate_key())
+    run = dispatch.enqueue("s.sh", ["--token=canary-1"],
+                           env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
+    [(_, options)] = send.calls
+    assert options["kwargs"]["args"] == ["--token=canary-1"]  # the script needs it
+    assert "canary-1" not in options["kwargsrepr"]  # logs, task events, Flower do not
+    recorded = store.get_run(run.run_id).params
+    assert "canary-1" not in repr(recorded)
+    assert recorded["env"] == ["DEPLOY_TOKEN", "MODE"]  # names only
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

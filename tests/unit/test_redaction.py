@@ -349,3 +349,15 @@ def test_plain_lines_are_cheap() -> None:
     per_line = (time.perf_counter() - start) / 10_000
     # ~1-2 us measured; the bound only catches a pass that lost its guard (tens of us)
     assert per_line < 25e-6
+
+
+def test_flag_values_of_secret_named_variables_are_not_secrets() -> None:
+    redactor = Redactor()
+    redactor.add_secrets_from({"FEATURE_AUTH_ENABLED": "true", "API_TOKEN": "tok-123456"})
+    assert redactor.redact_text("auth: true, token tok-123456") == "auth: true, token ***"
+
+
+def test_a_padded_secret_keeps_the_whitespace_around_it() -> None:
+    redactor = Redactor()
+    redactor.add_secret("tok-123456\n")
+    assert redactor.redact_text("a tok-123456\nnext") == "a ***\nnext"

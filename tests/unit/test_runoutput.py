@@ -8,7 +8,7 @@ import fakeredis
 
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
 from pitstop.runs import RunStore
-from tests.support import FakeClock
+from tests.support import FakeClock, wait_for
 
 
 def test_lines_then_end_in_order() -> None:
@@ -62,3 +62,44 @@ def test_reaping_marks_lost_asks_to_cancel_and_ends_the_output() -> None:
     assert output.cancel_requested(silent.run_id)
     end = list(output.follow(silent.run_id, block_ms=1))[-1]
     assert isinstance(end, OutputEnd) and end.status == "lost"
+
+
+def test_writer_sends_every_line_in_order_then_the_end() -> None:
+    from pitstop.runoutput import OutputWriter
+
+    output = RunOutput(fakeredis.FakeRedis())
+    writer = OutputWriter(output, "r1", max_batch=7)
+    for number in range(2000):
+        writer.write("stdout" if number % 3 else "stderr", f"line {number}")
+    writer.close(status="succeeded", exit_code=0)
+    items = list(output.follow("r1", block_ms=1))
+    assert [i.line for i in items if isinstance(i, OutputLine)] == [
+        f"line {n}" for n in range(2000)]
+    assert isinstance(items[-1], OutputEnd) and items[-1].exit_code == 0
+
+
+def test_writer_batches_what_piles_up_while_a_write_is_in_flight() -> None:
+    import threading
+
+    from pitstop.runoutput import OutputWriter
+
+    class SlowOutput(RunOutput):
+        def __init__(self) -> None:
+            super().__init__(fakeredis.FakeRedis())
+            self.batches: list[int] = []
+            self.release = threading.Event()
+
+        def append_many(self, run_id: str, lines: list[tuple[str, str]]) -> None:  # type: ignore[override]
+            self.batches.append(len(lines))
+            self.release.wait(10)  # the first write is "in flight" until the test says
+            super().append_many(run_id, lines)
+
+    output = SlowOutput()
+    writer = OutputWriter(output, "r1")
+    writer.write("stdout", "first")
+    wait_for(lambda: output.batches == [1])
+    for number in range(50):
+        writer.write("stdout", f"queued {number}")
+    output.release.set()
+    writer.close(status="succeeded", exit_code=0)
+    assert output.batches == [1, 50]

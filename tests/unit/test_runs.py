@@ -54,7 +54,7 @@ def run_in(store: RunStore, status: str) -> Run:
     if status == "queued":
         return run
     if status == "running":
-        claimed = store.claim_run(run.run_id, host="h", worker_pid=1)
+        claimed = store.claim_run(run.run_id, host="build-7", worker_pid=1)
         assert claimed is not None
         return claimed
     return store.update_run(run.run_id, status=status)
@@ -421,6 +421,7 @@ def test_reap_lost_by_clock(store: RunStore, clock: FakeClock, log: StateLog) ->
     assert lost.finished_at == clock.now
     assert lost.error is not None
     assert "no heartbeat" in lost.error and "h" in lost.error and "pid 1" in lost.error
+    assert "on build-7 (pid 1)" in lost.error
     assert store.get_run(fresh.run_id).status == "running"
     assert store.get_run(queued.run_id).status == "queued"
     assert store.get_run(done.run_id).status == "succeeded"
@@ -485,3 +486,12 @@ def test_redis_clock_reads_the_server_time() -> None:
     now = redis_clock(fakeredis.FakeRedis())()
     assert now.tzinfo is not None
     assert abs((now - datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_redis_clock_uses_the_servers_answer_not_the_local_clock() -> None:
+    class StubClient:
+        def time(self) -> tuple[int, int]:
+            return (1_700_000_000, 250_000)
+
+    now = redis_clock(StubClient())()  # type: ignore[arg-type]
+    assert now == datetime(2023, 11, 14, 22, 13, 20, 250_000, tzinfo=UTC)

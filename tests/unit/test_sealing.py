@@ -34,6 +34,11 @@ def test_key_file_is_created_once_private(tmp_path: Path) -> None:
     assert first is not None and second is not None
     assert second.unseal(first.seal({"K": "v"})) == {"K": "v"}
     assert (tmp_path / KEY_FILE).stat().st_mode & 0o077 == 0
+    key = (tmp_path / KEY_FILE).read_bytes()
+    again = key_file_sealer(tmp_path, create=True)  # never regenerated once it exists
+    assert again is not None and again.unseal(first.seal({"K": "v"})) == {"K": "v"}
+    assert (tmp_path / KEY_FILE).read_bytes() == key
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary left behind
 
 
 def test_settings_choose_the_configured_key_over_the_file(tmp_path: Path) -> None:
@@ -41,11 +46,14 @@ def test_settings_choose_the_configured_key_over_the_file(tmp_path: Path) -> Non
     external = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://h:1/0",
                                                 "PITSTOP_STATE_DIR": str(tmp_path / "s")})
     assert external.sealer() is None  # a shared key must be configured for a real Redis
+    key_file_sealer(tmp_path / "s", create=True)  # a key file that must lose to the setting
     configured = load_settings(tmp_path, environ={"PITSTOP_SECRET_KEY": key,
                                                   "PITSTOP_STATE_DIR": str(tmp_path / "s")})
     sealer = configured.sealer()
     assert sealer is not None
     assert Sealer(key).unseal(sealer.seal({"K": "v"})) == {"K": "v"}
     embedded = load_settings(tmp_path, environ={"PITSTOP_STATE_DIR": str(tmp_path / "s")})
-    assert embedded.sealer() is not None
-    assert (tmp_path / "s" / KEY_FILE).exists()
+    from_file = embedded.sealer()
+    assert from_file is not None
+    with pytest.raises(ScriptError):
+        from_file.unseal(sealer.seal({"K": "v"}))

@@ -120,6 +120,7 @@ def test_rotation_keeps_backups_and_drops_the_oldest(tmp_path: Path) -> None:
     assert numbers == sorted(numbers)
     assert numbers[-1] == 29
     assert len(numbers) < 30  # the oldest were dropped
+    assert numbers == list(range(numbers[0], 30))  # and nothing in between was lost
 
 
 def test_no_backups_truncates_by_rotation(tmp_path: Path) -> None:
