@@ -18,10 +18,11 @@ from pitstop.redaction import Redactor
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
+from tests.support import FIXTURE_SCRIPTS
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
+FIXTURES = FIXTURE_SCRIPTS
 CANARY = "canary-Jd72kQp0-integration"
 
 

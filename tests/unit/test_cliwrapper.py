@@ -39,9 +39,9 @@ from pitstop.errors import (
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
-from tests.support import gate, wait_for
+from tests.support import FIXTURE_SCRIPTS, gate, pid_alive, wait_for
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
+FIXTURES = FIXTURE_SCRIPTS
 CANARY = "canary-Zq8v1Xw3-s3cr3t"
 
 HAS_PWSH = shutil.which("pwsh") is not None or shutil.which("powershell") is not None
@@ -50,15 +50,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups and s
 
 def gone(pid: int) -> bool:
     """No such process, or a zombie (this container's init never reaps orphans)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return text[text.rfind(")") + 2:].split()[0] == "Z"
+    return not pid_alive(pid)
 
 
 def read_pids(path: Path) -> list[int]:
