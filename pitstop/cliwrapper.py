@@ -300,14 +300,21 @@ class CLIWrapper:
             raise PathNotAllowed(f"refusing script name {str(path)!r}: empty or starts with '-'")
         candidates = [given] if given.is_absolute() else [
             Path.cwd() / given, *(root / given for root in self.allowed_roots)]
+        # A path that climbs out with ".." or is absolute is refused as outside the roots even
+        # when nothing exists there: the answer must not depend on what the worker's disk holds.
+        escapes = given.is_absolute() or os.path.normpath(given).startswith("..")
         resolved: Path | None = None
         outside: Path | None = None
         for candidate in candidates:
             try:
                 found = candidate.resolve(strict=True)
             except (OSError, ValueError, RuntimeError):  # missing, NUL byte, symlink loop
+                if escapes and outside is None:
+                    lexical = Path(os.path.normpath(candidate.absolute()))
+                    if not self._inside_roots(lexical):
+                        outside = lexical
                 continue
-            if any(found.is_relative_to(root) for root in self.allowed_roots):
+            if self._inside_roots(found):
                 resolved = found
                 break
             outside = outside or found
@@ -323,6 +330,9 @@ class CLIWrapper:
         if not resolved.is_file():
             raise PathNotAllowed(f"{resolved} is not a regular file")
         return resolved
+
+    def _inside_roots(self, path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in self.allowed_roots)
 
     def command_for(self, script: Path, args: Sequence[str], *,
                     search_path: str | None = None) -> list[str]:

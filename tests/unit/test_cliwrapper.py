@@ -200,6 +200,15 @@ def test_absolute_path_outside_refused(root: Path) -> None:
     _refused(w, sys.executable, root, "outside the allowed roots")
 
 
+def test_escapes_to_missing_files_are_refused_as_outside(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether anything exists out there must not change the answer (CI checks out at other depths)."""
+    w = wrapper(allowed_roots=[root])
+    monkeypatch.chdir(root / "sub")
+    _refused(w, "../../../../../../../no/such/passwd", root, "outside the allowed roots")
+    _refused(w, root.parent / "no-such-dir" / "x.py", root, "outside the allowed roots")
+    _refused(w, "missing.py", root, "not found")
+
+
 @posix_only
 def test_symlink_pointing_out_refused_and_pointing_in_allowed(root: Path) -> None:
     (root / "escape.py").symlink_to(root.parent / "outside.py")
