@@ -13,6 +13,7 @@ message and an exit code (``exit_code``) instead of a traceback.
     ├── ScriptError            a script cannot be run at all
     │   ├── PathNotAllowed     outside the allowed roots, or not a script
     │   └── InterpreterNotFound
+    ├── ScriptFailed           a script ran and did not succeed (exit code, timeout, cancel, lost)
     ├── RedisUnavailable       no Redis could be reached or started
     ├── RunNotFound
     └── WebhookError           a webhook delivery was refused
@@ -90,6 +91,15 @@ class PathNotAllowed(ScriptError):
 
 class InterpreterNotFound(ScriptError):
     """The interpreter a script needs (``pwsh``, ``bash``) is not installed."""
+
+
+class ScriptFailed(PitstopError):
+    """A script ran (or was claimed) and did not succeed.
+
+    The ``run_script`` task raises it after recording the run, so Celery and Flower show the
+    task as FAILURE; the run record stays the full account. Its only argument is the message,
+    so Celery's JSON result backend can rebuild it.
+    """
 
 
 class RedisUnavailable(PitstopError):

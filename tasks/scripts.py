@@ -15,7 +15,7 @@ from celery import Task, shared_task
 from pitstop import components
 from pitstop.cliwrapper import CLIWrapper
 from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
-from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError, ValidationError
+from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError, ScriptFailed, ValidationError
 from pitstop.proc import pid_alive
 from pitstop.runoutput import OutputWriter, RunOutput
 from workers import context
@@ -24,13 +24,19 @@ log = logging.getLogger(__name__)
 INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
 
 
+# ``throws``: a failing script is a FAILURE in Flower and the result backend, logged by the
+# worker as one line rather than as a crash with a traceback.
 @shared_task(name=TASK_RUN_SCRIPT, bind=True, acks_late=True, reject_on_worker_lost=True,
-             max_retries=5, default_retry_delay=2)
+             max_retries=5, default_retry_delay=2, throws=(ScriptFailed,))
 def run_script(self: Task, run_id: str, script: str, args: list[str] | None = None,
                env: dict[str, str] | None = None, cwd: str | None = None,
                timeout: float | None = None, idempotent: bool = False,
                trace_id: str | None = None, sealed_env: str | None = None) -> dict[str, Any]:
-    """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``."""
+    """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``.
+
+    Returns the execution result when the script succeeded; raises :class:`ScriptFailed` when
+    it ran and failed, was refused or was lost, after the run record says so.
+    """
     settings = context.settings()
     runs = context.run_store()
     output = RunOutput(context.redis_client())
@@ -54,7 +60,7 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
                 lost = runs.update_run(run_id, status="lost",
                                        error="the worker process running this script died")
                 output.close(run_id, status="lost", exit_code=None)
-                return {"run_id": run_id, "skipped": True, "status": lost.status}
+                raise ScriptFailed(f"run {run_id} {lost.status}: {lost.error}")
     except INFRA_ERRORS as exc:
         # Nothing has started yet: safe to try again later. Keep the masked arguments: a retry
         # is a new message, and Celery does not carry argsrepr/kwargsrepr over by itself.
@@ -94,13 +100,16 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         runs.update_run(run_id, status="failed", error=message)
         writer.write("stderr", f"pitstop: {message}")
         writer.close(status="failed", exit_code=None)
-        return {"run_id": run_id, "status": "failed", "error": message}
+        raise ScriptFailed(f"run {run_id} refused: {message}") from None
     except BaseException:
         # Celery's soft time limit, or a bug: the wrapper has marked the run; end its output.
         writer.close(status="failed", exit_code=None)
         raise
     final = runs.get_run(run_id)
     writer.close(status=final.status, exit_code=result.exit_code)
+    if not result.succeeded:
+        raise ScriptFailed(f"run {run_id} {final.status}: exit code {result.exit_code} after "
+                           f"{result.duration:.2f}s" + (" (timed out)" if result.timed_out else ""))
     return redactor.redact(result.to_dict())  # type: ignore[no-any-return]
 
 

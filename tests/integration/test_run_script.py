@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -48,6 +49,35 @@ def test_python_script_output_and_exit_code(session_worker: Proc, pitstop_env: d
     assert done.returncode == 3, done.stderr
     assert done.stdout == "args: ['3', 'two words']\n"
     assert "to stderr" in done.stderr
+
+
+def test_celery_and_flower_see_a_failing_script_as_failure(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path) -> None:
+    path = script(pitstop_home, "exit_code.py", """
+        import sys
+        sys.exit(int(sys.argv[1]))
+    """)
+    client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
+    log_start = len(session_worker.output())
+    states = {}
+    for code in ("0", "3"):
+        done = run_cli(["run", path, "--wait", "--json", "--", code], pitstop_env)
+        assert done.returncode == int(code), done.stderr
+        run_id = json.loads(done.stdout.splitlines()[-1])["run_id"]
+        raw = wait_for(lambda rid=run_id: client.get(f"celery-task-meta-{rid}"), 10,
+                       message="the task result")
+        states[code] = (run_id, json.loads(raw))
+    assert states["0"][1]["status"] == "SUCCESS"
+    assert states["0"][1]["result"]["exit_code"] == 0
+    run_id, failed = states["3"]
+    assert failed["status"] == "FAILURE"
+    assert failed["result"]["exc_type"] == "ScriptFailed"
+    [message] = failed["result"]["exc_message"]
+    assert re.fullmatch(rf"run {run_id} failed: exit code 3 after \d+\.\d\ds", message), message
+    # An expected failure: one log line, not a traceback.
+    wait_for(lambda: "raised expected: ScriptFailed" in session_worker.output()[log_start:], 10,
+             message="the worker's log line")
+    assert "Traceback" not in session_worker.output()[log_start:]
 
 
 def test_shell_script_runs_non_interactively(session_worker: Proc, pitstop_env: dict[str, str],
