@@ -52,6 +52,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pitstop.constants import LOG_CLI_EXECUTIONS
 from pitstop.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
 from pitstop.events import Event, new_id, utc_iso
+from pitstop.proc import RUN_ID_ENV, SUPERVISOR_ENV, supervisor_token
 from pitstop.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ _POSIX = os.name == "posix"
 # If the worker is SIGKILLed (OOM, kill -9) the script must not run on unsupervised: util-linux
 # ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the script (same pid). A Python
 # ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
-# reaches the direct child; the script's own children are orphaned, which "lost" runs report.
+# reaches the direct child; the script's own children are found later by ``kill_orphans``.
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
@@ -405,6 +406,10 @@ class CLIWrapper:
         shown_script = redact(str(script))
         shown_args = [redact(a) for a in args]
         run_id = self._start_run(run_id, shown_script, shown_args, trace_id)
+        # Inherited by all the script spawns: scripts can name their run, and a sweep can find
+        # what a SIGKILLed worker left behind (see pitstop.proc).
+        child_env[RUN_ID_ENV] = run_id
+        child_env[SUPERVISOR_ENV] = supervisor_token()
         try:
             invoked = self._publish(
                 "tool.invoked",

@@ -312,19 +312,20 @@ def test_worker_killed_mid_run_ends_lost_not_running_forever(
     env = {**pitstop_env, "PITSTOP_LOST_AFTER_SECONDS": "3"}
     pid_file = tmp_path / "pid"
     path = script(pitstop_home, "long.py", """
-        import os, signal, sys
-        open(sys.argv[1], "w").write(str(os.getpid()))
+        import os, signal, subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+        open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
         print("running", flush=True)
         signal.pause()
     """)
-    with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], env,
-                 tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
+    worker_args = ["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"]
+    with running(worker_args, env, tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
         waiter = subprocess.Popen(
             pitstop_cmd("run", path, "--queue", queue, "--wait", "--json", "--", str(pid_file)),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert waiter.stdout is not None
         assert waiter.stdout.readline() == "running\n"
-        script_pid = int(pid_file.read_text())
+        script_pid, grandchild_pid = map(int, pid_file.read_text().split())
         worker.kill()
     out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 75, err
@@ -332,8 +333,18 @@ def test_worker_killed_mid_run_ends_lost_not_running_forever(
     assert final["status"] == "lost"
     store = RunStore(redis.Redis.from_url(env["PITSTOP_REDIS_URL"]))
     assert store.get_run(final["run_id"]).status == "lost"
-    # The script does not outlive its worker.
+    # The script does not outlive its worker; what it started dies when a worker next starts here.
     wait_for(lambda: not pid_alive(script_pid), 10, message="the orphaned script to die")
+    assert pid_alive(grandchild_pid)
+    try:
+        with running(worker_args, env, tmp_path / "worker2.log", ready="ready.",
+                     timeout=60) as second:
+            wait_for(lambda: not pid_alive(grandchild_pid), 20,
+                     message="the sweep to kill the script's child")
+            second.wait_for_output(f"left behind by run {final['run_id']}")
+    finally:
+        if pid_alive(grandchild_pid):
+            os.kill(grandchild_pid, signal.SIGKILL)
 
 
 def _start_waiting_run(path: str, queue: str, env: dict[str, str], *extra: str,

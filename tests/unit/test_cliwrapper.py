@@ -36,6 +36,7 @@ from pitstop.errors import (
     ScriptError,
     ValidationError,
 )
+from pitstop.proc import supervisor_token
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
@@ -418,8 +419,12 @@ def test_environment_is_allowlisted_plus_explicit(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LC_PITSTOP_TEST", "lc-value")
     monkeypatch.setenv("NOT_ALLOWED_VAR", "leak")
     monkeypatch.setenv("CI", "0")
-    env = _child_env(wrapper().wrap(FIXTURES / "env_dump.py", env={"EXTRA": "given"}))
+    result = wrapper().wrap(FIXTURES / "env_dump.py",
+                            env={"EXTRA": "given", "PITSTOP_RUN_ID": "forged"})
+    env = _child_env(result)
     assert "NOT_ALLOWED_VAR" not in env
+    assert env["PITSTOP_RUN_ID"] == result.run_id  # the script can name its run
+    assert env["PITSTOP_SUPERVISOR"] == supervisor_token()  # and the sweep can find its children
     assert env["PATH"] == os.environ["PATH"]
     assert env["LC_PITSTOP_TEST"] == "lc-value"
     assert env["EXTRA"] == "given"
@@ -427,7 +432,8 @@ def test_environment_is_allowlisted_plus_explicit(monkeypatch: pytest.MonkeyPatc
     assert env["PYTHONUNBUFFERED"] == "1" and env["GIT_TERMINAL_PROMPT"] == "0"
     allowed = {n for n in DEFAULT_ENV_ALLOWLIST if not n.endswith("*")}
     extra = set(env) - allowed - {"EXTRA", "NON_INTERACTIVE", "CI", "PYTHONUNBUFFERED",
-                                  "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND", "PIP_NO_INPUT"}
+                                  "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND", "PIP_NO_INPUT",
+                                  "PITSTOP_RUN_ID", "PITSTOP_SUPERVISOR"}
     assert all(name.startswith("LC_") for name in extra - {"LC_CTYPE"}), extra
 
 
