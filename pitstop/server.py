@@ -222,15 +222,14 @@ class _Handlers:
 
         key = WEBHOOK_DELIVERY_PREFIX + delivery_id
         try:
-            claimed = bool(self.client.set(key, _PENDING, nx=True, ex=PENDING_TTL_SECONDS))
-            if not claimed:
-                previous = _load_json(self.client.get(key))
-                if previous.get("state") != _DONE:
-                    return _error(409, "this delivery is being processed: retry shortly")
-                return _Outcome(200, {"status": "duplicate", "events": previous.get("events", [])},
-                                result="duplicate")
+            previous = self._claim(key, {})
         except redis.RedisError as exc:
             return _unavailable(exc)
+        if previous is not None:
+            if previous.get("state") != _DONE:
+                return _error(409, "this delivery is being processed: retry shortly")
+            return _Outcome(200, {"status": "duplicate", "events": previous.get("events", [])},
+                            result="duplicate")
 
         published: list[str] = []
         try:
@@ -313,10 +312,9 @@ class _Handlers:
 
     def _claim_idempotency(self, key: str, fingerprint: str) -> _Outcome | None:
         """None when this request owns ``key``; else the reply to a repeated request."""
-        pending = json.dumps({"state": _PENDING, "fingerprint": fingerprint})
-        if self.client.set(key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+        stored = self._claim(key, {"fingerprint": fingerprint})
+        if stored is None:
             return None
-        stored = _load_json(self.client.get(key))
         if stored.get("fingerprint") not in (None, fingerprint):
             return _error(422, f"this {IDEMPOTENCY_HEADER} was already used for a different "
                                "request")
@@ -327,6 +325,16 @@ class _Handlers:
         return _Outcome(200, event, {"Idempotent-Replayed": "true"}, result="duplicate")
 
     # --- dedupe keys ----------------------------------------------------------------------
+    # One protocol for webhook deliveries and idempotency keys: claim the key as pending (short
+    # TTL, so a crash mid-request frees it), publish, then record the outcome for the whole
+    # dedupe window; on a failed publication release the claim so a retry can succeed.
+
+    def _claim(self, key: str, extra: Mapping[str, Any]) -> dict[str, Any] | None:
+        """None when this request now owns ``key``; else what is stored there (may be {})."""
+        pending = json.dumps({"state": _PENDING, **extra})
+        if self.client.set(key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+            return None
+        return _load_json(self.client.get(key))
 
     def _remember(self, key: str, value: Mapping[str, Any]) -> None:
         try:
