@@ -6,10 +6,11 @@ never imports Celery: the caller hands in ``send``, which is ``celery_app.send_t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pitstop.constants import TASK_RUN_SCRIPT
+from pitstop.constants import RUN_TTL_SECONDS, TASK_RUN_SCRIPT
 from pitstop.errors import ConfigError, ValidationError
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
@@ -19,7 +20,12 @@ SendTask = Callable[..., Any]
 
 
 class ScriptDispatcher:
-    """Records a queued run and sends ``run_script`` for it; the run id is the task id."""
+    """Records a queued run and sends ``run_script`` for it; the run id is the task id.
+
+    The run gets a queue deadline (``queue_timeout``, default ``scripts.queue_ttl_seconds``) and
+    the message the same ``expires``: a worker receiving it later drops it unrun, and the reaper
+    (or the waiting CLI) ends the run ``expired``.
+    """
 
     def __init__(self, settings: Settings, runs: RunStore, redactor: Redactor,
                  send: SendTask) -> None:
@@ -31,20 +37,27 @@ class ScriptDispatcher:
     def enqueue(self, script: str, args: Sequence[str] = (), *, queue: str | None = None,
                 timeout: float | None = None, env: Mapping[str, str] | None = None,
                 cwd: str | None = None, idempotent: bool = False,
-                trace_id: str | None = None) -> Run:
+                trace_id: str | None = None, queue_timeout: float | None = None) -> Run:
         """Validate, record and send. Raises ValidationError / ConfigError before sending."""
         scripts = self._settings.scripts
         if script.startswith("-"):
             raise ValidationError(f"script name may not start with '-': {script!r}")
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ValidationError(f"--timeout {timeout:g}: give a positive number of seconds")
         if timeout is not None and timeout > scripts.max_timeout:
             raise ValidationError(f"--timeout {timeout:g} is over scripts.max_timeout "
                                   f"({scripts.max_timeout:g}s)")
+        if queue_timeout is not None and not (math.isfinite(queue_timeout)
+                                              and 0 < queue_timeout <= RUN_TTL_SECONDS):
+            raise ValidationError(f"--queue-timeout {queue_timeout:g}: give seconds, more than 0 "
+                                  f"and at most {RUN_TTL_SECONDS} (as long as runs are kept)")
+        queue_ttl = scripts.queue_ttl_seconds if queue_timeout is None else queue_timeout
         env = dict(env or {})
         plain, sealed = self._split_env(env)
         queue = queue or scripts.default_queue
         limit = timeout or scripts.default_timeout
         run = self._runs.create_run(
-            kind="script", queue=queue, trace_id=trace_id,
+            kind="script", queue=queue, trace_id=trace_id, queue_ttl=queue_ttl,
             params=self._redactor.redact({"script": script, "args": list(args), "cwd": cwd,
                                           "timeout": limit, "env": sorted(env)}),
         )
@@ -58,6 +71,7 @@ class ScriptDispatcher:
                                        "sealed_env": REDACTED if sealed else None})
         self._send(TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run.run_id,
                    time_limit=limit + self._settings.celery.time_limit_grace,
+                   expires=queue_ttl,
                    kwargsrepr=repr(shown), argsrepr="()")
         return run
 

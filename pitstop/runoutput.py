@@ -159,10 +159,16 @@ class OutputWriter:
 
 def reap_lost_runs(store: RunStore, output: RunOutput, *, stale_after: timedelta,
                    run_ids: Iterable[str] | None = None) -> list[Run]:
-    """Mark runs whose worker went silent ``lost`` and end their output streams. A worker that
-    is in fact alive (a long partition) is asked to cancel, so its script does not run on."""
-    lost = store.reap_lost(stale_after=stale_after, run_ids=run_ids)
+    """Mark runs whose worker went silent ``lost``, and queued runs no worker took before their
+    deadline ``expired``; end their output streams, so whoever waits on them stops. A worker
+    that is in fact alive (a long partition) is asked to cancel, so its script does not run on.
+    Returns the runs this call ended, lost ones first."""
+    ids = None if run_ids is None else list(run_ids)
+    lost = store.reap_lost(stale_after=stale_after, run_ids=ids)
     for run in lost:
         output.request_cancel(run.run_id)
         output.close(run.run_id, status="lost", exit_code=None)
-    return lost
+    expired = store.expire_queued(run_ids=ids)
+    for run in expired:
+        output.close(run.run_id, status="expired", exit_code=None)
+    return lost + expired

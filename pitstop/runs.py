@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
@@ -21,15 +22,20 @@ from pitstop.errors import PitstopError, RedisUnavailable, RunNotFound
 from pitstop.events import new_id, utc_iso
 from pitstop.statelog import StateLog
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
+RunStatus = Literal[
+    "queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "expired"
+]
+"""``expired``: no worker took the run from its queue before its ``queue_deadline``."""
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"succeeded", "failed", "timed_out", "cancelled", "lost"}
+    {"succeeded", "failed", "timed_out", "cancelled", "lost", "expired"}
 )
 
 _MAX_TX_RETRIES = 1000
 _SCAN_PAGE = 200
-_DATETIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
+_DATETIME_FIELDS = (
+    "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "queue_deadline"
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +60,8 @@ class Run(pydantic.BaseModel):
     workstream_id: str | None = None
     trace_id: str | None = None
     queue: str | None = None
+    queue_deadline: datetime | None = None
+    """When a still-queued run expires (the Redis server's clock); None: it waits forever."""
     host: str | None = None
     worker_pid: int | None = None
     heartbeat_at: datetime | None = None
@@ -80,6 +88,13 @@ class Run(pydantic.BaseModel):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def queue_timeout(self) -> float | None:
+        """Seconds the run may wait in its queue for a worker; None without a deadline."""
+        if self.queue_deadline is None:
+            return None
+        return (self.queue_deadline - self.created_at).total_seconds()
 
 
 _UPDATABLE_FIELDS = frozenset(Run.model_fields) - {"run_id", "created_at", "updated_at", "status"}
@@ -139,8 +154,8 @@ class RunStore:
         raw = self._client.get(_run_key(run_id))
         if raw is None:
             raise RunNotFound(
-                f"no run {run_id!r}: the id is wrong, or the run expired "
-                f"(runs are kept {self._ttl // 86400 or 1} day(s))"
+                f"no run {run_id!r}: the id is wrong, or the run is older than its records "
+                f"are kept ({self._ttl // 86400 or 1} day(s))"
             )
         return Run.model_validate_json(raw)
 
@@ -203,13 +218,21 @@ class RunStore:
         trace_id: str | None = None,
         queue: str | None = None,
         run_id: str | None = None,
+        queue_ttl: float | None = None,
     ) -> Run:
         """A new ``queued`` run. With an explicit ``run_id`` that already exists, the existing run
-        is returned unchanged (so a redelivered "create" is harmless)."""
+        is returned unchanged (so a redelivered "create" is harmless).
+
+        With ``queue_ttl`` (seconds), the run gets a ``queue_deadline`` that long from now: if no
+        worker has claimed it by then, :meth:`expire_queued` ends it ``expired``.
+        """
         if not kind:
             raise ValueError("a run needs a kind")
         if run_id is not None and (not run_id or any(c.isspace() for c in run_id)):
             raise ValueError(f"invalid run id {run_id!r}")
+        if queue_ttl is not None and not (math.isfinite(queue_ttl) and 0 < queue_ttl <= self._ttl):
+            raise ValueError(f"queue_ttl must be more than 0 and at most {self._ttl}s, "
+                             f"got {queue_ttl!r}")
         now = self._now()
         run = Run(
             run_id=run_id or new_id(int(now.timestamp() * 1000)),
@@ -220,6 +243,7 @@ class RunStore:
             workstream_id=workstream_id,
             trace_id=trace_id,
             queue=queue,
+            queue_deadline=None if queue_ttl is None else now + timedelta(seconds=queue_ttl),
             params=json.loads(json.dumps(params or {}, default=str)),
         )
         pipe = self._client.pipeline(transaction=True)
@@ -242,7 +266,7 @@ class RunStore:
                     cast("Callable[[str], None]", pipe.watch)(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise RunNotFound(f"no run {run_id!r}: the id is wrong, or it expired")
+                        raise RunNotFound(f"no run {run_id!r}: the id is wrong, or its record is gone")
                     current = Run.model_validate_json(raw)
                     new = change(current, self._now())
                     if new is None:
@@ -339,6 +363,10 @@ class RunStore:
         """True when a running run has shown no sign of life for ``stale_after``."""
         return run.status == "running" and _last_sign_of_life(run) < self._now() - stale_after
 
+    def is_overdue(self, run: Run) -> bool:
+        """True when a queued run's deadline has passed (it is due to be expired)."""
+        return _overdue(run, self._now())
+
     @_redis_errors
     def heartbeat(self, run_id: str) -> None:
         """Mark a running run alive now (not logged: it happens every few seconds)."""
@@ -378,13 +406,9 @@ class RunStore:
         call every second while waiting for one run).
         """
         cutoff = self._now() - stale_after
-        if run_ids is None:
-            scanned: Iterable[Run] = self._iter_runs(needle=b'"running"')
-        else:
-            scanned = self._load_existing(list(run_ids))
         candidates = [
             run.run_id
-            for run in scanned
+            for run in self._scan(b'"running"', run_ids)
             if run.status == "running" and _last_sign_of_life(run) < cutoff
         ]
         changed: list[Run] = []
@@ -421,6 +445,49 @@ class RunStore:
                 changed.append(run)
         return changed
 
+    @_redis_errors
+    def expire_queued(self, *, run_ids: Iterable[str] | None = None) -> list[Run]:
+        """Mark ``expired`` every queued run whose ``queue_deadline`` has passed: no worker took
+        it from its queue in time. Returns the runs this call expired.
+
+        A compare-and-set like :meth:`claim_run`: of a worker's claim and the expiry, exactly one
+        wins. Without ``run_ids`` every indexed run is scanned; with it, only those.
+        """
+        now = self._now()
+        candidates = [run.run_id for run in self._scan(b'"queued"', run_ids) if _overdue(run, now)]
+        changed: list[Run] = []
+        for run_id in candidates:
+            expired = False
+
+            def change(run: Run, now: datetime) -> Run | None:
+                nonlocal expired
+                expired = _overdue(run, now)
+                if not expired or run.queue_deadline is None:
+                    return None
+                waited = (run.queue_deadline - run.created_at).total_seconds()
+                return run.model_copy(
+                    update={
+                        "status": "expired",
+                        "finished_at": now,
+                        "updated_at": now,
+                        "error": f"no worker took it from queue {run.queue!r} within {waited:g}s",
+                    }
+                )
+
+            try:
+                run = self._mutate(run_id, "expire", change)
+            except RunNotFound:
+                continue
+            if expired:
+                changed.append(run)
+        return changed
+
+    def _scan(self, needle: bytes, run_ids: Iterable[str] | None) -> Iterable[Run]:
+        """The runs named in ``run_ids``, or every indexed run whose document holds ``needle``."""
+        if run_ids is None:
+            return self._iter_runs(needle=needle)
+        return self._load_existing(list(run_ids))
+
 
 def redis_clock(client: redis.Redis) -> Callable[[], datetime]:
     """A clock reading the Redis server's time: every host that heart-beats or reaps runs then
@@ -435,3 +502,7 @@ def redis_clock(client: redis.Redis) -> Callable[[], datetime]:
 
 def _last_sign_of_life(run: Run) -> datetime:
     return run.heartbeat_at or run.started_at or run.updated_at
+
+
+def _overdue(run: Run, now: datetime) -> bool:
+    return run.status == "queued" and run.queue_deadline is not None and run.queue_deadline <= now

@@ -19,6 +19,7 @@ from pitstop.constants import (
     EVENT_DATA_MAX_BYTES,
     EVENT_MAX_HOPS,
     EVENT_STREAM_MAXLEN,
+    RUN_TTL_SECONDS,
 )
 from pitstop.errors import ConfigError
 from pitstop.sealing import Sealer, key_file_sealer
@@ -67,6 +68,9 @@ class ScriptSettings(_Section):
     """Re-run a script whose worker died mid-run (only for scripts safe to run twice)."""
     lost_after_seconds: float = Field(60, ge=2)
     """A running script whose worker stopped heart-beating this long ago is marked ``lost``."""
+    queue_ttl_seconds: float = Field(86400, gt=0, le=RUN_TTL_SECONDS, allow_inf_nan=False)
+    """A run no worker has taken from its queue this long after it was sent is ``expired``
+    (``pitstop run --queue-timeout`` overrides it per run); at most as long as runs are kept."""
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> ScriptSettings:
@@ -159,6 +163,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PITSTOP_ALLOWED_ROOTS": ("scripts", "allowed_roots"),
     "PITSTOP_VISIBILITY_TIMEOUT": ("celery", "visibility_timeout"),
     "PITSTOP_LOST_AFTER_SECONDS": ("scripts", "lost_after_seconds"),
+    "PITSTOP_QUEUE_TTL": ("scripts", "queue_ttl_seconds"),
     "PITSTOP_BEAT_LOCK_TTL": ("celery", "beat_lock_ttl"),
     "PITSTOP_DEFAULT_QUEUE": ("scripts", "default_queue"),
 }

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 @shared_task(name=TASK_REAP_RUNS, acks_late=True, ignore_result=True)
 def reap_lost_runs() -> list[str]:
-    """Mark runs whose worker stopped heart-beating as ``lost``; end their output streams.
+    """Mark runs whose worker stopped heart-beating ``lost`` and queued runs past their queue
+    deadline ``expired``; end their output streams.
 
     Also sweeps this machine for processes such runs left behind.
     """

@@ -24,6 +24,8 @@ from pitstop.runs import RUN_STATUSES, Run, RunStore
 
 EXIT_LOST = 75
 """``--wait`` exit code when the worker running the script died (EX_TEMPFAIL: try again)."""
+EXIT_EXPIRED = 75
+"""``--wait`` exit code when no worker took the run from its queue in time (EX_TEMPFAIL too)."""
 EXIT_NOT_STARTED = 2
 EXIT_CANCELLED = 130
 
@@ -50,6 +52,8 @@ def exit_code_for(run: Run) -> int:
         return EXIT_CANCELLED
     if run.status == "lost":
         return EXIT_LOST
+    if run.status == "expired":
+        return EXIT_EXPIRED
     return EXIT_NOT_STARTED if run.exit_code is None else run.exit_code
 
 
@@ -58,6 +62,10 @@ def exit_code_for(run: Run) -> int:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-q", "--queue", help="Queue of the machines that should run it (default from config).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds before the script is killed.")
+@click.option("--queue-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Give up when no worker has taken the run from its queue this long after it "
+                   "was sent: the run ends expired (exit 75 with --wait). Default from config "
+                   "(scripts.queue_ttl_seconds).")
 @click.option("--wait", is_flag=True, help="Stream output live; exit with the script's exit code.")
 @click.option("-e", "--env", "env_pairs", multiple=True, help="NAME=value, or NAME to pass through.")
 @click.option("--cwd", help="Working directory on the worker.")
@@ -65,13 +73,14 @@ def exit_code_for(run: Run) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (after it ends with --wait).")
 @pass_context
 def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, timeout: float | None,
-        wait: bool, env_pairs: tuple[str, ...], cwd: str | None, idempotent: bool,
-        as_json: bool) -> None:
+        queue_timeout: float | None, wait: bool, env_pairs: tuple[str, ...], cwd: str | None,
+        idempotent: bool, as_json: bool) -> None:
     """Run SCRIPT on a build machine: pitstop run scripts/build.sh --wait -- --release"""
     env = parse_env(env_pairs)
     if not wait:
         run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
-                                    env=env, cwd=cwd, idempotent=idempotent)
+                                    env=env, cwd=cwd, idempotent=idempotent,
+                                    queue_timeout=queue_timeout)
         if as_json:
             print_json(run_record.model_dump(mode="json"))
         else:
@@ -80,7 +89,8 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
     # Listen for Ctrl-C before the run exists, so no moment is left where it is lost.
     with cancel_requests() as requests:
         run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
-                                    env=env, cwd=cwd, idempotent=idempotent)
+                                    env=env, cwd=cwd, idempotent=idempotent,
+                                    queue_timeout=queue_timeout)
         click.echo(f"pitstop: run {run_record.run_id} queued on {run_record.queue!r}", err=True)
         final = follow_run(ctx, run_record.run_id, requests)
     if as_json:
@@ -90,12 +100,13 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
 
 def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | None = None,
                    timeout: float | None = None, env: dict[str, str] | None = None,
-                   cwd: str | None = None, idempotent: bool = False) -> Run:
+                   cwd: str | None = None, idempotent: bool = False,
+                   queue_timeout: float | None = None) -> Run:
     """Record a queued run and send it to ``queue`` (see :class:`ScriptDispatcher`)."""
     dispatcher = ScriptDispatcher(ctx.settings, ctx.run_store(), ctx.redactor,
                                   ctx.celery_app().send_task)
     return dispatcher.enqueue(script, args, queue=queue, timeout=timeout, env=env, cwd=cwd,
-                              idempotent=idempotent)
+                              idempotent=idempotent, queue_timeout=queue_timeout)
 
 
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -123,7 +134,9 @@ def cancel_requests() -> Iterator[list[int]]:
 
 def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> Run:
     """Print the run's output as it arrives, until it ends; a signal recorded in ``requests``
-    cancels the remote run (a queued one at once, a running one through its worker)."""
+    cancels the remote run (a queued one at once, a running one through its worker). A run
+    still queued at its deadline is expired here (as the reaper would), so a CI step whose
+    queue nobody consumes ends instead of hanging."""
     if requests is None:
         with cancel_requests() as own:
             return follow_run(ctx, run_id, own)
@@ -155,14 +168,17 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
             current = store.get_run(run_id)
             if current.terminal:
                 break
-            if (current.status == "running" and store.is_stale(current, stale_after=stale_after)
-                    and reap_lost_runs(store, output, stale_after=stale_after,
-                                       run_ids=[run_id])):
+            due = ((current.status == "running"
+                    and store.is_stale(current, stale_after=stale_after))
+                   or (current.status == "queued" and store.is_overdue(current)))
+            if due and reap_lost_runs(store, output, stale_after=stale_after, run_ids=[run_id]):
                 break
             if current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True
+                until = (f"; it expires {current.queue_timeout:g}s after it was queued"
+                         if current.queue_timeout is not None else "")
                 click.echo(f"pitstop: still queued on {current.queue!r}: is a worker consuming "
-                           f"it? (pitstop worker -Q {current.queue})", err=True)
+                           f"it? (pitstop worker -Q {current.queue}){until}", err=True)
     except KeyboardInterrupt:
         click.echo(f"pitstop: stopped waiting; run {run_id} goes on "
                    f"(pitstop show {run_id})", err=True)
@@ -172,6 +188,10 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
         limit = final.params.get("timeout", "?")
         click.echo(f"pitstop: run {run_id} timed out after {limit}s; its processes were killed",
                    err=True)
+    elif final.status == "expired":
+        click.echo(f"pitstop: no worker took run {run_id} from queue {final.queue!r} within "
+                   f"{final.queue_timeout or 0:g}s (is a worker consuming it? "
+                   f"pitstop worker -Q {final.queue})", err=True)
     elif final.status in ("lost", "cancelled") and final.error:
         click.echo(f"pitstop: run {run_id} {final.status}: {final.error}", err=True)
     return final
@@ -240,7 +260,7 @@ def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
             if key == "executions":
                 continue
             if value not in (None, "", [], {}):
-                click.echo(f"{key:>13}: {value if not isinstance(value, dict) else json.dumps(value)}")
+                click.echo(f"{key:>14}: {value if not isinstance(value, dict) else json.dumps(value)}")
         for number, execution in enumerate(item.executions, start=1):
             click.echo(f"  execution {number}: exit {execution.get('exit_code')} in "
                        f"{execution.get('duration', 0):.3f}s on {execution.get('host')}")

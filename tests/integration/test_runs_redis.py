@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pitstop.constants import RUN_KEY_PREFIX
-from pitstop.runs import TERMINAL_STATUSES, RunStore
+from pitstop.runs import TERMINAL_STATUSES, RunStore, redis_clock
 from pitstop.statelog import StateLog, read_log
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,36 @@ def test_racing_terminal_updates_settle_on_one(redis_client: redis.Redis) -> Non
     # every caller got back the one status that won, never a status that was overwritten
     assert set(seen) == {final.status}
     assert final.exit_code is not None and statuses[final.exit_code % len(statuses)] == final.status
+
+
+@pytest.mark.timeout(60)
+def test_a_claim_and_an_expiry_racing_never_both_win(redis_client: redis.Redis,
+                                                      tmp_path: Path) -> None:
+    from tests.support import wait_for
+
+    log = StateLog("runs", tmp_path)
+    store = RunStore(redis_client, state_log=log, clock=redis_clock(redis_client))
+    runs = [store.create_run(kind="script", queue="q", queue_ttl=0.001) for _ in range(30)]
+    wait_for(lambda: all(store.is_overdue(run) for run in runs), 5, message="the deadlines")
+    ids = [run.run_id for run in runs]
+
+    def work(i: int) -> set[str]:
+        if i % 2:
+            return {r.run_id for r in store.expire_queued(run_ids=ids)}
+        return {run_id for run_id in ids
+                if store.claim_run(run_id, host=f"host-{i}", worker_pid=i) is not None}
+
+    won = in_threads(8, work)
+    claimed = [run_id for i, ids_won in enumerate(won) if i % 2 == 0 for run_id in ids_won]
+    expired = [run_id for i, ids_won in enumerate(won) if i % 2 for run_id in ids_won]
+    assert sorted(claimed + expired) == sorted(ids)  # each run won exactly once
+    for run_id in ids:
+        final = store.get_run(run_id)
+        assert final.status == ("running" if run_id in claimed else "expired")
+        assert final.attempts == (1 if run_id in claimed else 0)
+    logged = Counter(e["op"] for e in read_log("runs", tmp_path))
+    assert logged["claim"] == len(claimed)
+    assert logged["expire"] == len(expired)
 
 
 def test_keys_expire_on_a_real_server(redis_client: redis.Redis) -> None:

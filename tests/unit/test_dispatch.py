@@ -74,7 +74,14 @@ def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> No
     [
         ({"script": "-rf"}, ValidationError),
         ({"script": "ok.sh", "timeout": 10**6}, ValidationError),
+        ({"script": "ok.sh", "timeout": float("nan")}, ValidationError),
+        ({"script": "ok.sh", "timeout": -1}, ValidationError),
         ({"script": "ok.sh", "env": {"API_TOKEN": "x"}}, ConfigError),  # no shared key
+        ({"script": "ok.sh", "queue_timeout": 0}, ValidationError),
+        ({"script": "ok.sh", "queue_timeout": -3}, ValidationError),
+        ({"script": "ok.sh", "queue_timeout": float("nan")}, ValidationError),
+        ({"script": "ok.sh", "queue_timeout": float("inf")}, ValidationError),
+        ({"script": "ok.sh", "queue_timeout": 10**9}, ValidationError),  # longer than runs live
     ],
 )
 def test_refused_before_anything_is_recorded_or_sent(tmp_path: Path, kwargs: dict[str, Any],
@@ -84,3 +91,22 @@ def test_refused_before_anything_is_recorded_or_sent(tmp_path: Path, kwargs: dic
         dispatch.enqueue(**kwargs)
     assert send.calls == []
     assert store.list_runs() == []
+
+
+def test_the_run_and_its_message_expire_after_the_configured_queue_ttl(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path, PITSTOP_QUEUE_TTL="900")
+    run = dispatch.enqueue("scripts/build.sh", queue="gpu")
+    [(_, options)] = send.calls
+    assert options["expires"] == 900  # a worker receiving it later drops it unrun
+    recorded = store.get_run(run.run_id)
+    assert recorded.queue_deadline is not None
+    assert recorded.queue_timeout == 900
+
+
+def test_queue_timeout_overrides_the_configured_ttl_per_run(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path)
+    default = dispatch.enqueue("scripts/build.sh")
+    override = dispatch.enqueue("scripts/build.sh", queue_timeout=2.5)
+    assert [options["expires"] for _, options in send.calls] == [86400, 2.5]
+    assert store.get_run(default.run_id).queue_timeout == 86400
+    assert store.get_run(override.run_id).queue_timeout == 2.5

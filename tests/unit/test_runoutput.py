@@ -103,3 +103,31 @@ def test_writer_batches_what_piles_up_while_a_write_is_in_flight() -> None:
     output.release.set()
     writer.close(status="succeeded", exit_code=0)
     assert output.batches == [1, 50]
+
+
+def test_reaping_expires_overdue_queued_runs_and_ends_their_output() -> None:
+    client = fakeredis.FakeRedis()
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = RunStore(client, clock=clock)
+    output = RunOutput(client)
+    stale = store.create_run(kind="script", queue="gpu", queue_ttl=30)
+    fresh = store.create_run(kind="script", queue="gpu", queue_ttl=300)
+    silent = store.create_run(kind="script")
+    store.claim_run(silent.run_id, host="h", worker_pid=1)
+    clock.advance(seconds=120)
+
+    ended = reap_lost_runs(store, output, stale_after=timedelta(seconds=60))
+
+    assert [(run.run_id, run.status) for run in ended] == [
+        (silent.run_id, "lost"), (stale.run_id, "expired")]
+    assert store.get_run(stale.run_id).status == "expired"
+    assert store.get_run(fresh.run_id).status == "queued"
+    assert not output.cancel_requested(stale.run_id)  # nothing runs: nothing to cancel
+    end = list(output.follow(stale.run_id, block_ms=1))[-1]
+    assert isinstance(end, OutputEnd) and end.status == "expired" and end.exit_code is None
+    # only the given runs, when asked about some
+    clock.advance(seconds=300)
+    assert reap_lost_runs(store, output, stale_after=timedelta(seconds=60),
+                          run_ids=iter([stale.run_id])) == []
+    assert [r.run_id for r in reap_lost_runs(store, output, stale_after=timedelta(seconds=60),
+                                             run_ids=iter([fresh.run_id]))] == [fresh.run_id]

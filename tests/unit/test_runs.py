@@ -72,8 +72,11 @@ def test_statuses() -> None:
         "timed_out",
         "cancelled",
         "lost",
+        "expired",
     }
-    assert frozenset({"succeeded", "failed", "timed_out", "cancelled", "lost"}) == TERMINAL_STATUSES
+    assert frozenset(
+        {"succeeded", "failed", "timed_out", "cancelled", "lost", "expired"}
+    ) == TERMINAL_STATUSES
 
 
 def test_run_properties() -> None:
@@ -450,6 +453,175 @@ def test_reap_uses_started_at_when_there_was_never_a_heartbeat(
     assert store.reap_lost(stale_after=timedelta(seconds=60)) == []
     clock.advance(seconds=2)
     assert [r.run_id for r in store.reap_lost(stale_after=timedelta(seconds=60))] == [run.run_id]
+
+
+# --- queue deadline / expire ---------------------------------------------------------------------
+
+
+class InterleavingClock(FakeClock):
+    """A FakeClock that, on its ``call``-th reading from now, first lets ``action`` run: a way to
+    slip another process's change in between a transaction's read and its write."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._pending: list[tuple[int, Callable[[], object]]] = []
+        self.fired = 0
+
+    def on_call(self, call: int, action: Callable[[], object]) -> None:
+        self._pending.append((call, action))
+
+    def __call__(self) -> datetime:
+        due = [(n - 1, action) for n, action in self._pending]
+        self._pending = [(n, action) for n, action in due if n > 0]
+        for n, action in due:
+            if n == 0:
+                self.fired += 1
+                action()
+        return self.now
+
+
+def queued_with_deadline(store: RunStore, seconds: float = 60, queue: str = "gpu") -> Run:
+    return store.create_run(kind="script", queue=queue, queue_ttl=seconds)
+
+
+def test_create_with_queue_ttl_sets_a_deadline_on_the_store_clock(
+    store: RunStore, clock: FakeClock
+) -> None:
+    clock.advance(seconds=3)
+    run = queued_with_deadline(store, 600)
+    assert run.queue_deadline == clock.now + timedelta(seconds=600)
+    assert run.queue_timeout == 600
+    assert store.get_run(run.run_id).queue_deadline == run.queue_deadline
+    plain = store.create_run(kind="script")
+    assert plain.queue_deadline is None
+    assert plain.queue_timeout is None
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), 31 * 24 * 3600])
+def test_create_refuses_a_queue_ttl_that_is_not_a_positive_span(store: RunStore, ttl: float) -> None:
+    with pytest.raises(ValueError, match="queue_ttl"):
+        store.create_run(kind="script", queue_ttl=ttl)
+    assert store.list_runs() == []
+
+
+def test_expire_queued_expires_only_runs_past_their_deadline(
+    store: RunStore, clock: FakeClock, log: StateLog
+) -> None:
+    due = queued_with_deadline(store, 60)
+    later = queued_with_deadline(store, 120)
+    forever = store.create_run(kind="script")  # no deadline: waits for a worker forever
+    clock.advance(seconds=59)
+    assert not store.is_overdue(store.get_run(due.run_id))
+    assert store.expire_queued() == []  # not yet due
+    assert store.get_run(due.run_id).status == "queued"
+    clock.advance(seconds=1)  # exactly at the deadline
+    assert store.is_overdue(store.get_run(due.run_id))
+    [expired] = store.expire_queued()
+    assert expired.run_id == due.run_id
+    assert expired.status == "expired"
+    assert expired.terminal
+    assert expired.finished_at == expired.updated_at == clock.now
+    assert expired.started_at is None
+    assert expired.attempts == 0
+    assert expired.error == "no worker took it from queue 'gpu' within 60s"
+    assert store.get_run(due.run_id) == expired
+    assert store.get_run(later.run_id).status == "queued"
+    assert store.expire_queued() == []  # done once
+    clock.advance(days=20)
+    assert [r.run_id for r in store.expire_queued()] == [later.run_id]
+    assert store.get_run(forever.run_id).status == "queued"
+    # runs.jsonl has one "expire" entry per expired run, with its snapshot
+    entries = [e for e in read_log("runs", log.state_dir) if e["op"] == "expire"]
+    assert [e["run"]["run_id"] for e in entries] == [due.run_id, later.run_id]
+    assert entries[0]["run"] == expired.model_dump(mode="json")
+
+
+@pytest.mark.parametrize("status", ["running", *sorted(TERMINAL_STATUSES)])
+def test_expire_leaves_runs_that_are_not_queued_alone(
+    store: RunStore, clock: FakeClock, status: str
+) -> None:
+    run = queued_with_deadline(store, 60)
+    if status == "running":
+        store.claim_run(run.run_id, host="h", worker_pid=1)
+    else:
+        store.update_run(run.run_id, status=status)
+    before = store.get_run(run.run_id)
+    clock.advance(hours=1)
+    assert not store.is_overdue(before)
+    assert store.expire_queued() == []
+    assert store.expire_queued(run_ids=[run.run_id]) == []
+    assert store.get_run(run.run_id) == before
+
+
+def test_expire_only_given_runs(store: RunStore, clock: FakeClock) -> None:
+    one = queued_with_deadline(store, 60)
+    other = queued_with_deadline(store, 60)
+    clock.advance(minutes=2)
+    expired = store.expire_queued(run_ids=[one.run_id, "gone"])
+    assert [r.run_id for r in expired] == [one.run_id]
+    assert store.get_run(other.run_id).status == "queued"
+    assert store.expire_queued(run_ids=[]) == []
+
+
+def test_once_expired_a_late_worker_cannot_claim_it(store: RunStore, clock: FakeClock) -> None:
+    run = queued_with_deadline(store, 60)
+    clock.advance(seconds=61)
+    [expired] = store.expire_queued(run_ids=[run.run_id])
+    assert store.claim_run(run.run_id, host="late", worker_pid=7) is None
+    assert store.claim_run(run.run_id, host="late", worker_pid=7, allow_rerun=True) is None
+    assert store.get_run(run.run_id) == expired
+    # nor a late report from anywhere
+    assert store.update_run(run.run_id, status="succeeded", exit_code=0) == expired
+
+
+def test_once_claimed_the_deadline_no_longer_matters(store: RunStore, clock: FakeClock) -> None:
+    run = queued_with_deadline(store, 60)
+    clock.advance(seconds=59)
+    claimed = store.claim_run(run.run_id, host="h", worker_pid=1)
+    assert claimed is not None
+    clock.advance(seconds=2)
+    store.heartbeat(run.run_id)
+    assert store.expire_queued() == []
+    assert store.get_run(run.run_id).status == "running"
+
+
+def test_a_claim_slipping_in_during_the_expiry_wins(
+    client: redis.Redis, log: StateLog
+) -> None:
+    clock = InterleavingClock(T0)
+    store = RunStore(client, state_log=log, clock=clock)
+    worker = RunStore(client, state_log=log, clock=FakeClock(T0))  # another process
+    run = queued_with_deadline(store, 60)
+    clock.advance(seconds=61)
+    claims: list[Run | None] = []
+    # expire_queued reads the clock once to pick candidates, then once inside the transaction,
+    # after it has read the run: the worker claims it right there.
+    clock.on_call(2, lambda: claims.append(worker.claim_run(run.run_id, host="h", worker_pid=1)))
+    assert store.expire_queued() == []
+    assert clock.fired == 1
+    assert claims[0] is not None
+    final = store.get_run(run.run_id)
+    assert final.status == "running"
+    assert final.attempts == 1
+    assert "expire" not in ops(log)
+
+
+def test_an_expiry_slipping_in_during_a_claim_wins(client: redis.Redis, log: StateLog) -> None:
+    clock = InterleavingClock(T0)
+    worker = RunStore(client, state_log=log, clock=clock)
+    reaper = RunStore(client, state_log=log, clock=FakeClock(T0 + timedelta(seconds=61)))
+    run = queued_with_deadline(worker, 60)
+    expired: list[Run] = []
+    # claim_run reads the clock inside its transaction, after it has read the run (still
+    # queued): the reaper expires it right there.
+    clock.on_call(1, lambda: expired.extend(reaper.expire_queued()))
+    assert worker.claim_run(run.run_id, host="h", worker_pid=1) is None
+    assert clock.fired == 1
+    assert [r.run_id for r in expired] == [run.run_id]
+    final = worker.get_run(run.run_id)
+    assert final.status == "expired"
+    assert final.attempts == 0
+    assert "claim" not in ops(log)
 
 
 # --- failures ------------------------------------------------------------------------------------

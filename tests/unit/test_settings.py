@@ -79,3 +79,37 @@ def test_redis_url_from_environment_is_secret(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://:pw@host:1/0"})
     assert settings.redis.url is not None
     assert "pw" not in repr(settings)
+
+
+def test_queue_ttl_defaults_to_a_day_and_the_environment_wins(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, environ={}).scripts.queue_ttl_seconds == 86400
+    write(tmp_path, "scripts:\n  queue_ttl_seconds: 900\n")
+    assert load_settings(tmp_path, environ={}).scripts.queue_ttl_seconds == 900
+    overridden = load_settings(tmp_path, environ={"PITSTOP_QUEUE_TTL": "2.5"})
+    assert overridden.scripts.queue_ttl_seconds == 2.5
+    assert overridden.scripts.default_queue == "linux"  # the rest of the section stays
+
+
+def test_the_shipped_config_sets_the_queue_ttl() -> None:
+    from tests.support import ROOT
+
+    settings = load_settings(ROOT / "config", environ={})
+    assert settings.scripts.queue_ttl_seconds == 86400
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon", str(31 * 24 * 3600)])
+def test_a_bad_queue_ttl_from_the_environment_is_named(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"PITSTOP_QUEUE_TTL": value})
+    assert caught.value.file == "environment PITSTOP_QUEUE_TTL"
+    assert caught.value.key_path == "scripts.queue_ttl_seconds"
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", ".nan"])
+def test_a_bad_queue_ttl_in_the_file_names_file_key_and_line(tmp_path: Path, value: str) -> None:
+    write(tmp_path, f"scripts:\n  default_queue: linux\n  queue_ttl_seconds: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert caught.value.key_path == "scripts.queue_ttl_seconds"
+    assert caught.value.line == 3
