@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -45,6 +46,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(interval)
+
+
+def write_script(home: Path, name: str, body: str) -> str:
+    """An executable script under ``home/scripts`` (an allowed root); returns its path."""
+    path = home / "scripts" / name
+    path.write_text(textwrap.dedent(body))
+    path.chmod(0o755)
+    return str(path)
 
 
 def pitstop_cmd(*args: str) -> list[str]:

@@ -13,7 +13,7 @@ from pitstop.cli.common import Context, fail
 from pitstop.cli.doctor import doctor, log_command
 from pitstop.cli.events import emit, events, watch
 from pitstop.cli.processes import beat, flower, keygen, redis_group, serve, up, worker
-from pitstop.cli.runs import run, runs, show
+from pitstop.cli.runs import cancel, run, runs, show
 from pitstop.errors import PitstopError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE
@@ -31,7 +31,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (up, worker, beat, flower, serve, redis_group, emit, watch, events, run, runs, show,
-                doctor, log_command, keygen):
+                cancel, doctor, log_command, keygen):
     cli.add_command(command)
 
 

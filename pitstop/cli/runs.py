@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.dispatch import ScriptDispatcher
-from pitstop.errors import RunNotFound, ValidationError
+from pitstop.errors import PitstopError, RunNotFound, ValidationError
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
 from pitstop.runs import RUN_STATUSES, Run, RunStore
 
@@ -249,10 +249,19 @@ def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--output", "with_output", is_flag=True, help="Also print the captured output.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Print the run's output from the start and live until it ends, then exit "
+                   "with its exit code (as run --wait would). Ctrl-C stops following only.")
 @pass_context
-def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
+def show(ctx: Context, run_id: str, as_json: bool, with_output: bool, follow: bool) -> None:
     """Show one run: status, timings, executions (RUN_ID or a unique prefix of it)."""
     item = _find_run(ctx.run_store(), run_id)
+    if follow:
+        # No cancel handlers: following someone's run must never cancel it.
+        final = follow_run(ctx, item.run_id, requests=[])
+        if as_json:
+            print_json(final.model_dump(mode="json"))
+        sys.exit(exit_code_for(final))
     if as_json:
         print_json(item.model_dump(mode="json"))
     else:
@@ -279,3 +288,48 @@ def show(ctx: Context, run_id: str, as_json: bool, with_output: bool) -> None:
                 break
             if isinstance(entry, OutputLine):
                 click.echo(entry.line, err=entry.stream == "stderr")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Wait until the run has ended.")
+@pass_context
+def cancel(ctx: Context, run_id: str, wait: bool) -> None:
+    """Cancel a run (RUN_ID or a unique prefix): a queued one at once, a running one through
+    its worker, which kills the script's process group (exit code 130)."""
+    store = ctx.run_store()
+    item = _find_run(store, run_id)
+    if item.terminal:
+        raise NothingToCancel(f"run {item.run_id} already ended: {item.status}")
+    output = RunOutput(ctx.redis())
+    output.request_cancel(item.run_id)
+    current = store.cancel_if_queued(item.run_id, reason="cancelled before it started")
+    if current.status == "cancelled":
+        output.close(item.run_id, status="cancelled", exit_code=None)
+        click.echo(f"pitstop: run {item.run_id} cancelled before it started", err=True)
+        return
+    click.echo(f"pitstop: asked the worker on {current.host or '?'} to cancel run "
+               f"{item.run_id}", err=True)
+    if wait:
+        current = _wait_until_ended(store, output, item.run_id,
+                                    ctx.settings.scripts.lost_after_seconds + 30)
+        click.echo(f"pitstop: run {item.run_id} {current.status}", err=True)
+
+
+def _wait_until_ended(store: RunStore, output: RunOutput, run_id: str, patience: float) -> Run:
+    """Block on the run's output stream until its end entry (checking the record while quiet)."""
+    deadline = time.monotonic() + patience
+    current = store.get_run(run_id)
+    for entry in output.follow(run_id, block_ms=500):
+        if isinstance(entry, OutputEnd) or entry is None:
+            current = store.get_run(run_id)
+        if current.terminal:
+            return current
+        if time.monotonic() > deadline:
+            raise PitstopError(f"run {run_id} is still {current.status}: its worker has not "
+                               "answered (it is reaped as lost once it stops heart-beating)")
+    return store.get_run(run_id)
+
+
+class NothingToCancel(PitstopError):
+    """The run has already ended."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -12,22 +11,15 @@ import redis
 
 from pitstop.runs import RunStore
 from pitstop.statelog import read_log
-from tests.support import run_cli, running, wait_for
+from tests.support import run_cli, running, wait_for, write_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def script(home: Path, name: str, body: str) -> str:
-    path = home / "scripts" / name
-    path.write_text(textwrap.dedent(body))
-    path.chmod(0o755)
-    return str(path)
 
 
 def test_wait_on_a_queue_nobody_consumes_expires_the_run_and_exits_75(
         pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
     canary = tmp_path / "ran"
-    path = script(pitstop_home, "never_taken.py", f"open({str(canary)!r}, 'w').close()\n")
+    path = write_script(pitstop_home, "never_taken.py", f"open({str(canary)!r}, 'w').close()\n")
     queue = f"nobody-{uuid.uuid4().hex[:8]}"
 
     done = run_cli(["run", path, "--queue", queue, "--wait", "--queue-timeout", "2", "--json"],
@@ -64,7 +56,7 @@ def test_wait_on_a_queue_nobody_consumes_expires_the_run_and_exits_75(
                                              ("nan", "--queue-timeout"), ("soon", "--queue-timeout")])
 def test_a_bad_queue_timeout_is_refused_before_anything_is_sent(
         pitstop_env: dict[str, str], pitstop_home: Path, value: str, says: str) -> None:
-    path = script(pitstop_home, "not_sent.py", "print('x')\n")
+    path = write_script(pitstop_home, "not_sent.py", "print('x')\n")
     queue = f"refused-{uuid.uuid4().hex[:8]}"
     done = run_cli(["run", path, "--queue", queue, f"--queue-timeout={value}"], pitstop_env)
     assert done.returncode == 2, done.stderr

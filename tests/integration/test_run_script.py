@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -25,21 +24,15 @@ from tests.support import (
     run_cli,
     running,
     wait_for,
+    write_script,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def script(home: Path, name: str, body: str) -> str:
-    path = home / "scripts" / name
-    path.write_text(textwrap.dedent(body))
-    path.chmod(0o755)
-    return str(path)
-
-
 def test_python_script_output_and_exit_code(session_worker: Proc, pitstop_env: dict[str, str],
                                             pitstop_home: Path) -> None:
-    path = script(pitstop_home, "echo_exit.py", """
+    path = write_script(pitstop_home, "echo_exit.py", """
         import sys
         print("args:", sys.argv[1:])
         print("to stderr", file=sys.stderr)
@@ -53,7 +46,7 @@ def test_python_script_output_and_exit_code(session_worker: Proc, pitstop_env: d
 
 def test_celery_and_flower_see_a_failing_script_as_failure(
         session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path) -> None:
-    path = script(pitstop_home, "exit_code.py", """
+    path = write_script(pitstop_home, "exit_code.py", """
         import sys
         sys.exit(int(sys.argv[1]))
     """)
@@ -82,7 +75,7 @@ def test_celery_and_flower_see_a_failing_script_as_failure(
 
 def test_shell_script_runs_non_interactively(session_worker: Proc, pitstop_env: dict[str, str],
                                              pitstop_home: Path) -> None:
-    path = script(pitstop_home, "ni.sh", """\
+    path = write_script(pitstop_home, "ni.sh", """\
         #!/usr/bin/env bash
         echo "NON_INTERACTIVE=$NON_INTERACTIVE"
         if read -r line; then echo "read: $line"; else echo "stdin closed"; fi
@@ -95,7 +88,7 @@ def test_shell_script_runs_non_interactively(session_worker: Proc, pitstop_env: 
 def test_run_without_wait_prints_run_id_and_run_is_recorded(
         session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path,
         celery_redis: object) -> None:
-    path = script(pitstop_home, "quick.py", "print('quick')\n")
+    path = write_script(pitstop_home, "quick.py", "print('quick')\n")
     done = run_cli(["run", path], pitstop_env)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip()
@@ -112,7 +105,7 @@ def test_run_without_wait_prints_run_id_and_run_is_recorded(
 
 def test_timeout_over_the_maximum_is_refused(pitstop_env: dict[str, str],
                                              pitstop_home: Path) -> None:
-    path = script(pitstop_home, "whatever.py", "print('x')\n")
+    path = write_script(pitstop_home, "whatever.py", "print('x')\n")
     done = run_cli(["run", path, "--timeout", "99999"], pitstop_env)
     assert done.returncode == 2
     assert "max_timeout" in done.stderr
@@ -144,7 +137,7 @@ def test_output_streams_while_script_is_still_running(
 def test_timeout_kills_the_whole_process_tree(session_worker: Proc, pitstop_env: dict[str, str],
                                               pitstop_home: Path, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    path = script(pitstop_home, "tree.sh", """\
+    path = write_script(pitstop_home, "tree.sh", """\
         #!/usr/bin/env bash
         sleep 1000 &
         echo $! >> "$1"
@@ -194,7 +187,7 @@ def test_symlink_out_of_the_roots_is_refused(session_worker: Proc, pitstop_env: 
 def test_arguments_are_passed_literally(session_worker: Proc, pitstop_env: dict[str, str],
                                         pitstop_home: Path, tmp_path: Path) -> None:
     canary = tmp_path / "CANARY"
-    path = script(pitstop_home, "argv.sh", """\
+    path = write_script(pitstop_home, "argv.sh", """\
         #!/usr/bin/env bash
         for a in "$@"; do printf '<%s>\\n' "$a"; done
     """)
@@ -210,7 +203,7 @@ def test_arguments_are_passed_literally(session_worker: Proc, pitstop_env: dict[
 def test_canary_secret_never_leaks(session_worker: Proc, pitstop_env: dict[str, str],
                                    pitstop_home: Path, celery_redis: object) -> None:
     canary = f"canary-{uuid.uuid4().hex}"
-    path = script(pitstop_home, "leak.py", """
+    path = write_script(pitstop_home, "leak.py", """
         import os, sys
         print("token is", os.environ.get("DEPLOY_TOKEN"))
         print("arg is", sys.argv[1:])
@@ -258,7 +251,7 @@ def _dump(client: redis.Redis, key: bytes) -> bytes:
 
 def test_secret_env_without_a_shared_key_is_refused(pitstop_env: dict[str, str],
                                                     pitstop_home: Path) -> None:
-    path = script(pitstop_home, "needs_token.py", "print('ran')\n")
+    path = write_script(pitstop_home, "needs_token.py", "print('ran')\n")
     env = {k: v for k, v in pitstop_env.items() if k != "PITSTOP_SECRET_KEY"}
     env["DEPLOY_TOKEN"] = "secret-value-xyz"
     done = run_cli(["run", path, "--env", "DEPLOY_TOKEN"], env)
@@ -272,7 +265,7 @@ def test_a_worker_with_another_key_fails_the_run_clearly(
     from pitstop.sealing import generate_key
 
     queue = f"wrongkey-{uuid.uuid4().hex[:8]}"
-    path = script(pitstop_home, "needs_token2.py", "print('ran')\n")
+    path = write_script(pitstop_home, "needs_token2.py", "print('ran')\n")
     worker_env = {**pitstop_env, "PITSTOP_SECRET_KEY": generate_key()}
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], worker_env,
                  tmp_path / "worker.log", ready="ready.", timeout=60):
@@ -288,7 +281,7 @@ def test_ctrl_c_or_a_cancelled_ci_job_cancels_the_remote_run(
         session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path,
         sig: signal.Signals) -> None:
     pid_file = tmp_path / "pid"
-    path = script(pitstop_home, "forever.py", """
+    path = write_script(pitstop_home, "forever.py", """
         import os, signal, sys
         open(sys.argv[1], "w").write(str(os.getpid()))
         print("running", flush=True)
@@ -311,7 +304,7 @@ def test_worker_killed_mid_run_ends_lost_not_running_forever(
     queue = f"kill-{uuid.uuid4().hex[:8]}"
     env = {**pitstop_env, "PITSTOP_LOST_AFTER_SECONDS": "3"}
     pid_file = tmp_path / "pid"
-    path = script(pitstop_home, "long.py", """
+    path = write_script(pitstop_home, "long.py", """
         import os, signal, subprocess, sys
         child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
         open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
@@ -372,7 +365,7 @@ def test_pool_process_killed_mid_run_is_lost_at_once_not_rerun(
         pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
     queue = f"pool-{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "attempts"
-    path = script(pitstop_home, "count_attempts.py", """
+    path = write_script(pitstop_home, "count_attempts.py", """
         import signal, sys
         with open(sys.argv[1], "a") as f:
             f.write("x")
@@ -396,7 +389,7 @@ def test_idempotent_script_is_rerun_after_its_pool_process_dies(
         pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
     queue = f"idem-{uuid.uuid4().hex[:8]}"
     marker = tmp_path / "attempts"
-    path = script(pitstop_home, "second_time_lucky.py", """
+    path = write_script(pitstop_home, "second_time_lucky.py", """
         import signal, sys
         with open(sys.argv[1], "a") as f:
             f.write("x")
@@ -422,7 +415,7 @@ def test_idempotent_script_is_rerun_after_its_pool_process_dies(
 
 def test_ctrl_c_while_still_queued_cancels_without_a_worker(
         pitstop_env: dict[str, str], pitstop_home: Path) -> None:
-    path = script(pitstop_home, "never.py", "print('must not run')\n")
+    path = write_script(pitstop_home, "never.py", "print('must not run')\n")
     queue = f"nobody-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(pitstop_cmd("run", path, "--queue", queue, "--wait", "--json"),
                             env=pitstop_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
