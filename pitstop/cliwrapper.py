@@ -11,7 +11,9 @@ Decisions worth knowing:
 * The child env gets ``NON_INTERACTIVE=1`` and ``CI=1`` (most tools then skip prompts, pagers and
   progress animations), ``GIT_TERMINAL_PROMPT=0``, ``DEBIAN_FRONTEND=noninteractive``,
   ``PIP_NO_INPUT=1`` and ``PYTHONUNBUFFERED=1`` (so Python output streams live). Explicit ``env``
-  values win over these.
+  values win over these, but names that would run other code (``LD_PRELOAD``, ``BASH_ENV``,
+  ``PATH``, ``PYTHONPATH`` … see :data:`PROTECTED_ENV`) are refused before anything runs:
+  whoever can enqueue a run must not be able to run more than the script.
 * After a normal exit, processes the script left behind in its process group (background
   daemons) are killed too (``kill_leftovers=True``): on a shared build machine a leaked daemon
   holds resources and the output pipes. A script that must leave a service running has to
@@ -65,8 +67,10 @@ __all__ = [
     "EXIT_CANCELLED",
     "EXIT_TIMEOUT",
     "NON_INTERACTIVE_ENV",
+    "PROTECTED_ENV",
     "CLIWrapper",
     "ExecutionResult",
+    "check_caller_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,30 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
     "VIRTUAL_ENV", "PYTHONPATH", "PYTHONIOENCODING",
 )
 """Parent environment names passed to scripts; a trailing ``*`` matches a prefix."""
+
+PROTECTED_ENV: tuple[str, ...] = (
+    # loaders and interpreters: each runs code of the caller's choosing before the script
+    "LD_*", "DYLD_*", "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN",
+    "RES_OPTIONS", "NLSPATH", "LOCPATH",
+    "PATH", "BASH_ENV", "ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+    "IFS", "CDPATH", "GLOBIGNORE",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONWARNINGS",
+    "PYTHONEXECUTABLE", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONSAFEPATH", "PYTHONBREAKPOINT",
+    "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "PSMODULEPATH",
+    # tools scripts call, which run commands named in these
+    "GIT_CONFIG*", "GIT_SSH*", "GIT_EXEC_PATH", "GIT_ASKPASS", "SSH_ASKPASS*", "GIT_PROXY_COMMAND",
+    "GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR",
+    "PAGER", "EDITOR", "VISUAL", "BROWSER",
+    # pitstop's own markers
+    "PITSTOP_RUN_ID", "PITSTOP_SUPERVISOR",
+)
+"""Names a caller may not set with ``--env`` (case-insensitive; a trailing ``*`` is a prefix).
+
+Whoever can enqueue a run picks only the script's arguments and plain data; these would let them
+run any program on the build machine instead (``BASH_ENV='$(...)'``, ``LD_PRELOAD``,
+``PATH=/tmp/evil``). The worker's own values (the parent environment allowlist) still pass.
+"""
 
 NON_INTERACTIVE_ENV: Mapping[str, str] = {
     "NON_INTERACTIVE": "1",
@@ -225,7 +253,8 @@ class CLIWrapper:
     ``heartbeat()`` called every ``heartbeat_interval`` seconds while the script runs (with
     ``runs`` and no ``heartbeat``, ``runs.heartbeat(run_id)`` is used). Killing sends SIGTERM to
     the process group and SIGKILL after ``kill_grace`` seconds; ``kill_leftovers`` also does it
-    after a normal exit. Use one wrapper per concurrent run: the callbacks belong to the instance.
+    after a normal exit. ``protected_env`` lists the ``env`` names refused (pass ``()`` when the
+    caller is trusted). Use one wrapper per concurrent run: the callbacks belong to the instance.
     """
 
     def __init__(
@@ -234,6 +263,7 @@ class CLIWrapper:
         *,
         allowed_roots: Sequence[Path | str] | None = None,
         env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
+        protected_env: Sequence[str] = PROTECTED_ENV,
         output_cap_bytes: int = 1_000_000,
         tail_bytes: int = 16_384,
         redactor: Redactor | None = None,
@@ -259,6 +289,7 @@ class CLIWrapper:
             raise ValidationError("allowed_roots is empty: no script could ever run")
         self.allowed_roots: tuple[Path, ...] = tuple(r.expanduser().resolve() for r in roots)
         self.env_allowlist = tuple(env_allowlist)
+        self.protected_env = tuple(protected_env)
         self.output_cap_bytes = output_cap_bytes
         self.tail_bytes = tail_bytes
         self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
@@ -368,10 +399,8 @@ class CLIWrapper:
         prefixes = tuple(n[:-1] for n in self.env_allowlist if n.endswith("*"))
         child = {k: v for k, v in source.items() if k in exact or k.startswith(prefixes)}
         child.update(NON_INTERACTIVE_ENV)
-        for name, value in (env or {}).items():
-            if not isinstance(name, str) or not isinstance(value, str) or not name:
-                raise ValidationError(f"environment entries must be non-empty strings: {name!r}")
-            child[name] = value
+        check_caller_env(env or {}, self.protected_env)
+        child.update(env or {})
         self.redactor.add_secrets_from(child)
         return child
 
@@ -638,6 +667,30 @@ class CLIWrapper:
 
     def _roots_text(self) -> str:
         return ", ".join(str(r) for r in self.allowed_roots)
+
+
+def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTED_ENV) -> None:
+    """Refuse (:class:`ValidationError`) a caller's ``--env`` that is malformed or names a
+    ``protected`` variable; the message never holds a value."""
+    refused = []
+    for name, value in env.items():
+        if (not isinstance(name, str) or not isinstance(value, str) or not name
+                or "=" in name or "\0" in name or "\0" in value):
+            raise ValidationError(f"environment entries must be non-empty strings without '=' "
+                                  f"or NUL in the name: {name!r}")
+        if _protected(name, protected):
+            refused.append(name)
+    if refused:
+        raise ValidationError(
+            f"--env {', '.join(sorted(refused))}: may not be set by whoever enqueues a run (it "
+            "would make the build machine run other code than the script); set it in the "
+            "worker's environment or inside the script")
+
+
+def _protected(name: str, protected: Sequence[str]) -> bool:
+    upper = name.upper()
+    return any(upper.startswith(p[:-1].upper()) if p.endswith("*") else upper == p.upper()
+               for p in protected)
 
 
 def _positive(name: str, value: float) -> None:

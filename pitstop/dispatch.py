@@ -10,10 +10,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pitstop.cliwrapper import check_caller_env
 from pitstop.constants import RUN_TTL_SECONDS, TASK_RUN_SCRIPT
 from pitstop.errors import ConfigError, ValidationError
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
+from pitstop.sealing import Sealer
 from pitstop.settings import Settings
 
 SendTask = Callable[..., Any]
@@ -53,7 +55,9 @@ class ScriptDispatcher:
                                   f"and at most {RUN_TTL_SECONDS} (as long as runs are kept)")
         queue_ttl = scripts.queue_ttl_seconds if queue_timeout is None else queue_timeout
         env = dict(env or {})
-        plain, sealed = self._split_env(env)
+        check_caller_env(env)  # the worker checks again; this is the early, clear refusal
+        sealer = self._sealer_for(env)
+        self._redactor.add_secrets_from(env)
         queue = queue or scripts.default_queue
         limit = timeout or scripts.default_timeout
         run = self._runs.create_run(
@@ -61,6 +65,11 @@ class ScriptDispatcher:
             params=self._redactor.redact({"script": script, "args": list(args), "cwd": cwd,
                                           "timeout": limit, "env": sorted(env)}),
         )
+        # With a key, every --env value travels sealed (a retried message waiting in a worker
+        # shows its arguments in the clear to Flower), bound to this run, script and arguments.
+        sealed = (sealer.seal(env, bound_to=seal_binding(run.run_id, script, list(args), cwd))
+                  if sealer is not None and env else None)
+        plain = {} if sealed else env
         kwargs: dict[str, Any] = {
             "run_id": run.run_id, "script": script, "args": list(args), "env": plain,
             "sealed_env": sealed, "cwd": cwd, "timeout": limit, "idempotent": idempotent,
@@ -75,18 +84,18 @@ class ScriptDispatcher:
                    kwargsrepr=repr(shown), argsrepr="()")
         return run
 
-    def _split_env(self, env: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
-        """Plain values, and the secret-named ones sealed into one token (or None)."""
-        secret = {name: value for name, value in env.items()
-                  if self._redactor.is_secret_name(name)}
-        plain = {name: value for name, value in env.items() if name not in secret}
-        if not secret:
-            return plain, None
-        self._redactor.add_secrets_from(secret)
+    def _sealer_for(self, env: Mapping[str, str]) -> Sealer | None:
+        """The sealer, or None when there is no shared key; refuses secret values without one."""
         sealer = self._settings.sealer()
-        if sealer is None:
+        secret = sorted(name for name in env if self._redactor.is_secret_name(name))
+        if secret and sealer is None:
             raise ConfigError(
-                f"--env {', '.join(sorted(secret))}: secret values are encrypted on their way "
+                f"--env {', '.join(secret)}: secret values are encrypted on their way "
                 "through Redis, with a key CI and workers share: set PITSTOP_SECRET_KEY on both "
                 "(make one with `pitstop keygen`)", key_path="secret_key")
-        return plain, sealer.seal(secret)
+        return sealer
+
+
+def seal_binding(run_id: str, script: str, args: list[str], cwd: str | None) -> dict[str, Any]:
+    """What sealed --env values are bound to: the worker unseals them only for the same."""
+    return {"run_id": run_id, "script": script, "args": args, "cwd": cwd}

@@ -5,6 +5,10 @@ task message sits in a Redis list and in its append-only file. Values of secret-
 are therefore encrypted (Fernet: AES-128-CBC + HMAC-SHA256) with a key that CI and workers share
 (``PITSTOP_SECRET_KEY``) and Redis never sees. With the embedded Redis on one machine, a key is
 created on first use in ``<state_dir>/secret.key`` (mode 0600).
+
+A token is bound to what it was sealed for (the run id, script, arguments and working
+directory): copied out of Redis into another task message, it does not decrypt there, so the
+secrets cannot be handed to a script of someone else's choosing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -36,17 +41,30 @@ class Sealer:
             raise ConfigError("the secret key is not a valid key: make one with "
                               "`pitstop keygen`", key_path="secret_key") from None
 
-    def seal(self, values: Mapping[str, str]) -> str:
-        return self._fernet.encrypt(json.dumps(dict(values)).encode()).decode()
+    def seal(self, values: Mapping[str, str], *, bound_to: Mapping[str, Any] | None = None) -> str:
+        """One token holding ``values``, usable only by an :meth:`unseal` given equal
+        ``bound_to`` (JSON-compatible)."""
+        document = {"values": dict(values), "bound_to": _canonical(bound_to)}
+        return self._fernet.encrypt(json.dumps(document).encode()).decode()
 
-    def unseal(self, token: str) -> dict[str, str]:
+    def unseal(self, token: str, *, bound_to: Mapping[str, Any] | None = None) -> dict[str, str]:
         try:
-            values = json.loads(self._fernet.decrypt(token.encode()))
+            document = json.loads(self._fernet.decrypt(token.encode()))
         except (InvalidToken, ValueError):
             raise ScriptError(
                 "cannot decrypt the secret --env values: the worker's PITSTOP_SECRET_KEY is not "
                 "the one the run was enqueued with") from None
+        if not isinstance(document, dict) or document.get("bound_to") != _canonical(bound_to):
+            raise ScriptError("the encrypted --env values were sealed for another run, script or "
+                              "arguments: refusing to hand them to this one")
+        values = document.get("values")
+        if not isinstance(values, dict):
+            raise ScriptError("the encrypted --env values are malformed")
         return {str(name): str(value) for name, value in values.items()}
+
+
+def _canonical(bound_to: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(bound_to or {}), sort_keys=True, separators=(",", ":"))
 
 
 def key_file_sealer(state_dir: Path, *, create: bool) -> Sealer | None:

@@ -15,6 +15,7 @@ from celery import Task, shared_task
 from pitstop import components
 from pitstop.cliwrapper import CLIWrapper
 from pitstop.constants import LOG_CLI_EXECUTIONS, TASK_RUN_SCRIPT
+from pitstop.dispatch import seal_binding
 from pitstop.errors import RedisUnavailable, RunNotFound, ScriptError, ScriptFailed, ValidationError
 from pitstop.proc import pid_alive
 from pitstop.runoutput import OutputWriter, RunOutput
@@ -91,7 +92,11 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         heartbeat_interval=max(0.5, min(5.0, settings.scripts.lost_after_seconds / 4)),
     )
     try:
-        full_env = {**(env or {}), **_unseal(sealed_env)}
+        unsealed = _unseal(sealed_env, seal_binding(run_id, script, list(args or []), cwd))
+        for value in unsealed.values():
+            # Sealed by the sender because it is (or may be) secret: redact it whatever its name.
+            redactor.add_secret(value)
+        full_env = {**(env or {}), **unsealed}
         result = wrapper.wrap(script, args or [], env=full_env,
                               cwd=Path(cwd) if cwd else None, run_id=run_id, trace_id=trace_id)
     except (ScriptError, ValidationError) as exc:
@@ -113,11 +118,11 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     return redactor.redact(result.to_dict())  # type: ignore[no-any-return]
 
 
-def _unseal(sealed_env: str | None) -> dict[str, str]:
+def _unseal(sealed_env: str | None, bound_to: dict[str, Any]) -> dict[str, str]:
     if not sealed_env:
         return {}
     sealer = context.settings().sealer()
     if sealer is None:
         raise ScriptError("this run carries encrypted --env values but this worker has no "
                           "PITSTOP_SECRET_KEY to decrypt them")
-    return sealer.unseal(sealed_env)
+    return sealer.unseal(sealed_env, bound_to=bound_to)

@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import stat
@@ -344,16 +345,17 @@ def test_missing_interpreter_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InterpreterNotFound, match="bash"):
         w.command_for(FIXTURES / "hello.sh", [], search_path=str(empty))
     runs = RecordingRuns()
-    with pytest.raises(InterpreterNotFound):
-        wrapper(runs=runs).wrap(FIXTURES / "hello.sh", env={"PATH": str(empty)})
+    with pytest.raises(InterpreterNotFound):  # a trusted library caller may set PATH
+        wrapper(runs=runs, protected_env=()).wrap(FIXTURES / "hello.sh", env={"PATH": str(empty)})
     assert runs.calls == []
 
 
 @posix_only
-def test_ps1_runs_through_pwsh_found_on_the_child_path(tmp_path: Path) -> None:
+def test_ps1_runs_through_pwsh_found_on_the_child_path(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     search = _fake_bin(tmp_path, "pwsh")
-    result = wrapper().wrap(FIXTURES / "hello.ps1", ["World"],
-                            env={"PATH": f"{search}:{os.environ['PATH']}"})
+    monkeypatch.setenv("PATH", f"{search}:{os.environ['PATH']}")  # the worker's own PATH
+    result = wrapper().wrap(FIXTURES / "hello.ps1", ["World"])
     assert result.stdout_tail == "".join(f"argv:{a}\n" for a in [
         f"{search}/pwsh", "-NonInteractive", "-NoProfile", "-File",
         str(FIXTURES / "hello.ps1"), "World"])
@@ -419,8 +421,7 @@ def test_environment_is_allowlisted_plus_explicit(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LC_PITSTOP_TEST", "lc-value")
     monkeypatch.setenv("NOT_ALLOWED_VAR", "leak")
     monkeypatch.setenv("CI", "0")
-    result = wrapper().wrap(FIXTURES / "env_dump.py",
-                            env={"EXTRA": "given", "PITSTOP_RUN_ID": "forged"})
+    result = wrapper().wrap(FIXTURES / "env_dump.py", env={"EXTRA": "given"})
     env = _child_env(result)
     assert "NOT_ALLOWED_VAR" not in env
     assert env["PITSTOP_RUN_ID"] == result.run_id  # the script can name its run
@@ -435,6 +436,29 @@ def test_environment_is_allowlisted_plus_explicit(monkeypatch: pytest.MonkeyPatc
                                   "GIT_TERMINAL_PROMPT", "DEBIAN_FRONTEND", "PIP_NO_INPUT",
                                   "PITSTOP_RUN_ID", "PITSTOP_SUPERVISOR"}
     assert all(name.startswith("LC_") for name in extra - {"LC_CTYPE"}), extra
+
+
+@pytest.mark.parametrize("name", [
+    "LD_PRELOAD", "ld_preload", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES", "BASH_ENV", "ENV",
+    "BASH_FUNC_ls%%", "PATH", "PYTHONPATH", "PYTHONSTARTUP", "PERL5OPT", "NODE_OPTIONS",
+    "GIT_CONFIG_COUNT", "GIT_SSH_COMMAND", "GLIBC_TUNABLES", "PITSTOP_RUN_ID",
+])
+def test_env_names_that_would_run_other_code_are_refused(tmp_path: Path, name: str) -> None:
+    canary = tmp_path / "pwned"
+    runs = RecordingRuns()
+    with pytest.raises(ValidationError, match=f"--env {re.escape(name)}: may not be set") as err:
+        wrapper(runs=runs).wrap(FIXTURES / "hello.sh",
+                                env={"GIT_SHA": "abc", name: f"$(touch {canary})"})
+    assert "touch" not in str(err.value)  # names only: a value may be a secret
+    assert runs.calls == []
+    assert not canary.exists()
+
+
+def test_ordinary_env_names_pass(tmp_path: Path) -> None:
+    names = {"GIT_SHA": "abc", "MY_PATH": "/x", "BUILD_ENV": "prod", "PYTHON_VERSION": "3.11",
+             "LDFLAGS": "-O2"}
+    env = _child_env(wrapper().wrap(FIXTURES / "env_dump.py", env=names))
+    assert {k: env[k] for k in names} == names
 
 
 def test_explicit_env_wins_and_custom_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:

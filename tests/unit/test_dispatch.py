@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 
 from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.dispatch import ScriptDispatcher
-from pitstop.errors import ConfigError, ValidationError
+from pitstop.dispatch import ScriptDispatcher, seal_binding
+from pitstop.errors import ConfigError, ScriptError, ValidationError
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore
 from pitstop.sealing import Sealer, generate_key
@@ -50,11 +50,35 @@ def test_records_a_queued_run_and_sends_it_under_the_run_id(tmp_path: Path) -> N
 def test_secret_values_are_sealed_never_sent_in_the_clear(tmp_path: Path) -> None:
     key = generate_key()
     dispatch, _, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=key)
-    dispatch.enqueue("s.sh", env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
+    run = dispatch.enqueue("s.sh", ["--x"], env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
     [(_, options)] = send.calls
-    assert options["kwargs"]["env"] == {"MODE": "fast"}
-    assert "canary-1" not in repr(options)
-    assert Sealer(key).unseal(options["kwargs"]["sealed_env"]) == {"DEPLOY_TOKEN": "canary-1"}
+    # With a key every value travels sealed: a message Flower shows in the clear holds none.
+    assert options["kwargs"]["env"] == {}
+    assert "canary-1" not in repr(options) and "fast" not in repr(options)
+    sealed = options["kwargs"]["sealed_env"]
+    assert Sealer(key).unseal(sealed, bound_to=seal_binding(run.run_id, "s.sh", ["--x"], None)) == {
+        "DEPLOY_TOKEN": "canary-1", "MODE": "fast"}
+    with pytest.raises(ScriptError, match="sealed for another run"):
+        Sealer(key).unseal(sealed, bound_to=seal_binding("another-run", "s.sh", ["--x"], None))
+
+
+def test_without_a_key_plain_values_travel_plain_and_secret_ones_are_refused(
+        tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path)  # a real Redis URL and no shared key
+    dispatch.enqueue("s.sh", env={"MODE": "fast"})
+    assert send.calls[0][1]["kwargs"]["env"] == {"MODE": "fast"}
+    assert send.calls[0][1]["kwargs"]["sealed_env"] is None
+    with pytest.raises(ConfigError, match="DEPLOY_TOKEN"):
+        dispatch.enqueue("s.sh", env={"DEPLOY_TOKEN": "canary-1"})
+    assert len(send.calls) == 1 and len(store.list_runs()) == 1  # nothing recorded or sent
+
+
+def test_env_that_would_run_other_code_is_refused_before_anything_is_recorded(
+        tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path)
+    with pytest.raises(ValidationError, match="--env BASH_ENV, LD_PRELOAD: may not be set"):
+        dispatch.enqueue("s.sh", env={"LD_PRELOAD": "/tmp/x.so", "BASH_ENV": "$(id)"})
+    assert send.calls == [] and store.list_runs() == []
 
 
 def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> None:

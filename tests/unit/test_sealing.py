@@ -57,3 +57,23 @@ def test_settings_choose_the_configured_key_over_the_file(tmp_path: Path) -> Non
     assert from_file is not None
     with pytest.raises(ScriptError):
         from_file.unseal(sealer.seal({"K": "v"}))
+
+
+BOUND = {"run_id": "r1", "script": "scripts/deploy.sh", "args": ["--prod"], "cwd": None}
+
+
+@pytest.mark.parametrize("other", [
+    {**BOUND, "run_id": "r2"},                 # replayed into another run
+    {**BOUND, "script": "scripts/hello.sh"},   # handed to another script
+    {**BOUND, "args": ["--prod", "--evil"]},   # with other arguments
+    {**BOUND, "cwd": "/tmp"},
+    None,                                      # into a message that claims no binding
+])
+def test_a_token_opens_only_for_what_it_was_sealed_for(other: dict[str, object] | None) -> None:
+    sealer = Sealer(generate_key())
+    token = sealer.seal({"DEPLOY_TOKEN": "canary-1"}, bound_to=BOUND)
+    assert sealer.unseal(token, bound_to=dict(reversed(BOUND.items()))) == {
+        "DEPLOY_TOKEN": "canary-1"}  # key order does not matter
+    with pytest.raises(ScriptError, match="sealed for another run") as err:
+        sealer.unseal(token, bound_to=other)
+    assert "canary-1" not in str(err.value)
