@@ -184,6 +184,7 @@ class _StreamReader:
         self._wrapper = wrapper
         self._sink_lock = sink_lock
         self._seen = 0
+        self._carry = b""  # the end of an unfinished long line, held back (see _split_piece)
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self._lock = threading.Lock()
@@ -213,13 +214,32 @@ class _StreamReader:
                                          "no further lines are streamed")
                     continue
                 if sink is not None:
-                    line = raw.decode("utf-8", "replace").rstrip("\n").rstrip("\r")
-                    self._send(sink, self._wrapper.redactor.redact_text(line))
+                    self._stream(sink, raw)
+            if sink is not None and self._carry and not self.truncated:
+                self._emit(sink, self._carry)
         except (OSError, ValueError):  # the pipe went away under us
             pass
         finally:
             with contextlib.suppress(OSError):
                 self._pipe.close()
+
+    def _stream(self, sink: Callable[[str, str], None], raw: bytes) -> None:
+        """Send a whole line, or the part of a long line's piece no secret can straddle."""
+        data = self._carry + raw
+        if data.endswith(b"\n"):
+            self._carry = b""
+            self._emit(sink, data)
+            return
+        # A piece of a line longer than _CHUNK: each piece is redacted alone, so a secret cut in
+        # two by the piece boundary would pass in halves. Hold back what could start one.
+        cut = _split_piece(data, [s.encode() for s in self._wrapper.redactor.secrets])
+        self._carry = data[cut:]
+        if cut:
+            self._emit(sink, data[:cut])
+
+    def _emit(self, sink: Callable[[str, str], None], data: bytes) -> None:
+        line = data.decode("utf-8", "replace").rstrip("\n").rstrip("\r")
+        self._send(sink, self._wrapper.redactor.redact_text(line))
 
     def _send(self, sink: Callable[[str, str], None], line: str) -> None:
         try:
@@ -667,6 +687,35 @@ class CLIWrapper:
 
     def _roots_text(self) -> str:
         return ", ".join(str(r) for r in self.allowed_roots)
+
+
+def _split_piece(data: bytes, secrets: Sequence[bytes]) -> int:
+    """Where to split ``data`` (a piece of an unfinished line) so that no occurrence of a
+    secret is cut: everything before the point can be redacted and sent now, the rest waits for
+    more. Never inside a UTF-8 character, and at most ``2 * max secret length`` is held back."""
+    longest = max((len(s) for s in secrets), default=0)
+    cut = len(data) - max(0, longest - 1)
+    # Occurrences can chain (a secret "aaaa" in a run of "a"s): stop there, or nothing is sent.
+    floor = max(0, len(data) - 2 * longest)
+    moved = True
+    while moved and cut > floor:
+        moved = False
+        for secret in secrets:
+            start = data.find(secret, max(0, cut - len(secret) + 1), cut + len(secret) - 1)
+            if start != -1 and start < cut < start + len(secret):
+                cut, moved = max(start, floor), True
+    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+        cut -= 1
+    lead = cut - 1
+    while lead > max(0, cut - 4) and data[lead] & 0xC0 == 0x80:
+        lead -= 1
+    if lead >= 0 and lead + _utf8_length(data[lead]) > cut:  # the last character is unfinished
+        cut = lead
+    return max(cut, 0)
+
+
+def _utf8_length(lead: int) -> int:
+    return 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2 if lead >= 0xC0 else 1
 
 
 def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTED_ENV) -> None:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import stat
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +25,13 @@ import pytest
 
 from pitstop.bus import EventBus
 from pitstop.cliwrapper import (
+    _CHUNK,
     DEFAULT_ENV_ALLOWLIST,
     EXIT_CANCELLED,
     EXIT_TIMEOUT,
     CLIWrapper,
     ExecutionResult,
+    _split_piece,
 )
 from pitstop.errors import (
     InterpreterNotFound,
@@ -38,7 +41,7 @@ from pitstop.errors import (
     ValidationError,
 )
 from pitstop.proc import supervisor_token
-from pitstop.redaction import Redactor
+from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import RunStore
 from pitstop.statelog import StateLog
 from tests.support import FIXTURE_SCRIPTS, gate, pid_alive, wait_for
@@ -926,3 +929,44 @@ def test_default_redactor_knows_this_process_secrets(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PITSTOP_TEST_SECRET", CANARY)
     result = CLIWrapper(allowed_roots=[FIXTURES]).wrap(FIXTURES / "echo_args.py", [CANARY])
     assert CANARY not in json.dumps(result.to_dict())
+
+
+# --- long lines: pieces, secrets and characters cut at the piece boundary -----------------------
+
+
+@pytest.mark.parametrize(("data", "secrets", "cut"), [
+    (b"abcdef", [], 6),                       # no secrets: send it all
+    (b"xxxxSECRE", [b"SECRET"], 4),           # a secret may be starting: hold it back
+    (b"xxxxxxxxxx", [b"SECRET"], 5),          # could be the first 5 bytes of one
+    (b"xxSECRETxx", [b"SECRET"], 2),          # crosses the point: hold back all of it
+    (b"xSECRETx", [b"SECRET", b"ETX"], 1),     # a second secret crossing moves the cut again
+    (b"ab\xc3\xa9", [], 4),                    # a whole "é" at the end goes
+    (b"ab\xc3", [], 2),                        # half of one waits
+    (b"ab\xe2\x82", [], 2),                    # two thirds of "€" wait
+    (b"ab\xf0\x9f\x98\x80xSECRE", [b"SECRET"], 7),  # the emoji goes, the secret's start waits
+    (b"ab\xf0\x9f\x98\x80SECRET", [b"SECRET", b"\x80SE"], 2),  # never inside the emoji
+    (b"aaaaaaaaaaaaaaaa", [b"aaaa"], 8),      # chained occurrences: hold back 2x the longest
+    (b"", [b"SECRET"], 0),
+])
+def test_split_piece_never_cuts_a_secret(data: bytes, secrets: list[bytes], cut: int) -> None:
+    assert _split_piece(data, secrets) == cut
+
+
+def test_secret_straddling_the_piece_boundary_is_redacted_live(tmp_path: Path) -> None:
+    token = "ghp_SuperSecretValue123"
+    script = tmp_path / "long_line.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.stdout.write("a" * ({_CHUNK} - 6) + {token!r} + "é" * 40000 + "\\n")
+        sys.stdout.write("short " + {token!r} + "\\n")
+    """))
+    lines: list[str] = []
+    result = wrapper(allowed_roots=[tmp_path], output_sink=lambda _s, ln: lines.append(ln)).wrap(
+        script, env={"DEPLOY_TOKEN": token})
+    streamed = "".join(lines)
+    assert result.exit_code == 0
+    for piece in (token, token[:6], token[6:]):
+        assert piece not in streamed
+    assert "\ufffd" not in streamed  # no character was cut in two either
+    assert streamed == "a" * (_CHUNK - 6) + REDACTED + "é" * 40000 + "short " + REDACTED
+    assert lines[-1] == "short " + REDACTED
