@@ -31,7 +31,15 @@ from pitstop.constants import (
     ROUTER_GROUP,
 )
 from pitstop.errors import HopLimitExceeded, RedisUnavailable, ValidationError
-from pitstop.events import Event, compact_json, default_source, encode_data, make_event, utc_iso
+from pitstop.events import (
+    Event,
+    check_source,
+    compact_json,
+    default_source,
+    encode_data,
+    make_event,
+    utc_iso,
+)
 from pitstop.patterns import Pattern, compile_pattern, normalize_type
 from pitstop.timeparse import parse_since
 
@@ -316,6 +324,7 @@ class EventBus:
     def publish_event(self, event: Event) -> Event:
         """Publish an already-built event after the same checks as :meth:`publish`."""
         normalized = normalize_type(event.type)
+        check_source(event.source)
         encode_data(event.data, max_bytes=self.max_data_bytes)
         if event.hops > self.max_hops:
             raise HopLimitExceeded(
@@ -454,7 +463,8 @@ class EventBus:
         """A member of consumer group ``group``.
 
         Give a stable ``name`` to resume this consumer's own pending entries after a restart;
-        ``claim_idle_ms`` must exceed the longest handler run, or live work gets reclaimed.
+        A handler run must take less than half of ``claim_idle_ms``, or live work gets
+        reclaimed (a batch stops starting handlers at half the window; see :meth:`process`).
         """
         if max_deliveries < 1:
             raise ValidationError(f"max_deliveries must be at least 1, got {max_deliveries}")
@@ -603,8 +613,16 @@ class GroupConsumer:
                 caught_up = len(fresh) < wanted
                 batch += fresh
             done: list[Delivery] = []
+            # Every entry of the batch has been pending (idle) since it was read. Past half the
+            # claim window, leave the rest pending: another consumer (or this one, later)
+            # claims each of them exactly once, instead of a slow batch being handled twice.
+            give_up_at = time.monotonic() + self.claim_idle_ms / 2000
             try:
                 for delivery in batch:
+                    if self.claim_idle_ms and time.monotonic() > give_up_at:
+                        log.info("batch ran past half of claim_idle_ms: leaving %d events for "
+                                 "reclaim", len(batch) - len(done))
+                        break
                     try:
                         handler(delivery.event)
                     except Exception:
@@ -652,6 +670,7 @@ class GroupConsumer:
         dead: list[tuple[str, Fields, int, str]] = []
         for stream_id, fields, deliveries in items:
             if not fields:
+                # MAXLEN trimmed it while it was pending: it can never be handled now.
                 gone.append(stream_id)
                 continue
             try:
@@ -673,6 +692,16 @@ class GroupConsumer:
         now = utc_iso(self.bus.clock())
         # MULTI: a dead letter is written if and only if its entry is acked.
         pipe = self._client.pipeline(transaction=True)
+        for stream_id in gone:
+            pipe.xadd(self.bus.dead_letter_stream, {
+                EVENT_FIELD: "", "group": self.group, "consumer": self.name,
+                "reason": "trimmed from the stream (MAXLEN) before it was handled",
+                "stream_id": stream_id, "deliveries": "0", "time": now,
+            }, maxlen=self.bus.maxlen, approximate=True)
+        if gone:
+            log.warning("%d pending events of group %s were trimmed from the stream before "
+                        "they were handled (raise the stream's MAXLEN?): %s", len(gone),
+                        self.group, ", ".join(gone[:5]))
         for stream_id, fields, deliveries, reason in dead:
             raw = fields.get(EVENT_FIELD.encode(), fields.get(EVENT_FIELD))
             text = _text(raw) if raw is not None else compact_json(
