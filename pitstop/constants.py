@@ -20,7 +20,11 @@ ROUTER_GROUP: Final = "router"
 """Consumer group of the event router."""
 EVENT_STREAM_MAXLEN: Final = 100_000
 EVENT_DATA_MAX_BYTES: Final = 64 * 1024
+EVENT_DATA_MAX_DEPTH: Final = 64
+"""Deepest nesting of objects and arrays accepted in event data (redaction and JSON recurse)."""
 EVENT_MAX_HOPS: Final = 16
+EVENT_SOURCE_MAX_CHARS: Final = 200
+"""Longest accepted event ``source`` (printable characters only): it is stored with every event."""
 DEDUPE_PREFIX: Final = f"{KEY_PREFIX}:dedupe:"
 """``SET NX`` keys that make redelivery idempotent (``pitstop:dedupe:<scope>:<key>``)."""
 
@@ -38,6 +42,9 @@ RUN_TTL_SECONDS: Final = 30 * 24 * 3600
 
 # --- webhooks ----------------------------------------------------------------------------------
 WEBHOOK_DELIVERY_PREFIX: Final = f"{KEY_PREFIX}:webhook-delivery:"
+WEBHOOK_BODY_PREFIX: Final = f"{KEY_PREFIX}:webhook-body:"
+"""``pitstop:webhook-body:<sha256 of the body>``: a signed body is accepted once per dedupe window,
+whatever delivery id or event name it comes with (the signature covers only the body)."""
 WEBHOOK_DELIVERY_TTL_SECONDS: Final = 7 * 24 * 3600
 
 # --- beat --------------------------------------------------------------------------------------
@@ -50,6 +57,10 @@ SCRIPT_QUEUES: Final = ("linux", "pwsh", "windows", "macos")
 """Well-known script queues; any other name given with ``--queue`` is declared on demand."""
 TASK_RUN_SCRIPT: Final = "pitstop.run_script"
 TASK_REAP_RUNS: Final = "pitstop.reap_lost_runs"
+EXPIRES_SLACK_SECONDS: Final = 600
+"""Added to a run's queue deadline for Celery's ``expires``, which the sender's clock stamps and
+the worker's checks: skewed clocks must not drop a message that is still in time (the run
+record's deadline, on Redis's clock, is what decides)."""
 
 # --- state logs --------------------------------------------------------------------------------
 LOG_RUNS: Final = "runs"

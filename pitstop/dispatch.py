@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pitstop.cliwrapper import check_caller_env
-from pitstop.constants import RUN_TTL_SECONDS, TASK_RUN_SCRIPT
+from pitstop.constants import EXPIRES_SLACK_SECONDS, RUN_TTL_SECONDS, TASK_RUN_SCRIPT
 from pitstop.errors import ConfigError, ValidationError
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
@@ -24,9 +24,10 @@ SendTask = Callable[..., Any]
 class ScriptDispatcher:
     """Records a queued run and sends ``run_script`` for it; the run id is the task id.
 
-    The run gets a queue deadline (``queue_timeout``, default ``scripts.queue_ttl_seconds``) and
-    the message the same ``expires``: a worker receiving it later drops it unrun, and the reaper
-    (or the waiting CLI) ends the run ``expired``.
+    The run gets a queue deadline (``queue_timeout``, default ``scripts.queue_ttl_seconds``) on
+    Redis's clock: a claim after it, the reaper or the waiting CLI end the run ``expired``. The
+    message's ``expires`` is the same span plus :data:`EXPIRES_SLACK_SECONDS`, so a worker whose
+    clock disagrees with the sender's never drops a message that is still in time.
     """
 
     def __init__(self, settings: Settings, runs: RunStore, redactor: Redactor,
@@ -80,7 +81,7 @@ class ScriptDispatcher:
                                        "sealed_env": REDACTED if sealed else None})
         self._send(TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run.run_id,
                    time_limit=limit + self._settings.celery.time_limit_grace,
-                   expires=queue_ttl,
+                   expires=queue_ttl + EXPIRES_SLACK_SECONDS,
                    kwargsrepr=repr(shown), argsrepr="()")
         return run
 

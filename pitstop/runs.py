@@ -256,8 +256,10 @@ class RunStore:
         self._log("create", run)
         return run
 
-    def _mutate(self, run_id: str, op: str, change: Callable[[Run, datetime], Run | None]) -> Run:
-        """Apply ``change`` atomically; it returns the new run, or None to leave the run as is."""
+    def _mutate(self, run_id: str, op: str | Callable[[Run], str],
+                change: Callable[[Run, datetime], Run | None]) -> Run:
+        """Apply ``change`` atomically; it returns the new run, or None to leave the run as is.
+        ``op`` names the change in runs.jsonl (or tells it from the new run)."""
         key = _run_key(run_id)
         for _ in range(_MAX_TX_RETRIES):
             with self._client.pipeline(transaction=True) as pipe:
@@ -277,8 +279,9 @@ class RunStore:
                     pipe.execute()
                 except redis.WatchError:
                     continue
-            if op:
-                self._log(op, new)
+            name = op(new) if callable(op) else op
+            if name:
+                self._log(name, new)
             return new
         raise PitstopError(f"run {run_id!r} is changed too often to update it; try again")
 
@@ -319,14 +322,22 @@ class RunStore:
     ) -> Run | None:
         """Move a queued run to running for this worker; None when it must not be executed.
 
-        A terminal run is never executed again. A run already ``running`` (its worker may have
-        died and the task been redelivered) is taken over only with ``allow_rerun``.
+        A terminal run is never executed again. A queued run past its ``queue_deadline`` is
+        expired instead (whatever the clock of the worker that received the message). A run
+        already ``running`` (its worker may have died and the task been redelivered) is taken
+        over only with ``allow_rerun``. Claiming again from the same host and pid returns the
+        run: a claim whose reply was lost on the way back can be retried safely.
         """
         claimed = False
 
         def change(run: Run, now: datetime) -> Run | None:
             nonlocal claimed
             claimed = False
+            if run.status == "running" and (run.host, run.worker_pid) == (host, worker_pid):
+                claimed = True
+                return None
+            if _overdue(run, now):
+                return _expired(run, now)
             if run.terminal or (run.status == "running" and not allow_rerun):
                 return None
             claimed = True
@@ -343,7 +354,8 @@ class RunStore:
                 }
             )
 
-        run = self._mutate(run_id, "claim", change)
+        run = self._mutate(run_id, lambda new: "expire" if new.status == "expired" else "claim",
+                           change)
         return run if claimed else None
 
     @_redis_errors
@@ -462,17 +474,7 @@ class RunStore:
             def change(run: Run, now: datetime) -> Run | None:
                 nonlocal expired
                 expired = _overdue(run, now)
-                if not expired or run.queue_deadline is None:
-                    return None
-                waited = (run.queue_deadline - run.created_at).total_seconds()
-                return run.model_copy(
-                    update={
-                        "status": "expired",
-                        "finished_at": now,
-                        "updated_at": now,
-                        "error": f"no worker took it from queue {run.queue!r} within {waited:g}s",
-                    }
-                )
+                return _expired(run, now) if expired else None
 
             try:
                 run = self._mutate(run_id, "expire", change)
@@ -506,3 +508,11 @@ def _last_sign_of_life(run: Run) -> datetime:
 
 def _overdue(run: Run, now: datetime) -> bool:
     return run.status == "queued" and run.queue_deadline is not None and run.queue_deadline <= now
+
+
+def _expired(run: Run, now: datetime) -> Run:
+    waited = run.queue_timeout or 0.0
+    return run.model_copy(update={
+        "status": "expired", "finished_at": now, "updated_at": now,
+        "error": f"no worker took it from queue {run.queue!r} within {waited:g}s",
+    })

@@ -42,12 +42,12 @@ def test_wait_on_a_queue_nobody_consumes_expires_the_run_and_exits_75(
               if e["run"]["run_id"] == run_id and e["op"] == "expire"]
     assert logged == ["expired"]
 
-    # A worker that turns up later drops the stale message instead of running it.
+    # A worker that turns up later finds the run expired and does not run it.
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
                  tmp_path / "worker.log", ready="ready.", timeout=60):
         meta = wait_for(lambda: client.get(f"celery-task-meta-{run_id}"), 30,
-                        message="the worker to drop the expired message")
-    assert json.loads(meta)["status"] == "REVOKED"
+                        message="the worker to take the stale message")
+    assert json.loads(meta)["result"] == {"run_id": run_id, "skipped": True, "status": "expired"}
     assert not canary.exists()
     assert RunStore(client).get_run(run_id).status == "expired"
 

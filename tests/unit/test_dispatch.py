@@ -8,7 +8,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from pitstop.constants import TASK_RUN_SCRIPT
+from pitstop.constants import EXPIRES_SLACK_SECONDS, TASK_RUN_SCRIPT
 from pitstop.dispatch import ScriptDispatcher, seal_binding
 from pitstop.errors import ConfigError, ScriptError, ValidationError
 from pitstop.redaction import Redactor
@@ -121,7 +121,7 @@ def test_the_run_and_its_message_expire_after_the_configured_queue_ttl(tmp_path:
     dispatch, store, send = dispatcher(tmp_path, PITSTOP_QUEUE_TTL="900")
     run = dispatch.enqueue("scripts/build.sh", queue="gpu")
     [(_, options)] = send.calls
-    assert options["expires"] == 900  # a worker receiving it later drops it unrun
+    assert options["expires"] == 900 + EXPIRES_SLACK_SECONDS  # padded: the clocks may differ
     recorded = store.get_run(run.run_id)
     assert recorded.queue_deadline is not None
     assert recorded.queue_timeout == 900
@@ -131,6 +131,6 @@ def test_queue_timeout_overrides_the_configured_ttl_per_run(tmp_path: Path) -> N
     dispatch, store, send = dispatcher(tmp_path)
     default = dispatch.enqueue("scripts/build.sh")
     override = dispatch.enqueue("scripts/build.sh", queue_timeout=2.5)
-    assert [options["expires"] for _, options in send.calls] == [86400, 2.5]
+    assert [options["expires"] - EXPIRES_SLACK_SECONDS for _, options in send.calls] == [86400, 2.5]
     assert store.get_run(default.run_id).queue_timeout == 86400
     assert store.get_run(override.run_id).queue_timeout == 2.5

@@ -574,6 +574,30 @@ def test_once_expired_a_late_worker_cannot_claim_it(store: RunStore, clock: Fake
     assert store.update_run(run.run_id, status="succeeded", exit_code=0) == expired
 
 
+def test_a_claim_past_the_deadline_expires_the_run_even_before_the_reaper(
+    store: RunStore, clock: FakeClock, log: StateLog
+) -> None:
+    run = queued_with_deadline(store, 60)
+    clock.advance(seconds=61)  # the worker's own clock may say otherwise: the store's decides
+    assert store.claim_run(run.run_id, host="late", worker_pid=7) is None
+    final = store.get_run(run.run_id)
+    assert (final.status, final.attempts, final.host) == ("expired", 0, None)
+    assert ops(log)[-1] == "expire"
+
+
+def test_claiming_again_from_the_same_process_is_the_same_claim(
+    store: RunStore, clock: FakeClock, log: StateLog
+) -> None:
+    """A claim whose reply was lost (Redis committed it) can be retried by its worker."""
+    run = store.create_run(kind="script")
+    first = store.claim_run(run.run_id, host="h", worker_pid=10)
+    clock.advance(seconds=1)
+    again = store.claim_run(run.run_id, host="h", worker_pid=10)
+    assert first is not None and again == first
+    assert ops(log).count("claim") == 1
+    assert store.claim_run(run.run_id, host="h", worker_pid=11) is None  # another process
+
+
 def test_once_claimed_the_deadline_no_longer_matters(store: RunStore, clock: FakeClock) -> None:
     run = queued_with_deadline(store, 60)
     clock.advance(seconds=59)
