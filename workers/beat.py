@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 import uuid
 from typing import Any
 
@@ -26,10 +25,16 @@ from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
 DEFAULT_LOCK_TTL = 30
 
-# Renew only if we still own the lock: compare-and-expire in one step.
+# Renew, or release, only if we still own the lock: compare-and-act in one step.
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -80,7 +85,9 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
                                  self._lock_holder())
             return self._ttl / 3
         with contextlib.suppress(redis.RedisError):
-            self._client().set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f} {self._token}",
+            # Stamped with Redis's clock, which doctor reads too: host clocks may disagree.
+            seconds, micros = self._client().time()
+            self._client().set(BEAT_HEARTBEAT_KEY, f"{seconds}.{micros:06d} {self._token}",
                                ex=self._ttl * 2)
         delay = float(super().tick(*args, **kwargs))
         # Wake up in time to renew the lock even when nothing is due for a while.
@@ -96,9 +103,9 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
     def close(self) -> None:
         try:
             if self._is_leader:
-                client = self._client()
-                if client.get(BEAT_LOCK_KEY) == self._token.encode():
-                    client.delete(BEAT_LOCK_KEY)
+                # Compare-and-delete: a lock that expired and went to a standby is not ours.
+                release = self._client().register_script(_RELEASE)  # Lua, run by EVALSHA
+                release(keys=[BEAT_LOCK_KEY], args=[self._token])
         except redis.RedisError:
             pass
         super().close()

@@ -105,11 +105,13 @@ def _probe_workers(ctx: Context, timeout: float) -> str:
 
 
 def _probe_beat(ctx: Context) -> str:
-    raw: Any = ctx.redis(start_embedded=False).get(BEAT_HEARTBEAT_KEY)
+    client = ctx.redis(start_embedded=False)
+    raw: Any = client.get(BEAT_HEARTBEAT_KEY)
     if raw is None:
         raise ValidationError("no Beat heartbeat (start it: pitstop beat, or pitstop up)")
     stamp, _, holder = raw.decode().partition(" ")
-    age = time.time() - float(stamp)
+    seconds, micros = client.time()  # Beat stamped it with Redis's clock too
+    age = seconds + micros / 1e6 - float(stamp)
     if age > BEAT_STALE_SECONDS:
         raise ValidationError(f"last Beat heartbeat {age:.0f}s ago from {holder}")
     return f"alive ({holder.split('/')[0]}, {age:.0f}s ago)"
