@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pitstop.constants import EVENT_DATA_MAX_BYTES, EVENT_MAX_HOPS
+from pitstop.constants import (
+    EVENT_DATA_MAX_BYTES,
+    EVENT_DATA_MAX_DEPTH,
+    EVENT_MAX_HOPS,
+    EVENT_SOURCE_MAX_CHARS,
+)
 from pitstop.errors import HopLimitExceeded, PayloadTooLarge, ValidationError
 from pitstop.patterns import normalize_type
 
@@ -103,20 +108,63 @@ class Event:
         return cls.from_dict(raw)
 
 
+def check_depth(value: Any, *, max_depth: int = EVENT_DATA_MAX_DEPTH,
+                what: str = "event data") -> None:
+    """Raise :class:`ValidationError` when ``value`` nests objects/arrays deeper than ``max_depth``.
+
+    Iterative, so it cannot itself run out of stack; redaction and JSON encoding recurse, and
+    would fail (RecursionError) on what a deeply nested request body parses into.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise ValidationError(f"{what} is nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
 def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_BYTES) -> str:
-    """Serialize ``data`` to JSON, enforcing that it is an object and under ``max_bytes``."""
+    """Serialize ``data`` to JSON, enforcing that it is an object, under ``max_bytes`` and
+    nested at most :data:`EVENT_DATA_MAX_DEPTH` levels deep."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ValidationError(f"event data must be a JSON object, got {type(data).__name__}")
     try:
         text = compact_json(data)
+    except RecursionError:
+        raise ValidationError(f"event data is nested deeper than {EVENT_DATA_MAX_DEPTH} "
+                              "levels") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"event data is not JSON-serializable: {exc}") from exc
+    if text.count("[") + text.count("{") > EVENT_DATA_MAX_DEPTH:  # else it cannot be that deep
+        check_depth(data)
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLarge(f"event data is {size} bytes, over the cap of {max_bytes} bytes")
     return text
+
+
+def check_source(source: str) -> str:
+    """``source`` if it is at most :data:`EVENT_SOURCE_MAX_CHARS` printable characters.
+
+    Raises :class:`ValidationError`; the message never quotes the value (it may be huge).
+    """
+    if not isinstance(source, str):
+        raise ValidationError(f"event source must be a string, got {type(source).__name__}")
+    if len(source) > EVENT_SOURCE_MAX_CHARS:
+        raise ValidationError(f"event source is {len(source)} characters, over the limit of "
+                              f"{EVENT_SOURCE_MAX_CHARS}")
+    if not source.isprintable():
+        raise ValidationError("event source must be printable text (no control characters, "
+                              "tabs or newlines)")
+    return source
 
 
 def make_event(
@@ -134,9 +182,12 @@ def make_event(
     without one, ``trace_id`` joins a trace started elsewhere (a run), else it starts its own.
 
     Raises :class:`InvalidEventType`, :class:`PayloadTooLarge`, :class:`HopLimitExceeded` or
-    :class:`ValidationError`.
+    :class:`ValidationError` (also for a ``source`` over :data:`EVENT_SOURCE_MAX_CHARS`
+    characters or not printable).
     """
     normalized = normalize_type(event_type)
+    if source:
+        check_source(source)
     encode_data(data, max_bytes=max_data_bytes)
     moment = now or datetime.now(UTC)
     event_id = new_id(int(moment.timestamp() * 1000))

@@ -29,12 +29,34 @@ DEFAULT_SECRET_NAME_PATTERNS: tuple[str, ...] = (
     "*AUTH*",
     "*COOKIE*",
     "*SESSION_KEY*",
+    # Suffixes and words with a separator in front, so ordinary words and CI's own names stay
+    # readable: not PWD/OLDPWD (directories), PATH, KEYBOARD, BYPASS, automake's "PASS: test".
+    "*_PASS",  # DB_PASS, SMTP_PASS
+    "*_PWD",  # MYSQL_PWD
+    "*_KEY",  # SSH_KEY, SIGNING_KEY, LICENSE_KEY (not CACHE_KEY & co, see the words below)
+    "*DSN*",  # SENTRY_DSN, DATABASE_DSN
+    "*_PAT",  # GH_PAT, AZURE_DEVOPS_PAT (a personal access token)
 )
-"""Names (case-insensitive fnmatch) whose values are secrets."""
+"""Names (case-insensitive fnmatch; ``-`` and ``.`` count as ``_``) whose values are secrets."""
 
-DEFAULT_NON_SECRET_WORDS: tuple[str, ...] = ("AUTHOR", "AUTHORS", "XAUTHORITY")
+DEFAULT_NON_SECRET_WORDS: tuple[str, ...] = (
+    "AUTHOR", "AUTHORS", "XAUTHORITY",
+    "CACHE_KEY", "PUBLIC_KEY", "PRIMARY_KEY", "SORT_KEY", "PARTITION_KEY",
+)
 """Whole words removed from a name before matching, so ``GIT_AUTHOR_NAME`` or ``Author:`` (git log)
-are not taken for ``*AUTH*`` while ``GIT_AUTHOR_TOKEN`` and ``Authorization`` still are."""
+are not taken for ``*AUTH*`` while ``GIT_AUTHOR_TOKEN`` and ``Authorization`` still are; likewise
+``CACHE_KEY`` or ``SSH_PUBLIC_KEY`` are not taken for ``*_KEY``."""
+
+_SECRET_FLAG_NAMES = frozenset({"pass", "pat"})
+"""Flag names that are secrets although, as variable names, they are too common to be
+(``--pass X``, ``--pat X``; ``PASS: test_x`` is automake's test log)."""
+_FLAG_NAME_NOT_A_VALUE = ("_stdin",)
+"""A secret-named flag ending so takes no value (``docker login --password-stdin``)."""
+_FLAG_VALUE_NOT_A_SECRET = ("_file", "_path", "_dir", "_env", "_var", "_name", "_type")
+"""A secret-named flag ending so is given where the secret is, not the secret
+(``--token-file PATH``): its value is hidden in the arguments but not learnt as a secret."""
+_FLAG_RE = re.compile(r"(?P<dashes>-{1,2})?(?P<name>[A-Za-z_][\w.-]*)(?:=(?P<value>.*))?",
+                      re.DOTALL)
 
 REDACTED = "***"
 
@@ -201,8 +223,8 @@ class Redactor:
             return cached
         result = False
         if self._name_re is not None:
-            bare = self._strip_non_secret_words(name)
-            result = self._name_re.match(_normalize_name(bare)) is not None
+            bare = self._strip_non_secret_words(_normalize_name(name))
+            result = self._name_re.match(bare) is not None
         if len(self._name_cache) > 4096:
             self._name_cache.clear()
         self._name_cache[name] = result
@@ -300,6 +322,53 @@ class Redactor:
         if key_quote == '"' and not value.group("oq"):
             return f'"{REDACTED}"'  # a JSON number stays valid JSON
         return f"{value.group('oq')}{value.group('scheme') or ''}{REDACTED}"
+
+    # --- command-line arguments ------------------------------------------------------------------
+
+    def redact_args(self, args: Iterable[str]) -> list[str]:
+        """``args`` as they may be shown (run records, events, logs, task repr).
+
+        The value of a secret-named flag (``--token X``, ``--password=X``, ``--api-key X``,
+        Go-style ``-token X``, make-style ``DB_PASS=X``) becomes ``***`` and is remembered as a
+        secret, so the script's own output cannot show it either; then every argument goes
+        through :meth:`redact_text`. Call it before the script runs.
+        """
+        items = list(args)
+        hidden: set[int] = set()
+        added = False
+        for index, arg in enumerate(items):
+            if not isinstance(arg, str):
+                continue
+            flag = _FLAG_RE.fullmatch(arg)
+            if flag is None or (flag.group("dashes") is None and flag.group("value") is None):
+                continue  # a plain word, not a flag or NAME=value
+            name = _normalize_name(flag.group("name")).lower()
+            if name.startswith("no_") or not (self.is_secret_name(name)
+                                              or name in _SECRET_FLAG_NAMES):
+                continue
+            value = flag.group("value")
+            if value is None:
+                if flag.group("dashes") is None or name.endswith(_FLAG_NAME_NOT_A_VALUE):
+                    continue
+                if index + 1 >= len(items) or items[index + 1] == "--":
+                    continue
+                hidden.add(index + 1)
+                value = items[index + 1]
+            if (isinstance(value, str) and not name.endswith(_FLAG_VALUE_NOT_A_SECRET)
+                    and not value.startswith("--")
+                    and value.strip().lower() not in _NOT_SECRET_VALUES):
+                added = self._add(value) or added
+        if added:
+            self._rebuild()
+        shown: list[str] = []
+        for index, arg in enumerate(items):
+            if index in hidden:
+                shown.append(REDACTED)
+            elif isinstance(arg, str):
+                shown.append(self.redact_text(arg))
+            else:
+                shown.append(arg)
+        return shown
 
     # --- values ---------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from pitstop.bus import EventBus
 from pitstop.constants import (
     DEDUPE_PREFIX,
+    WEBHOOK_BODY_PREFIX,
     WEBHOOK_DELIVERY_PREFIX,
     WEBHOOK_DELIVERY_TTL_SECONDS,
 )
@@ -36,6 +37,7 @@ from pitstop.errors import (
     ValidationError,
     WebhookError,
 )
+from pitstop.events import check_depth, check_source
 from pitstop.redaction import Redactor
 from pitstop.statelog import StateLog
 from pitstop.webhooks import (
@@ -59,6 +61,9 @@ PENDING_TTL_SECONDS = 60
 """How long a claim of a delivery in progress lives: a process dying mid-request must not
 block the delivery's redelivery for the whole dedupe window."""
 _DONE = "done"
+
+
+_TOO_DEEP = "body is not valid JSON: nested too deeply"
 
 
 class _BodyTooLargeError(Exception):
@@ -117,6 +122,8 @@ def _parse_github_body(body: bytes, content_type: str) -> dict[str, Any]:
         payload = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
     if not isinstance(payload, dict):
         raise ValueError(f"body must be a JSON object, got {type(payload).__name__}")
     return payload
@@ -230,14 +237,33 @@ class _Handlers:
                 return _error(409, "this delivery is being processed: retry shortly")
             return _Outcome(200, {"status": "duplicate", "events": previous.get("events", [])},
                             result="duplicate")
+        # The signature covers the body only: a captured delivery re-sent under a fresh delivery
+        # id (or another event name) must not publish again. Same body, same dedupe window.
+        body_key = WEBHOOK_BODY_PREFIX + hashlib.sha256(body).hexdigest()
+        try:
+            same_body = self._claim(body_key, {"delivery_id": delivery_id})
+        except redis.RedisError as exc:
+            self._release(key)
+            return _unavailable(exc)
+        if same_body is not None:
+            if same_body.get("state") != _DONE:
+                self._release(key)
+                return _error(409, "a delivery with this body is being processed: retry shortly")
+            events = same_body.get("events", [])
+            self._remember(key, {"state": _DONE, "events": events,
+                                 "duplicate_of": same_body.get("delivery_id")})
+            return _Outcome(200, {"status": "duplicate", "events": events}, result="duplicate")
 
         published: list[str] = []
         try:
             for event_type, data in mapped:
                 published.append(self.bus.publish(event_type, data, source=GITHUB_SOURCE).id)
         except (RedisUnavailable, redis.RedisError, ValidationError) as exc:
+            self._release(body_key)
             return self._publish_failed(key, exc)
         self._remember(key, {"state": _DONE, "events": published})
+        self._remember(body_key, {"state": _DONE, "events": published,
+                                  "delivery_id": delivery_id})
         return _Outcome(202, {"status": "accepted", "events": published}, result="accepted")
 
     def _log_delivery(self, record: Mapping[str, Any]) -> None:
@@ -278,6 +304,8 @@ class _Handlers:
             request = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, f"body is not valid JSON: {exc}")
+        except RecursionError:
+            return _error(400, _TOO_DEEP)
         problem = _check_event_request(request)
         if problem:
             return _error(400, problem)
@@ -376,6 +404,11 @@ def _check_event_request(request: Any) -> str | None:
         return "field 'data' must be a JSON object"
     if request.get("source") is not None and not isinstance(request["source"], str):
         return "field 'source' must be a string"
+    try:
+        check_source(request.get("source") or "")
+        check_depth(request.get("data"), what="field 'data'")
+    except ValidationError as exc:
+        return str(exc)
     return None
 
 

@@ -57,8 +57,18 @@ class BusSettings(_Section):
     claim_idle_ms: int = Field(60_000, ge=100)
 
 
+def default_scripts_root(config_dir: Path) -> Path:
+    """Where scripts may live when ``scripts.allowed_roots`` is not configured: the project's
+    ``scripts/`` directory, next to the config directory (never the worker's working directory,
+    where ``.venv/bin/pip`` would count as an allowed script)."""
+    return config_dir.absolute().parent / "scripts"
+
+
 class ScriptSettings(_Section):
-    allowed_roots: list[Path] = Field(default_factory=lambda: [Path(".")])
+    allowed_roots: list[Path] = Field(default_factory=lambda: [Path("scripts")])
+    """Configured relative roots resolve against the worker's working directory. Unset,
+    :func:`load_settings` makes it ``<config_dir>/../scripts`` (:func:`default_scripts_root`);
+    this default is that for the default config directory, ``config``."""
     default_timeout: float = Field(300, gt=0)
     max_timeout: float = Field(3600, gt=0)
     default_queue: str = "linux"
@@ -99,10 +109,34 @@ class ServerSettings(_Section):
     api_token: SecretStr | None = None
 
 
+def basic_auth_problem(value: str) -> str | None:
+    """Why ``value`` is not one usable ``user:password`` login for Flower, or None.
+
+    Flower splits its basic auth on ``,`` into several logins, so ``admin:hunter,2`` would also
+    let in a user ``2`` with an empty password. The reason never quotes the value (a password).
+    """
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        return "must be user:password, with a non-empty user and password"
+    if "," in value:
+        return ("must not contain ',': Flower reads a comma as the start of another login "
+                "(use one user:password without commas)")
+    return None
+
+
 class FlowerSettings(_Section):
     port: int = Field(5555, ge=1, le=65535)
     basic_auth: SecretStr | None = None
-    """``user:password``; Flower refuses to start without it."""
+    """``user:password`` (one login, no ``,``); Flower refuses to start without it."""
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _one_login(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = basic_auth_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
 
 class Settings(_Section):
@@ -200,6 +234,9 @@ def load_settings(config_dir: Path | None = None,
             target[key] = dict(section or {})
             target = target[key]
         target[key_path[-1]] = value
+    scripts = data.get("scripts")
+    if scripts is None or (isinstance(scripts, dict) and "allowed_roots" not in scripts):
+        data["scripts"] = {**(scripts or {}), "allowed_roots": [default_scripts_root(directory)]}
     try:
         return Settings.model_validate(data)
     except Exception as exc:  # pydantic.ValidationError after the env overlay

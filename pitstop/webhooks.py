@@ -71,13 +71,19 @@ def github_events(
     """Map one GitHub delivery to bus events ``(type, data)``.
 
     ``ping`` maps to nothing; unknown events map to ``github.<event>[.<action>]`` so nothing is
-    dropped silently. Raises :class:`WebhookError` when ``event_name`` is unusable.
+    dropped silently. Raises :class:`WebhookError` when ``event_name`` is unusable, or when the
+    payload lacks the key its event implies (``push`` without ``ref`` …): the signature covers
+    only the body, so a body must not be accepted under an event name that does not fit it.
     """
     name = sanitize_segment(event_name or "")
     if not name:
         raise WebhookError(f"unusable GitHub event name {event_name!r}")
     if name == "ping":
         return []
+    required = _REQUIRED_KEYS.get(name)
+    if required is not None and required not in payload:
+        raise WebhookError(f"a {name!r} delivery must carry {required!r}: the body does not fit "
+                           f"the {EVENT_HEADER} header")
     base = {"delivery_id": delivery_id, "github_event": name, "repo": _repo(payload)}
     mapper = _MAPPERS.get(name)
     if mapper is not None:
@@ -164,6 +170,14 @@ def _pull_request(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "html_url": _str(pr.get("html_url")),
     }
 
+
+_REQUIRED_KEYS: dict[str, str] = {
+    "push": "ref",
+    "workflow_run": "workflow_run",
+    "release": "release",
+    "pull_request": "pull_request",
+}
+"""Event name -> the payload key every delivery of that event carries."""
 
 _MAPPERS: dict[str, Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]] = {
     "push": _push,

@@ -10,10 +10,11 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.errors import ValidationError
-from pitstop.events import Event
+from pitstop.events import Event, check_depth
 from pitstop.patterns import compile_pattern
 
 
@@ -25,8 +26,11 @@ def parse_data(data_json: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
             loaded = json.loads(data_json)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"--data is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("--data is not valid JSON: nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ValidationError("--data must be a JSON object, like '{\"x\": 1}'")
+        check_depth(loaded, what="--data")
         data.update(loaded)
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -113,6 +117,7 @@ def events(ctx: Context, pattern: str, since: str | None, limit: int, as_json: b
     for column in ("time", "type", "id", "source", "data"):
         table.add_column(column, overflow="fold")
     for event in found:
-        table.add_row(event.time, event.type, event.id, event.source,
-                      json.dumps(event.data, default=str))
+        # Text, not markup: event data and sources are anyone's strings ("[/]" would crash Rich).
+        table.add_row(*(Text(cell) for cell in (event.time, event.type, event.id, event.source,
+                                                json.dumps(event.data, default=str))))
     Console(width=200 if not sys.stdout.isatty() else None).print(table)

@@ -17,7 +17,7 @@ from pitstop.connection import describe_url, embedded_server, resolve_redis_url
 from pitstop.errors import ConfigError, RedisUnavailable
 from pitstop.proc import pid_alive
 from pitstop.redis_server import RedisServer, ServerInfo
-from pitstop.settings import Settings
+from pitstop.settings import Settings, basic_auth_problem
 
 
 def _child_env(ctx: Context, redis_url: str) -> dict[str, str]:
@@ -54,6 +54,8 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
        with_flower: bool) -> None:
     """Run Redis (embedded unless PITSTOP_REDIS_URL), a worker and Beat until Ctrl-C."""
     settings = ctx.settings
+    if with_flower:
+        flower_basic_auth(settings)  # refuse before anything starts
     stop = {"now": False}
 
     def request_stop(signum: int, frame: object) -> None:
@@ -199,20 +201,31 @@ def beat(ctx: Context, loglevel: str | None) -> None:
     app.start(argv=["beat", "-l", (loglevel or settings.log_level).upper()])
 
 
+def flower_basic_auth(settings: Settings) -> str:
+    """The one ``user:password`` login Flower is started with; ConfigError when unset or unusable
+    (settings validate it at load too: this guards settings built some other way)."""
+    auth = settings.flower.basic_auth
+    if auth is None:
+        raise ConfigError("Flower needs basic auth: set PITSTOP_FLOWER_BASIC_AUTH=user:password "
+                          "(or flower.basic_auth in config/pitstop.yaml)",
+                          key_path="flower.basic_auth")
+    problem = basic_auth_problem(auth.get_secret_value())
+    if problem is not None:
+        raise ConfigError(f"PITSTOP_FLOWER_BASIC_AUTH / flower.basic_auth {problem}",
+                          key_path="flower.basic_auth")
+    return auth.get_secret_value()
+
+
 @click.command()
 @click.option("--port", type=int, help="Port (default flower.port).")
 @pass_context
 def flower(ctx: Context, port: int | None) -> None:
     """Run Flower on 127.0.0.1, behind basic auth (flower.basic_auth)."""
     settings = ctx.settings
-    auth = settings.flower.basic_auth
-    if auth is None or ":" not in auth.get_secret_value():
-        raise ConfigError("Flower needs basic auth: set PITSTOP_FLOWER_BASIC_AUTH=user:password "
-                          "(or flower.basic_auth in config/pitstop.yaml)",
-                          key_path="flower.basic_auth")
+    auth = flower_basic_auth(settings)
     url = resolve_redis_url(settings)
     env = _child_env(ctx, url)
-    env["FLOWER_BASIC_AUTH"] = auth.get_secret_value()  # env, not argv: argv is visible in ps
+    env["FLOWER_BASIC_AUTH"] = auth  # env, not argv: argv is visible in ps
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
             "--address=127.0.0.1", f"--port={port or settings.flower.port}"]
     # Become Flower (no wrapper process left behind to forward signals).

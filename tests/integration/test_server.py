@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from pitstop.bus import EventBus
-from pitstop.constants import LOG_WEBHOOKS, WEBHOOK_DELIVERY_PREFIX
+from pitstop.constants import LOG_WEBHOOKS, WEBHOOK_BODY_PREFIX, WEBHOOK_DELIVERY_PREFIX
 from pitstop.errors import RedisUnavailable
 from pitstop.events import Event
 from pitstop.redis_server import free_port
@@ -558,4 +558,147 @@ def test_an_idempotency_key_still_pending_is_409_and_publishes_nothing(
     reply = http.post("/events", headers=bearer() | {"Idempotency-Key": "k-pending"},
                       json=request)
     assert reply.status_code == 409
+    assert events_of(bus) == []
+
+
+# --- hostile bodies: huge sources, absurd nesting, replayed signed bodies -------------------------
+
+
+def test_an_oversized_event_source_is_400(http: TestClient, bus: EventBus) -> None:
+    reply = http.post("/events", headers=bearer(),
+                      json={"type": "a.b", "source": "s" * (5 * 1024 * 1024 - 100)})
+    assert reply.status_code == 400
+    assert "over the limit of 200" in reply.json()["error"]
+    assert len(reply.text) < 1000  # the source is not echoed back
+    assert events_of(bus) == []
+
+
+def test_an_unprintable_event_source_is_400_and_keeps_the_idempotency_key(
+        http: TestClient, bus: EventBus) -> None:
+    headers = bearer() | {"Idempotency-Key": "k-source"}
+    refused = http.post("/events", headers=headers,
+                        json={"type": "a.b", "source": "ci\nforged: log line"})
+    assert refused.status_code == 400
+    assert "printable" in refused.json()["error"]
+    accepted = http.post("/events", headers=headers, json={"type": "a.b", "source": "ci"})
+    assert accepted.status_code == 201
+    assert [e.source for e in events_of(bus)] == ["ci"]
+
+
+@pytest.mark.parametrize("depth", [100, 900, 100_000])
+def test_deeply_nested_event_body_is_400(http: TestClient, bus: EventBus, depth: int) -> None:
+    body = b'{"type": "a.b", "data": {"x": ' + b"[" * depth + b"]" * depth + b"}}"
+    reply = http.post("/events", content=body,
+                      headers=bearer() | {"Content-Type": "application/json"})
+    assert reply.status_code == 400
+    assert "nested" in reply.json()["error"]
+    assert events_of(bus) == []
+
+
+def test_deeply_nested_bare_array_to_events_is_400(http: TestClient, bus: EventBus) -> None:
+    body = b"[" * 100_000
+    reply = http.post("/events", content=body,
+                      headers=bearer() | {"Content-Type": "application/json"})
+    assert reply.status_code == 400
+    assert events_of(bus) == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"ref": ' + b"[" * 100_000])
+def test_deeply_nested_signed_webhook_is_400(http: TestClient, bus: EventBus,
+                                             redis_client: redis.Redis, body: bytes) -> None:
+    reply = http.post("/webhooks/github", content=body,
+                      headers=github_headers(body, delivery="d-deep"))
+    assert reply.status_code == 400
+    assert "nested too deeply" in reply.json()["error"]
+    assert events_of(bus) == []
+    assert redis_client.exists(WEBHOOK_DELIVERY_PREFIX + "d-deep") == 0
+
+
+@pytest.mark.parametrize("event_name", ["push", "issues", "check_run"])
+def test_a_signed_body_replayed_under_a_new_delivery_id_publishes_nothing(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis, tmp_path: Path,
+        event_name: str) -> None:
+    first = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, delivery="d-original"))
+    assert first.status_code == 202
+    replayed = http.post("/webhooks/github", content=BODY,
+                         headers=github_headers(BODY, event=event_name, delivery="d-replayed"))
+    assert replayed.status_code == 200
+    assert replayed.json() == {"status": "duplicate", "events": first.json()["events"]}
+    assert len(events_of(bus)) == 1
+    # The body is remembered as long as delivery ids are.
+    body_key = WEBHOOK_BODY_PREFIX + hashlib.sha256(BODY).hexdigest()
+    assert 3600 < redis_client.ttl(body_key) <= 7 * 24 * 3600
+    # The replay's own id is spent too: sending it again is still a duplicate.
+    again = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, delivery="d-replayed"))
+    assert again.status_code == 200
+    assert len(events_of(bus)) == 1
+    assert [line["result"] for line in read_log(tmp_path)] == ["accepted", "duplicate",
+                                                               "duplicate"]
+    # Another body (another push) under a new id is a new delivery.
+    other = encode({**PUSH, "after": "1" * 40})
+    assert http.post("/webhooks/github", content=other,
+                     headers=github_headers(other)).status_code == 202
+    assert len(events_of(bus)) == 2
+
+
+def test_a_body_still_being_processed_under_another_delivery_is_409(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
+    from pitstop.server import PENDING_TTL_SECONDS
+
+    body_key = WEBHOOK_BODY_PREFIX + hashlib.sha256(BODY).hexdigest()
+    redis_client.set(body_key, json.dumps({"state": "pending", "delivery_id": "d-first"}),
+                     ex=PENDING_TTL_SECONDS)
+    reply = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, delivery="d-second"))
+    assert reply.status_code == 409
+    assert events_of(bus) == []
+    # The second delivery id is not burned: once the first is done, its retry is a duplicate.
+    assert redis_client.exists(WEBHOOK_DELIVERY_PREFIX + "d-second") == 0
+
+
+def test_a_failed_publication_frees_the_body_for_a_redelivery_under_a_new_id(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Event:
+        raise RedisUnavailable("Redis went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bus, "publish", broken)
+        failed = http.post("/webhooks/github", content=BODY,
+                           headers=github_headers(BODY, delivery="d-fail"))
+        assert failed.status_code == 503
+    assert redis_client.exists(WEBHOOK_BODY_PREFIX + hashlib.sha256(BODY).hexdigest()) == 0
+    retried = http.post("/webhooks/github", content=BODY,
+                        headers=github_headers(BODY, delivery="d-fresh"))
+    assert retried.status_code == 202
+    # Published now: from here on the body is a duplicate under any id.
+    replayed = http.post("/webhooks/github", content=BODY,
+                         headers=github_headers(BODY, delivery="d-third"))
+    assert replayed.json() == {"status": "duplicate", "events": retried.json()["events"]}
+    assert len(events_of(bus)) == 1
+
+
+@pytest.mark.parametrize(
+    ("event_name", "missing"),
+    [("release", "release"), ("workflow_run", "workflow_run"), ("pull_request", "pull_request")],
+)
+def test_a_body_under_an_event_name_it_does_not_fit_is_400(
+        http: TestClient, bus: EventBus, redis_client: redis.Redis, event_name: str,
+        missing: str) -> None:
+    reply = http.post("/webhooks/github", content=BODY,
+                      headers=github_headers(BODY, event=event_name, delivery="d-misfit"))
+    assert reply.status_code == 400
+    assert repr(missing) in reply.json()["error"]
+    assert events_of(bus) == []
+    assert redis_client.exists(WEBHOOK_DELIVERY_PREFIX + "d-misfit") == 0
+    assert redis_client.exists(WEBHOOK_BODY_PREFIX + hashlib.sha256(BODY).hexdigest()) == 0
+
+
+def test_a_push_without_a_ref_is_400(http: TestClient, bus: EventBus) -> None:
+    body = encode({k: v for k, v in PUSH.items() if k != "ref"})
+    reply = http.post("/webhooks/github", content=body, headers=github_headers(body))
+    assert reply.status_code == 400
+    assert "'ref'" in reply.json()["error"]
     assert events_of(bus) == []

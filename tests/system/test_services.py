@@ -54,6 +54,24 @@ def test_flower_refuses_to_start_without_auth(pitstop_env: dict[str, str]) -> No
     assert "basic auth" in done.stderr
 
 
+def test_flower_refuses_a_basic_auth_that_flower_would_split_into_two_logins(
+        pitstop_env: dict[str, str]) -> None:
+    # Flower splits FLOWER_BASIC_AUTH on ",": this would also let in a user "2".
+    env = {**pitstop_env, "PITSTOP_FLOWER_BASIC_AUTH": "admin:hunter,2"}
+    done = run_cli(["flower", "--port", str(_free_port())], env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "PITSTOP_FLOWER_BASIC_AUTH" in done.stderr
+    assert "hunter" not in done.stderr + done.stdout
+
+
+def test_up_with_flower_refuses_before_starting_anything_without_auth(
+        pitstop_env: dict[str, str]) -> None:
+    done = run_cli(["up", "--flower", "-c", "1"], pitstop_env, timeout=90)
+    assert done.returncode == 2, done.stderr
+    assert "PITSTOP_FLOWER_BASIC_AUTH" in done.stderr
+    assert "worker pid" not in done.stderr  # nothing was started
+
+
 def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path) -> None:
     port = _free_port()
     env = {**pitstop_env, "PITSTOP_FLOWER_BASIC_AUTH": "admin:s3cret-pass"}

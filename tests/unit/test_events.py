@@ -93,3 +93,41 @@ json_values = st.recursive(
 def test_json_round_trip(data: dict[str, object]) -> None:
     event = make_event("round.trip", data)
     assert Event.from_json(event.to_json()) == event
+
+
+# --- source: short and printable -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("x" * 201, "201 characters, over the limit of 200"),
+        ("s" * (5 * 1024 * 1024), "over the limit of 200"),
+        ("ci\nfake: line", "printable"),
+        ("ci\x1b[31mred", "printable"),
+        ("ci\tx", "printable"),
+    ],
+)
+def test_an_oversized_or_unprintable_source_is_refused(source: str, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment) as caught:
+        make_event("a.b", source=source, now=NOW)
+    assert source not in str(caught.value)
+    kept = "ci/" + "r" * 197  # at the limit
+    assert make_event("a.b", source=kept, now=NOW).source == kept
+
+
+# --- data: nesting depth -----------------------------------------------------------------------
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: object = []
+    for _ in range(depth - 2):
+        value = [value]
+    return {"x": value}
+
+
+@pytest.mark.parametrize("depth", [65, 500, 5000])
+def test_data_nested_too_deeply_is_a_validation_error(depth: int) -> None:
+    with pytest.raises(ValidationError, match="nested deeper than 64 levels"):
+        make_event("a.b", _nested(depth), now=NOW)
+    assert make_event("a.b", _nested(64), now=NOW).data == _nested(64)  # at the limit

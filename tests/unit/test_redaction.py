@@ -361,3 +361,94 @@ def test_a_padded_secret_keeps_the_whitespace_around_it() -> None:
     redactor = Redactor()
     redactor.add_secret("tok-123456\n")
     assert redactor.redact_text("a tok-123456\nnext") == "a ***\nnext"
+
+
+# --- more secret names, and the names CI uses that must stay readable ----------------------------
+
+MORE_SECRET_NAMES = [
+    "DB_PASS", "db-pass", "SMTP_PASS", "MYSQL_PWD", "mysql.pwd", "SSH_KEY", "SIGNING_KEY",
+    "deploy-key", "LICENSE_KEY", "ENCRYPTION_KEY", "SENTRY_DSN", "DATABASE_DSN", "dsn", "GH_PAT",
+    "AZURE_DEVOPS_PAT", "NPM_AUTH", "GIT_SSH_KEY_TOKEN",
+]
+ORDINARY_CI_NAMES = [
+    "PWD", "OLDPWD", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "GITHUB_ACTION_PATH",
+    "PATCH_VERSION", "KEYBOARD", "XKB_KEYBOARD_LAYOUT", "KEY", "key", "KEY_ID", "CACHE_KEY",
+    "cache-key", "SSH_PUBLIC_KEY", "PRIMARY_KEY",
+    "PASS", "PASSED", "TESTS_PASSED", "BYPASS", "XPASS",  # automake's "PASS: test_x" lines
+    "COMPAT", "HOME", "GITHUB_SHA", "GITHUB_WORKSPACE", "RUNNER_TEMP",
+]
+
+
+def test_more_secret_names_without_over_matching(redactor: Redactor) -> None:
+    assert [n for n in MORE_SECRET_NAMES if not redactor.is_secret_name(n)] == []
+    assert [n for n in ORDINARY_CI_NAMES if redactor.is_secret_name(n)] == []
+
+
+def test_new_secret_names_are_learnt_from_the_environment() -> None:
+    redactor = Redactor.from_environ({"DB_PASS": "pg-pass-1234", "SENTRY_DSN": "sentry-dsn-42",
+                                      "GH_PAT": "github_pat_abcdef", "PWD": "/home/ci/work",
+                                      "OLDPWD": "/home/ci"})
+    out = redactor.redact_text("pg-pass-1234 github_pat_abcdef sentry-dsn-42 in /home/ci/work")
+    assert out == "*** *** *** in /home/ci/work"
+    for line in ["PASS: test_parser", "XPASS: test_flaky", "# PASS:  12",
+                 "Passed: 10, Failed: 0", "cwd PWD=/home/ci/work OLDPWD=/home/ci",
+                 "PATH=/usr/bin:/bin", "cache_key: linux-npm-abc", "db_pass: hunter22"]:
+        expected = "db_pass: ***" if line.startswith("db_pass") else line
+        assert redactor.redact_text(line) == expected
+
+
+# --- redact_args: values of secret-named flags ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--token", "tok-abc123", "--verbose"], ["--token", "***", "--verbose"]),
+        (["--password", "hunter-22"], ["--password", "***"]),
+        (["--api-key", "k-9876543"], ["--api-key", "***"]),
+        (["--api_key", "k-9876543"], ["--api_key", "***"]),
+        (["--token=tok-abc123"], ["--token=***"]),
+        (["-token", "tok-abc123"], ["-token", "***"]),  # Go's flag package
+        (["--db-pass", "pg-secret-1"], ["--db-pass", "***"]),
+        (["--pass", "pg-secret-1"], ["--pass", "***"]),
+        (["--pat", "github_pat_xyz"], ["--pat", "***"]),
+        (["DB_PASS=pg-secret-1", "all"], ["DB_PASS=***", "all"]),
+        (["build", "--", "--token", "tok-abc123"], ["build", "--", "--token", "***"]),
+        (["--release", "--user", "bob"], ["--release", "--user", "bob"]),
+        (["--token"], ["--token"]),
+        (["--token", "--"], ["--token", "--"]),
+        (["--no-auth", "target"], ["--no-auth", "target"]),
+        (["--password-stdin", "ghcr.io"], ["--password-stdin", "ghcr.io"]),
+        (["--token-file", "/run/secrets/t"], ["--token-file", "***"]),
+        (["https://x-access-token:ghs_abc@github.com/o/r"],
+         ["https://x-access-token:***@github.com/o/r"]),
+    ],
+)
+def test_redact_args_hides_values_of_secret_named_flags(args: list[str],
+                                                        shown: list[str]) -> None:
+    assert Redactor().redact_args(args) == shown
+
+
+def test_redact_args_learns_the_values_so_output_is_redacted_too() -> None:
+    redactor = Redactor()
+    redactor.redact_args(["--token", "tok-abc123", "--password=hunter-22", "-api-key",
+                          "k-9876543", "MYSQL_PWD=my-pwd-99"])
+    line = "using tok-abc123, hunter-22, k-9876543 and my-pwd-99"
+    assert redactor.redact_text(line) == "using ***, ***, *** and ***"
+    assert {"tok-abc123", "hunter-22", "k-9876543", "my-pwd-99"} <= redactor.secrets
+
+
+def test_redact_args_does_not_learn_what_is_not_a_secret() -> None:
+    redactor = Redactor()
+    shown = redactor.redact_args(["--token-file", "/run/secrets/t", "--auth", "true",
+                                  "--token", "--verbose", "--password-stdin", "ghcr.io"])
+    assert shown == ["--token-file", "***", "--auth", "***", "--token", "***",
+                     "--password-stdin", "ghcr.io"]
+    assert redactor.secrets == frozenset()
+    assert redactor.redact_text("/run/secrets/t true --verbose ghcr.io") == (
+        "/run/secrets/t true --verbose ghcr.io")
+
+
+def test_redact_args_hides_a_learnt_value_wherever_it_appears() -> None:
+    assert Redactor().redact_args(["--token", "tok-abc123", "--url=https://h/?t=tok-abc123"]) == [
+        "--token", "***", "--url=https://h/?t=***"]

@@ -113,3 +113,82 @@ def test_a_bad_queue_ttl_in_the_file_names_file_key_and_line(tmp_path: Path, val
         load_settings(tmp_path, environ={})
     assert caught.value.key_path == "scripts.queue_ttl_seconds"
     assert caught.value.line == 3
+
+
+# --- flower.basic_auth: exactly one user:password login ---------------------------------------
+
+
+@pytest.mark.parametrize("value", ["admin:hunter,2", "admin:hunter2,other:hunter3", "admin:",
+                                   ":hunter2", "adminhunter2", ","])
+def test_flower_basic_auth_from_the_environment_must_be_one_login(tmp_path: Path,
+                                                                  value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"PITSTOP_FLOWER_BASIC_AUTH": value})
+    error = caught.value
+    assert error.file == "environment PITSTOP_FLOWER_BASIC_AUTH"
+    assert error.key_path == "flower.basic_auth"
+    assert error.exit_code == 2
+    assert "hunter" not in str(error)  # never echo the password
+
+
+def test_flower_basic_auth_in_the_file_names_file_key_and_line(tmp_path: Path) -> None:
+    write(tmp_path, "flower:\n  port: 5555\n  basic_auth: 'admin:hunter,2'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert caught.value.key_path == "flower.basic_auth"
+    assert caught.value.line == 3
+    assert "','" in str(caught.value)
+    assert "hunter" not in str(caught.value)
+    # One login is fine, a ':' in the password included.
+    for value in ("admin:hunter2", "admin:pa:ss", "a:b"):
+        settings = load_settings(tmp_path / "no-file", environ={"PITSTOP_FLOWER_BASIC_AUTH": value})
+        assert settings.flower.basic_auth is not None
+        assert settings.flower.basic_auth.get_secret_value() == value
+
+
+# --- scripts.allowed_roots: default is the project's scripts/, never the working directory -------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout without config/pitstop.yaml: config/, scripts/hello.sh and a .venv, as cwd."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "hello.sh").write_text("echo hello\n")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    pip = tmp_path / ".venv" / "bin" / "pip"
+    pip.write_text("#!/bin/sh\n")
+    pip.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("config_dir", ["config", "ABSOLUTE"])
+@pytest.mark.parametrize("yaml_text", [None, "scripts:\n  default_timeout: 60\n", "log_level: info\n"])
+def test_unconfigured_allowed_roots_default_to_the_scripts_dir_next_to_the_config_dir(
+        project: Path, config_dir: str, yaml_text: str | None) -> None:
+    directory = project / "config" if config_dir == "ABSOLUTE" else Path(config_dir)
+    if yaml_text is not None:
+        write(project / "config", yaml_text)
+    settings = load_settings(directory, environ={})
+    assert [r.resolve() for r in settings.scripts.allowed_roots] == [
+        (project / "scripts").resolve()]
+
+
+def test_the_default_roots_refuse_what_lies_in_the_working_directory(project: Path) -> None:
+    from pitstop.cliwrapper import CLIWrapper
+    from pitstop.errors import PathNotAllowed
+
+    settings = load_settings(Path("config"), environ={})
+    wrapper = CLIWrapper(allowed_roots=settings.scripts.allowed_roots)
+    assert wrapper.resolve_script("scripts/hello.sh") == (project / "scripts" / "hello.sh"
+                                                          ).resolve()
+    with pytest.raises(PathNotAllowed):
+        wrapper.resolve_script(".venv/bin/pip")
+    # Configured roots are kept as given: relative ones resolve against the working directory.
+    write(project / "config", "scripts:\n  allowed_roots: [scripts, tools]\n")
+    settings = load_settings(project / "config", environ={})
+    assert settings.scripts.allowed_roots == [Path("scripts"), Path("tools")]
+    from_env = load_settings(project / "config",
+                             environ={"PITSTOP_ALLOWED_ROOTS": "/opt/ci:rel"})
+    assert from_env.scripts.allowed_roots == [Path("/opt/ci"), Path("rel")]

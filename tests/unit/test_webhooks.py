@@ -287,7 +287,7 @@ def test_ping_publishes_nothing() -> None:
         ("check_suite", {"action": 5, "repository": REPOSITORY}, "github.check_suite", None),
         ("Deployment_Status", {"action": "created"}, "github.deployment_status.created",
          "created"),
-        ("workflow_run", {"action": "???"}, "github.workflow_run", "???"),
+        ("workflow_run", {"action": "???", "workflow_run": {}}, "github.workflow_run", "???"),
     ],
 )
 def test_other_events_are_kept(event: str, payload: dict[str, Any], expected_type: str,
@@ -323,6 +323,24 @@ def test_malformed_payloads_still_map(event: str) -> None:
     event_type, data = only(github_events(event, weird, DELIVERY))
     assert event_type.startswith(f"github.{event}")
     assert data["repo"] is None
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "missing"),
+    [
+        ("push", WORKFLOW_RUN, "ref"),
+        ("workflow_run", PUSH, "workflow_run"),
+        ("release", PULL_REQUEST, "release"),
+        ("pull_request", RELEASE, "pull_request"),
+        ("Pull_Request", {"action": "opened", "number": 1}, "pull_request"),
+    ],
+)
+def test_a_payload_without_the_key_its_event_implies_is_refused(
+        event: str, payload: dict[str, Any], missing: str) -> None:
+    # The signature covers only the body: a captured body re-sent under another event name
+    # must not turn into that event.
+    with pytest.raises(WebhookError, match=repr(missing)):
+        github_events(event, payload, DELIVERY)
 
 
 @pytest.mark.parametrize("event", ["", "   ", "!!!"])
