@@ -417,45 +417,12 @@ class RunStore:
         Without ``run_ids`` every indexed run is scanned; with it, only those (cheap enough to
         call every second while waiting for one run).
         """
-        cutoff = self._now() - stale_after
-        candidates = [
-            run.run_id
-            for run in self._scan(b'"running"', run_ids)
-            if run.status == "running" and _last_sign_of_life(run) < cutoff
-        ]
-        changed: list[Run] = []
-        for run_id in candidates:
-            reaped = False
 
-            def change(run: Run, now: datetime) -> Run | None:
-                nonlocal reaped
-                last = _last_sign_of_life(run)
-                reaped = run.status == "running" and last < now - stale_after
-                if not reaped:
-                    return None
-                where = f" on {run.host}" if run.host else ""
-                pid = f" (pid {run.worker_pid})" if run.worker_pid is not None else ""
-                return run.model_copy(
-                    update={
-                        "status": "lost",
-                        "finished_at": now,
-                        "updated_at": now,
-                        "error": (
-                            f"worker lost: no heartbeat from the worker{where}{pid} since "
-                            f"{utc_iso(last)}, more than {stale_after.total_seconds():g}s ago; "
-                            "it was probably killed (SIGKILL, out of memory) or its machine "
-                            "went away"
-                        ),
-                    }
-                )
+        def due(run: Run, now: datetime) -> bool:
+            return run.status == "running" and _last_sign_of_life(run) < now - stale_after
 
-            try:
-                run = self._mutate(run_id, "reap", change)
-            except RunNotFound:
-                continue
-            if reaped:
-                changed.append(run)
-        return changed
+        return self._transition_many("reap", b'"running"', run_ids, due,
+                                     functools.partial(_lost, stale_after=stale_after))
 
     @_redis_errors
     def expire_queued(self, *, run_ids: Iterable[str] | None = None) -> list[Run]:
@@ -465,22 +432,29 @@ class RunStore:
         A compare-and-set like :meth:`claim_run`: of a worker's claim and the expiry, exactly one
         wins. Without ``run_ids`` every indexed run is scanned; with it, only those.
         """
+        return self._transition_many("expire", b'"queued"', run_ids, _overdue, _expired)
+
+    def _transition_many(self, op: str, needle: bytes, run_ids: Iterable[str] | None,
+                         due: Callable[[Run, datetime], bool],
+                         to: Callable[[Run, datetime], Run]) -> list[Run]:
+        """Move every scanned run that is ``due`` with ``to``, each a compare-and-set that checks
+        ``due`` again inside its transaction. Returns the runs this call moved."""
         now = self._now()
-        candidates = [run.run_id for run in self._scan(b'"queued"', run_ids) if _overdue(run, now)]
+        candidates = [run.run_id for run in self._scan(needle, run_ids) if due(run, now)]
         changed: list[Run] = []
         for run_id in candidates:
-            expired = False
+            moved = False
 
             def change(run: Run, now: datetime) -> Run | None:
-                nonlocal expired
-                expired = _overdue(run, now)
-                return _expired(run, now) if expired else None
+                nonlocal moved
+                moved = due(run, now)
+                return to(run, now) if moved else None
 
             try:
-                run = self._mutate(run_id, "expire", change)
+                run = self._mutate(run_id, op, change)
             except RunNotFound:
                 continue
-            if expired:
+            if moved:
                 changed.append(run)
         return changed
 
@@ -515,4 +489,16 @@ def _expired(run: Run, now: datetime) -> Run:
     return run.model_copy(update={
         "status": "expired", "finished_at": now, "updated_at": now,
         "error": f"no worker took it from queue {run.queue!r} within {waited:g}s",
+    })
+
+
+def _lost(run: Run, now: datetime, *, stale_after: timedelta) -> Run:
+    last = _last_sign_of_life(run)
+    where = f" on {run.host}" if run.host else ""
+    pid = f" (pid {run.worker_pid})" if run.worker_pid is not None else ""
+    return run.model_copy(update={
+        "status": "lost", "finished_at": now, "updated_at": now,
+        "error": (f"worker lost: no heartbeat from the worker{where}{pid} since {utc_iso(last)}, "
+                  f"more than {stale_after.total_seconds():g}s ago; it was probably killed "
+                  "(SIGKILL, out of memory) or its machine went away"),
     })
