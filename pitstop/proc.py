@@ -29,7 +29,20 @@ PROC_ROOT = Path("/proc")
 IN_FLIGHT_STATUSES = frozenset({"running", "lost"})
 
 
-def pid_alive(pid: int | None) -> bool:
+def stat_fields(pid: int | str, proc_root: Path = PROC_ROOT) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after ``(comm)``: state first, start time at [19].
+
+    None when the process is gone (or there is no /proc). ``comm`` may hold spaces or ")", so
+    the split starts after the last one.
+    """
+    try:
+        stat = (proc_root / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def pid_alive(pid: int | None, proc_root: Path = PROC_ROOT) -> bool:
     """True while ``pid`` names a live process (a zombie counts as dead)."""
     if not pid:
         return False
@@ -38,12 +51,31 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, owned by someone else
+        pass  # alive, owned by someone else
+    fields = stat_fields(pid, proc_root)
+    # No /proc (macOS): kill(0) is all we know.
+    return fields is None or (bool(fields) and fields[0] != "Z")
+
+
+def group_alive(pgid: int, proc_root: Path = PROC_ROOT) -> bool:
+    """Whether a process group has a member that is not a zombie.
+
+    kill() counts zombies, and an init that never reaps them must not make us wait forever.
+    """
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): kill(0) is all we know
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not proc_root.is_dir():
+        return True
+    for entry in os.scandir(proc_root):
+        if entry.name.isdigit():
+            fields = stat_fields(entry.name, proc_root)
+            if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+    return False
 
 
 def start_time(pid: int, proc_root: Path = PROC_ROOT) -> str | None:
@@ -51,13 +83,8 @@ def start_time(pid: int, proc_root: Path = PROC_ROOT) -> str | None:
 
     With the pid it names one process for good: pids are reused, start times are not.
     """
-    try:
-        stat = (proc_root / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ... starttime": comm may hold spaces or ")", so split after the last
-    fields = stat[stat.rfind(")") + 2:].split()
-    if len(fields) < 20 or fields[0] == "Z":
+    fields = stat_fields(pid, proc_root)
+    if fields is None or len(fields) < 20 or fields[0] == "Z":
         return None
     return fields[19]
 

@@ -144,3 +144,28 @@ def test_supervisor_token_names_this_process() -> None:
     token = supervisor_token()
     assert token == f"{os.getpid()}:{start_time(os.getpid())}"
     assert start_time(2**22 + 12345) is None
+
+
+@linux_only
+def test_group_alive_until_its_last_member_is_gone_or_a_zombie() -> None:
+    from pitstop.proc import group_alive
+
+    leader = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"],
+                              start_new_session=True)
+    try:
+        assert group_alive(leader.pid)
+        os.kill(leader.pid, signal.SIGKILL)
+        wait_for(lambda: not group_alive(leader.pid), 10, message="the group to be gone")
+    finally:
+        leader.kill()
+        leader.wait(10)
+    assert not group_alive(leader.pid)
+
+
+def test_stat_fields_survive_a_command_name_with_parentheses(proc_root: Path) -> None:
+    from pitstop.proc import stat_fields
+
+    fake_process(proc_root, 40, start=77, comm="a) b (c")
+    fields = stat_fields(40, proc_root)
+    assert fields is not None and fields[0] == "S" and fields[19] == "77"
+    assert stat_fields(41, proc_root) is None
