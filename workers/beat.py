@@ -49,6 +49,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
         self._renew: AsyncScript | Script | None = None
         self._is_leader = False
         self._announced_standby = False
+        self._redis_down = False
         super().__init__(*args, **kwargs)
         settings = getattr(self.app, "pitstop_settings", None)
         self._ttl = settings.celery.beat_lock_ttl if settings is not None else DEFAULT_LOCK_TTL
@@ -63,13 +64,21 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
         client = self._client()
         ttl_ms = self._ttl * 1000
         try:
-            if client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms):
-                return True
-            if self._renew is None:
-                self._renew = client.register_script(_RENEW)  # Lua, run by EVALSHA
-            return bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, ttl_ms]))
-        except redis.RedisError:
+            held = bool(client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms))
+            if not held:
+                if self._renew is None:
+                    self._renew = client.register_script(_RENEW)  # Lua, run by EVALSHA
+                held = bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, ttl_ms]))
+        except redis.RedisError as exc:
+            if not self._redis_down:
+                self.logger.warning("beat: cannot reach Redis (%s); firing nothing until it "
+                                    "answers", exc)
+            self._redis_down = True
             return False
+        if self._redis_down:
+            self._redis_down = False
+            self.logger.info("beat: Redis answers again")
+        return held
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         leader = self._hold_lock()
@@ -79,7 +88,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
             self.logger.info("beat: %s the singleton lock %s (%s)", state, BEAT_LOCK_KEY,
                              self._token)
         if not leader:
-            if not self._announced_standby:
+            if not self._announced_standby and not self._redis_down:
                 self._announced_standby = True
                 self.logger.info("beat: standing by; %s holds the singleton lock",
                                  self._lock_holder())

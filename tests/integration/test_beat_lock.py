@@ -47,3 +47,22 @@ def test_closing_releases_our_own_lock_at_once(
     scheduler.tick()
     scheduler.close()
     assert client.get(BEAT_LOCK_KEY) is None  # a standby need not wait for the TTL
+
+
+def test_an_unreachable_redis_is_reported_as_such_not_as_another_beat(
+        pitstop_env: dict[str, str], pitstop_home: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from pitstop.redis_server import free_port
+
+    settings = load_settings(pitstop_home / "config", environ=pitstop_env)
+    app = create_app(settings, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        sched = LockedScheduler(app=app, lazy=True)
+        with caplog.at_level("INFO"):
+            assert sched.tick() == settings.celery.beat_lock_ttl / 3
+            sched.tick()
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("cannot reach Redis" in m for m in messages) == 1  # once per outage
+        assert not any("standing by" in m for m in messages)
+    finally:
+        app.close()
