@@ -257,7 +257,8 @@ class _Handlers:
         published: list[str] = []
         try:
             for event_type, data in mapped:
-                published.append(self.bus.publish(event_type, data, source=GITHUB_SOURCE).id)
+                published.append(self.bus.publish(event_type, self.redactor.redact(data),
+                                                  source=GITHUB_SOURCE).id)
         except (RedisUnavailable, redis.RedisError, ValidationError) as exc:
             self._release(body_key)
             return self._publish_failed(key, exc)

@@ -702,3 +702,18 @@ def test_a_push_without_a_ref_is_400(http: TestClient, bus: EventBus) -> None:
     assert reply.status_code == 400
     assert "'ref'" in reply.json()["error"]
     assert events_of(bus) == []
+
+
+def test_webhook_data_is_redacted_like_any_other_event(make_client: Callable[..., TestClient],
+                                                       bus: EventBus) -> None:
+    from pitstop.redaction import Redactor
+
+    http = make_client(redactor=Redactor(secrets=["canary-value-456"]))
+    body = json.dumps({"ref": "refs/heads/main", "commits": [],
+                       "head_commit": {"message": "x"},
+                       "pusher": {"name": "leaks canary-value-456"}}).encode()
+    reply = http.post("/webhooks/github", content=body, headers=github_headers(body))
+    assert reply.status_code == 202
+    stored = events_of(bus)[-1]
+    assert stored.type == "github.push"
+    assert stored.data["pusher"] == "leaks ***"
