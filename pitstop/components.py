@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from pitstop.bus import EventBus
-from pitstop.constants import LOG_RUNS
+from pitstop.bus import EventBus, GroupConsumer
+from pitstop.constants import LOG_RUNS, ROUTER_GROUP
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore, redis_clock
 from pitstop.settings import Settings
@@ -17,10 +17,32 @@ def new_redactor(settings: Settings) -> Redactor:
     return Redactor.from_environ(extra_names=settings.secret_names)
 
 
+class ConfiguredEventBus(EventBus):
+    """An :class:`EventBus` whose consumers default to ``bus.max_deliveries`` and
+    ``bus.claim_idle_ms`` from the settings (an explicit argument still wins)."""
+
+    def __init__(self, client: redis.Redis, *, maxlen: int, max_data_bytes: int, max_hops: int,
+                 max_deliveries: int, claim_idle_ms: int, source: str | None = None) -> None:
+        super().__init__(client, maxlen=maxlen, max_data_bytes=max_data_bytes,
+                         max_hops=max_hops, source=source)
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+
+    def consumer(self, group: str = ROUTER_GROUP, name: str | None = None, *,
+                 max_deliveries: int | None = None,
+                 claim_idle_ms: int | None = None) -> GroupConsumer:
+        return super().consumer(
+            group, name,
+            max_deliveries=self.max_deliveries if max_deliveries is None else max_deliveries,
+            claim_idle_ms=self.claim_idle_ms if claim_idle_ms is None else claim_idle_ms)
+
+
 def event_bus(client: redis.Redis, settings: Settings, *, source: str | None = None) -> EventBus:
-    return EventBus(client, maxlen=settings.bus.stream_maxlen,
-                    max_data_bytes=settings.bus.max_data_bytes, max_hops=settings.bus.max_hops,
-                    source=source)
+    return ConfiguredEventBus(client, maxlen=settings.bus.stream_maxlen,
+                              max_data_bytes=settings.bus.max_data_bytes,
+                              max_hops=settings.bus.max_hops, source=source,
+                              max_deliveries=settings.bus.max_deliveries,
+                              claim_idle_ms=settings.bus.claim_idle_ms)
 
 
 def state_log(name: str, settings: Settings, redactor: Redactor) -> StateLog:

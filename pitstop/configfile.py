@@ -30,7 +30,29 @@ def format_key_path(path: KeyPath) -> str:
     return text or "(top level)"
 
 
-class _Document:
+class FieldProblem(ValueError):
+    """A model validator's complaint about one key below the model it validates.
+
+    Pydantic reports what a model validator raises at the model's own location; raising this
+    instead lets :func:`validation_error` name (and find the line of) the key at fault, e.g.
+    ``celery.visibility_timeout`` rather than the top level.
+    """
+
+    def __init__(self, key_path: KeyPath, message: str) -> None:
+        super().__init__(message)
+        self.key_path = key_path
+
+
+def error_key_path(error: Mapping[str, Any]) -> KeyPath:
+    """The key path one pydantic error is about, a :class:`FieldProblem`'s key included."""
+    path: KeyPath = tuple(part for part in error["loc"] if isinstance(part, str | int))
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem):
+        path = (*path, *cause.key_path)
+    return path
+
+
+class Document:
     """A parsed YAML document plus the line of every key path in it."""
 
     def __init__(self, file: str, data: Any, lines: dict[KeyPath, int]) -> None:
@@ -97,7 +119,7 @@ def _interpolate(text: str, environ: Mapping[str, str], *, file: str, path: KeyP
     return _ENV_REF.sub(replace, text)
 
 
-def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None) -> _Document:
+def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None) -> Document:
     """Parse one YAML document safely, keeping the line of every key path."""
     env = os.environ if environ is None else environ
     try:
@@ -111,14 +133,14 @@ def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
     lines: dict[KeyPath, int] = {}
     data = {} if node is None else _construct(node, (), file, lines, env)
-    return _Document(file, data, lines)
+    return Document(file, data, lines)
 
 
-def validation_error(exc: pydantic.ValidationError, doc: _Document) -> ConfigError:
+def validation_error(exc: pydantic.ValidationError, doc: Document) -> ConfigError:
     """Turn pydantic's error into one ConfigError listing every problem with its key and line."""
     problems: list[tuple[str, int | None, str]] = []
     for error in exc.errors():
-        path: KeyPath = tuple(part for part in error["loc"] if isinstance(part, str | int))
+        path = error_key_path(error)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
@@ -135,15 +157,16 @@ def validation_error(exc: pydantic.ValidationError, doc: _Document) -> ConfigErr
                        key_path=first_path, line=first_line)
 
 
-def load_model(path: Path, model: type[ModelT], *, environ: Mapping[str, str] | None = None,
-               missing_ok: bool = True) -> ModelT:
-    """Read ``path`` and validate it into ``model``; a missing file gives the model's defaults."""
-    file = str(path)
+def read_document(path: Path, *, environ: Mapping[str, str] | None = None,
+                  missing_ok: bool = True, shown_as: str | None = None) -> Document | None:
+    """Parse the mapping in ``path`` (None when it is missing and ``missing_ok``); errors name
+    the file as ``shown_as`` (default: ``path`` as given)."""
+    file = shown_as or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if missing_ok:
-            return model()
+            return None
         raise ConfigError("file not found", file=file) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=file) from None
@@ -152,7 +175,18 @@ def load_model(path: Path, model: type[ModelT], *, environ: Mapping[str, str] | 
         doc.data = {}
     if not isinstance(doc.data, dict):
         raise ConfigError("the top level must be a mapping of keys", file=file, line=1)
+    return doc
+
+
+def validate_document(doc: Document, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(doc.data)
     except pydantic.ValidationError as exc:
         raise validation_error(exc, doc) from None
+
+
+def load_model(path: Path, model: type[ModelT], *, environ: Mapping[str, str] | None = None,
+               missing_ok: bool = True) -> ModelT:
+    """Read ``path`` and validate it into ``model``; a missing file gives the model's defaults."""
+    doc = read_document(path, environ=environ, missing_ok=missing_ok)
+    return model() if doc is None else validate_document(doc, model)

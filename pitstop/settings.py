@@ -5,15 +5,31 @@ Validated once at load (:func:`load_settings`); everything else receives a :clas
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pitstop.cliwrapper import DEFAULT_ENV_ALLOWLIST
-from pitstop.configfile import load_model
+from pitstop.configfile import (
+    FieldProblem,
+    error_key_path,
+    format_key_path,
+    read_document,
+    validate_document,
+)
 from pitstop.constants import (
     DEFAULT_QUEUE,
     EVENT_DATA_MAX_BYTES,
@@ -25,7 +41,31 @@ from pitstop.errors import ConfigError
 from pitstop.sealing import Sealer, key_file_sealer
 
 SETTINGS_FILE = "pitstop.yaml"
+CONFIG_DIR_NAME = "config"
+STATE_DIR_NAME = ".state"
+HOME_ENV = "PITSTOP_HOME"
 
+
+def _queue_name(value: Any) -> Any:
+    """Refuse what ``pitstop worker -Q a,b`` or Celery could never consume as one queue."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("a queue name must not be empty")
+        if "," in value or any(char.isspace() for char in value):
+            raise ValueError(f"queue name {value!r} must not contain spaces or commas "
+                             "(list several queues as separate entries)")
+    return value
+
+
+def _directory(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        # Path("") is ".": the working directory, which must never become an allowed root.
+        raise ValueError("a directory must not be empty")
+    return value
+
+
+QueueName = Annotated[str, BeforeValidator(_queue_name)]
+Directory = Annotated[Path, BeforeValidator(_directory)]
 
 
 class _Section(BaseModel):
@@ -65,13 +105,13 @@ def default_scripts_root(config_dir: Path) -> Path:
 
 
 class ScriptSettings(_Section):
-    allowed_roots: list[Path] = Field(default_factory=lambda: [Path("scripts")])
-    """Configured relative roots resolve against the worker's working directory. Unset,
-    :func:`load_settings` makes it ``<config_dir>/../scripts`` (:func:`default_scripts_root`);
-    this default is that for the default config directory, ``config``."""
+    allowed_roots: list[Directory] = Field(default_factory=lambda: [Path("scripts")])
+    """Relative roots in the file are taken from the project directory (``PITSTOP_ALLOWED_ROOTS``
+    as given). Unset, :func:`load_settings` makes it ``<config_dir>/../scripts``
+    (:func:`default_scripts_root`); this default is that for the default config directory."""
     default_timeout: float = Field(300, gt=0)
     max_timeout: float = Field(3600, gt=0)
-    default_queue: str = "linux"
+    default_queue: QueueName = "linux"
     env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
     output_cap_bytes: int = Field(1_000_000, ge=1024)
     retry_idempotent: bool = False
@@ -82,10 +122,19 @@ class ScriptSettings(_Section):
     """A run no worker has taken from its queue this long after it was sent is ``expired``
     (``pitstop run --queue-timeout`` overrides it per run); at most as long as runs are kept."""
 
+    @field_validator("allowed_roots")
+    @classmethod
+    def _some_root(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("must name at least one directory: with none, no script could run "
+                             "(leave the key out for the scripts/ directory next to config/)")
+        return value
+
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> ScriptSettings:
         if self.default_timeout > self.max_timeout:
-            raise ValueError("default_timeout must not exceed max_timeout")
+            raise FieldProblem(("default_timeout",), f"{self.default_timeout:g}s must not exceed "
+                               f"max_timeout ({self.max_timeout:g}s)")
         return self
 
 
@@ -98,8 +147,16 @@ class CelerySettings(_Section):
     concurrency: int | None = Field(None, ge=1)
     beat_lock_ttl: int = Field(30, ge=2, le=600)
     """Seconds a standby Beat waits after the leader dies before it takes over."""
-    queues: list[str] = Field(default_factory=lambda: [DEFAULT_QUEUE, "linux"])
+    queues: list[QueueName] = Field(default_factory=lambda: [DEFAULT_QUEUE, "linux"])
     """Queues a plain ``pitstop worker`` or ``pitstop up`` consumes."""
+
+    @field_validator("queues")
+    @classmethod
+    def _some_queue(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one queue for `pitstop worker` / `pitstop up` "
+                             "to consume")
+        return value
 
 
 class ServerSettings(_Section):
@@ -142,8 +199,13 @@ class FlowerSettings(_Section):
 class Settings(_Section):
     """Everything pitstop reads from ``config/pitstop.yaml`` and the environment."""
 
-    state_dir: Path = Path(".state")
-    config_dir: Path = Path("config")
+    project_dir: Path = Path(".")
+    """The project: ``PITSTOP_HOME``, else the nearest directory from the working directory up
+    holding ``config/pitstop.yaml`` or ``.state/`` (:func:`find_project_dir`). Set by
+    :func:`load_settings`, never read from the file."""
+    state_dir: Path = Path(STATE_DIR_NAME)
+    """Relative in the file: taken from the project directory. Default ``<project>/.state``."""
+    config_dir: Path = Path(CONFIG_DIR_NAME)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     secret_key: SecretStr | None = None
     """Key that seals secret ``--env`` values between CI and workers (``pitstop keygen``).
@@ -166,18 +228,40 @@ class Settings(_Section):
     def _visibility_exceeds_time_limits(self) -> Settings:
         longest = self.scripts.max_timeout + self.celery.time_limit_grace
         if self.celery.visibility_timeout <= longest:
-            raise ValueError(
-                f"celery.visibility_timeout ({self.celery.visibility_timeout}s) must be longer than "
-                f"the longest task time limit (scripts.max_timeout + celery.time_limit_grace = "
-                f"{longest:g}s), or Redis redelivers tasks that are still running"
+            raise FieldProblem(
+                ("celery", "visibility_timeout"),
+                f"{self.celery.visibility_timeout}s must be longer than the longest task time "
+                f"limit (scripts.max_timeout + celery.time_limit_grace = {longest:g}s), or Redis "
+                "redelivers tasks that are still running",
             )
         return self
 
     def sealer(self) -> Sealer | None:
-        """How secret values travel through Redis; None when no key is configured or kept."""
+        """How secret values travel through Redis; None when no key is configured or kept.
+
+        The key file (``<state_dir>/secret.key``) is only for the embedded Redis: with a real
+        one, CI and the workers must share ``PITSTOP_SECRET_KEY``, and a key file left from
+        earlier embedded use is ignored."""
         if self.secret_key is not None:
             return Sealer(self.secret_key.get_secret_value())
-        return key_file_sealer(self.state_dir, create=self.redis.url is None)
+        if not self.uses_embedded_redis():
+            return None
+        return key_file_sealer(self.state_dir, create=True)
+
+    def uses_embedded_redis(self) -> bool:
+        """Whether Redis is this project's embedded server: no URL, or the very URL the server
+        under :attr:`redis_dir` recorded (what ``pitstop up`` hands its worker and Beat)."""
+        if self.redis.url is None:
+            return True
+        from pitstop.redis_server import SERVER_INFO_FILE, ServerInfo
+
+        try:
+            raw = json.loads((self.redis_dir / SERVER_INFO_FILE).read_text())
+            recorded = ServerInfo(pid=int(raw["pid"]), port=int(raw["port"]),
+                                  password=str(raw["password"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return recorded.url == self.redis.url.get_secret_value()
 
     @property
     def redis_dir(self) -> Path:
@@ -203,22 +287,78 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-def config_dir_from(environ: Mapping[str, str]) -> Path:
-    return Path(environ.get("PITSTOP_CONFIG_DIR", "config"))
+def find_project_dir(environ: Mapping[str, str] | None = None, *,
+                     cwd: Path | None = None) -> Path:
+    """The project directory (absolute), found the way git finds its repository.
+
+    ``PITSTOP_HOME`` when set; else the nearest of the working directory and its ancestors that
+    holds ``config/pitstop.yaml`` or a ``.state/`` directory; else the working directory. So
+    ``cd scripts && pitstop runs`` reads the same Redis and ``.state`` as the project root.
+    """
+    env = os.environ if environ is None else environ
+    here = Path(os.path.abspath(cwd or Path.cwd()))
+    home = env.get(HOME_ENV)
+    if home:
+        project = Path(os.path.abspath(here / Path(home).expanduser()))
+        if not project.is_dir():
+            raise ConfigError(f"{project} is not a directory", file=f"environment {HOME_ENV}")
+        return project
+    for candidate in (here, *here.parents):
+        if ((candidate / CONFIG_DIR_NAME / SETTINGS_FILE).is_file()
+                or (candidate / STATE_DIR_NAME).is_dir()):
+            return candidate
+    return here
+
+
+def config_dir_from(environ: Mapping[str, str], project_dir: Path) -> Path:
+    """``PITSTOP_CONFIG_DIR`` as given, else ``<project>/config``."""
+    explicit = environ.get("PITSTOP_CONFIG_DIR")
+    return Path(explicit) if explicit else project_dir / CONFIG_DIR_NAME
+
+
+def _shown(path: Path) -> str:
+    """``path`` as errors name it: relative when it lies under the working directory."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def load_settings(config_dir: Path | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+                  environ: Mapping[str, str] | None = None, *,
+                  cwd: Path | None = None) -> Settings:
     """Read ``<config_dir>/pitstop.yaml`` (optional) and apply ``PITSTOP_*`` overrides.
+
+    ``config_dir`` defaults to ``PITSTOP_CONFIG_DIR``, else ``<project>/config``, the project
+    being :func:`find_project_dir` (from ``cwd``, default the working directory). Relative
+    ``state_dir``, ``redis.embedded_dir`` and ``scripts.allowed_roots`` in the file are taken
+    from the project directory; ``PITSTOP_*`` paths are used as given.
 
     Raises :class:`ConfigError` naming the file (or variable), the key path and the line.
     """
     env = dict(os.environ if environ is None else environ)
-    directory = config_dir or config_dir_from(env)
+    project = find_project_dir(env, cwd=cwd)
+    directory = config_dir or config_dir_from(env, project)
     path = directory / SETTINGS_FILE
-    from_file = load_model(path, Settings, environ=env)
+    shown = _shown(path)
+    doc = read_document(path, environ=env, shown_as=shown)
+    if doc is not None and "project_dir" in doc.data:
+        raise ConfigError("unknown key: the project directory is where config/ is, or "
+                          f"{HOME_ENV}", file=shown, key_path="project_dir",
+                          line=doc.line_of(("project_dir",)))
+    from_file = Settings() if doc is None else validate_document(doc, Settings)
     data = from_file.model_dump(exclude_unset=True)
+    data["project_dir"] = project
     data["config_dir"] = directory
+    data["state_dir"] = project / data.get("state_dir", STATE_DIR_NAME)
+    redis_section = data.get("redis")
+    if isinstance(redis_section, dict) and redis_section.get("embedded_dir") is not None:
+        redis_section["embedded_dir"] = project / redis_section["embedded_dir"]
+    scripts_section = data.get("scripts")
+    if isinstance(scripts_section, dict) and "allowed_roots" in scripts_section:
+        # Like every path in the file: from the project, not from wherever the worker started.
+        scripts_section["allowed_roots"] = [project / root
+                                            for root in scripts_section["allowed_roots"]]
     for name, key_path in ENV_OVERRIDES.items():
         raw = env.get(name)
         if raw is None or raw == "":
@@ -239,15 +379,12 @@ def load_settings(config_dir: Path | None = None,
         data["scripts"] = {**(scripts or {}), "allowed_roots": [default_scripts_root(directory)]}
     try:
         return Settings.model_validate(data)
-    except Exception as exc:  # pydantic.ValidationError after the env overlay
-        from pydantic import ValidationError
-
-        if not isinstance(exc, ValidationError):
-            raise
+    except ValidationError as exc:  # the file alone was valid: the environment made it wrong
         error = exc.errors()[0]
-        loc = ".".join(str(part) for part in error["loc"])
-        source = next((n for n, p in ENV_OVERRIDES.items()
-                       if ".".join(p) == loc and n in env), None)
+        at = error_key_path(error)
+        source = next((name for name, key_path in ENV_OVERRIDES.items()
+                       if at[:len(key_path)] == key_path and env.get(name)), None)
         raise ConfigError(error["msg"].removeprefix("Value error, "),
-                          file=f"environment {source}" if source else str(path),
-                          key_path=loc or "(top level)") from None
+                          file=f"environment {source}" if source else shown,
+                          key_path=format_key_path(at),
+                          line=None if source or doc is None else doc.lines.get(at)) from None

@@ -12,7 +12,8 @@ import redis
 
 from pitstop import components
 from pitstop.bus import EventBus
-from pitstop.connection import connect, resolve_redis_url
+from pitstop.connection import connect, embedded_server, resolve_redis_url
+from pitstop.errors import RedisUnavailable
 from pitstop.redaction import Redactor
 from pitstop.redis_server import ServerInfo
 from pitstop.runs import RunStore
@@ -49,33 +50,55 @@ class Context:
             self._redactor = components.new_redactor(self.settings)
         return self._redactor
 
-    def redis(self, *, start_embedded: bool = True) -> redis.Redis:
+    def redis(self, *, start_embedded: bool = False) -> redis.Redis:
+        """A client for this project's Redis (one per command).
+
+        The embedded server is started only with ``start_embedded``: commands that run or write
+        things (``up``, ``serve``, ``run``, ``emit`` …) ask for it; read-only ones (``runs``,
+        ``show``, ``events``, ``watch``, ``cancel``) never leave a server behind and, when none
+        is running, fail with :class:`RedisUnavailable` (exit 3) saying so.
+        """
         if self._redis is None:
+            self._require_redis(start_embedded)
             self._redis = connect(self.settings, start_embedded=start_embedded,
                                   on_start=self._announce_embedded)
         return self._redis
+
+    def _require_redis(self, start_embedded: bool) -> None:
+        settings = self.settings
+        if (start_embedded or settings.redis.url is not None
+                or embedded_server(settings).running_info() is not None):
+            return
+        raise RedisUnavailable(
+            f"pitstop is not running in {settings.project_dir} (no embedded Redis): start it "
+            "with `pitstop up`, or set PITSTOP_REDIS_URL")
 
     def _announce_embedded(self, info: ServerInfo) -> None:
         click.echo(f"pitstop: started the embedded Redis (pid {info.pid}, data in "
                    f"{self.settings.redis_dir}); it keeps running until `pitstop redis stop`",
                    err=True)
 
-    def celery_app(self) -> Celery:
+    def celery_app(self, *, start_embedded: bool = False) -> Celery:
+        """The Celery app on this project's Redis (``start_embedded`` as for :meth:`redis`)."""
         if self._celery is None:
             from workers.app import create_app
 
-            self._celery = create_app(self.settings, resolve_redis_url(self.settings))
+            self._require_redis(start_embedded)
+            url = resolve_redis_url(self.settings, start_embedded=start_embedded,
+                                    on_start=self._announce_embedded)
+            self._celery = create_app(self.settings, url)
         return self._celery
 
-    def bus(self) -> EventBus:
-        return components.event_bus(self.redis(), self.settings,
+    def bus(self, *, start_embedded: bool = False) -> EventBus:
+        return components.event_bus(self.redis(start_embedded=start_embedded), self.settings,
                                     source=f"cli@{socket.gethostname()}")
 
     def state_log(self, name: str) -> StateLog:
         return components.state_log(name, self.settings, self.redactor)
 
-    def run_store(self) -> RunStore:
-        return components.run_store(self.redis(), self.settings, self.redactor)
+    def run_store(self, *, start_embedded: bool = False) -> RunStore:
+        return components.run_store(self.redis(start_embedded=start_embedded), self.settings,
+                                    self.redactor)
 
 
 pass_context = click.make_pass_decorator(Context)

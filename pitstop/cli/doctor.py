@@ -18,6 +18,7 @@ from pitstop.cli.common import Context, pass_context
 from pitstop.connection import describe_url, resolve_redis_url
 from pitstop.constants import BEAT_HEARTBEAT_KEY
 from pitstop.errors import PitstopError, ValidationError
+from pitstop.settings import SETTINGS_FILE
 from pitstop.statelog import list_logs, read_log
 from pitstop.timeparse import parse_since
 
@@ -48,7 +49,7 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
 def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
     """Check config, Redis (reachability, auth), workers, Beat and the state dir."""
     checks: list[Check] = []
-    config = _check("config", lambda: f"valid ({ctx.settings.config_dir}/pitstop.yaml)")
+    config = _check("config", lambda: _probe_config(ctx))
     checks.append(config)
     if config.ok:
         redis_check = _check("redis", lambda: _probe_redis(ctx))
@@ -73,9 +74,17 @@ def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _probe_config(ctx: Context) -> str:
+    settings = ctx.settings  # loading it validates the file and the PITSTOP_* variables
+    path = settings.config_dir / SETTINGS_FILE
+    if path.is_file():
+        return f"valid ({path}; project {settings.project_dir})"
+    return f"no config file at {path}: built-in defaults (project {settings.project_dir})"
+
+
 def _probe_redis(ctx: Context) -> str:
-    url = resolve_redis_url(ctx.settings, start_embedded=False)
     client = ctx.redis(start_embedded=False)
+    url = resolve_redis_url(ctx.settings, start_embedded=False)
     started = time.perf_counter()
     client.ping()
     latency = (time.perf_counter() - started) * 1000
@@ -85,7 +94,13 @@ def _probe_redis(ctx: Context) -> str:
 
 def _probe_state_dir(ctx: Context) -> str:
     state = ctx.settings.state_dir
-    state.mkdir(parents=True, exist_ok=True)
+    if not state.is_dir():
+        # Not created here: a .state/ directory marks a project, and doctor changes nothing.
+        parent = next(p for p in state.absolute().parents if p.exists())
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValidationError(f"{state.absolute()} does not exist and {parent} is not "
+                                  "writable")
+        return f"{state.absolute()} not created yet ({parent} writable)"
     probe = state / f".doctor-{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()

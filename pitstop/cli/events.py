@@ -59,7 +59,7 @@ def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str |
          source: str | None, as_json: bool) -> None:
     """Publish an event: pitstop emit phase.1.completed --data '{"x": 1}'  (or x=1 y=two)."""
     data = ctx.redactor.redact(parse_data(data_json, pairs))
-    event = ctx.bus().publish(event_type, data, source=source)
+    event = ctx.bus(start_embedded=True).publish(event_type, data, source=source)
     if as_json:
         print_json(event.to_dict())
     else:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from pitstop.errors import ConfigError
-from pitstop.settings import load_settings
+from pitstop.redis_server import SERVER_INFO_FILE, ServerInfo
+from pitstop.sealing import KEY_FILE, key_file_sealer
+from pitstop.settings import SETTINGS_FILE, find_project_dir, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -28,7 +33,24 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
         ("state_dir: .state\nstate_dir: other\n", "state_dir", 2, "duplicate key"),
         ("scripts:\n  allowed_roots: ['${NOT_SET_ANYWHERE}']\n", "scripts.allowed_roots[0]", 2,
          "NOT_SET_ANYWHERE is not set"),
-        ("celery:\n  visibility_timeout: 120\n", None, None, "visibility_timeout"),
+        ("celery:\n  visibility_timeout: 120\n", "celery.visibility_timeout", 2,
+         "must be longer than the longest task time limit"),
+        ("scripts:\n  max_timeout: 60\n  default_timeout: 90\n", "scripts.default_timeout", 3,
+         "must not exceed max_timeout"),
+        # Values that would be accepted and then break a worker, a CLI call or every run:
+        ("scripts:\n  default_queue: ''\n", "scripts.default_queue", 2, "must not be empty"),
+        ("celery:\n  queues: []\n", "celery.queues", 2, "at least one queue"),
+        ("celery:\n  queues:\n    - default\n    - ''\n", "celery.queues[1]", 4,
+         "must not be empty"),
+        ("celery:\n  queues: [default, 'linux pwsh']\n", "celery.queues[1]", 2,
+         "spaces or commas"),
+        ("celery:\n  queues: ['linux,pwsh']\n", "celery.queues[0]", 2, "spaces or commas"),
+        ("scripts:\n  default_queue: 'a b'\n", "scripts.default_queue", 2, "spaces or commas"),
+        ("scripts:\n  allowed_roots: []\n", "scripts.allowed_roots", 2,
+         "at least one directory"),
+        ("scripts:\n  allowed_roots: ['']\n", "scripts.allowed_roots[0]", 2,
+         "must not be empty"),
+        ("log_level: info\nproject_dir: /elsewhere\n", "project_dir", 2, "unknown key"),
     ],
 )
 def test_bad_files_name_file_key_and_line(tmp_path: Path, text: str, key_path: str | None,
@@ -185,10 +207,184 @@ def test_the_default_roots_refuse_what_lies_in_the_working_directory(project: Pa
                                                           ).resolve()
     with pytest.raises(PathNotAllowed):
         wrapper.resolve_script(".venv/bin/pip")
-    # Configured roots are kept as given: relative ones resolve against the working directory.
-    write(project / "config", "scripts:\n  allowed_roots: [scripts, tools]\n")
-    settings = load_settings(project / "config", environ={})
-    assert settings.scripts.allowed_roots == [Path("scripts"), Path("tools")]
+    # Relative roots in the file are the project's, wherever the worker was started.
+    write(project / "config", "scripts:\n  allowed_roots: [scripts, tools, /abs]\n")
+    (project / "sub").mkdir()
+    settings = load_settings(environ={}, cwd=project / "sub")
+    assert settings.scripts.allowed_roots == [project / "scripts", project / "tools",
+                                              Path("/abs")]
     from_env = load_settings(project / "config",
                              environ={"PITSTOP_ALLOWED_ROOTS": "/opt/ci:rel"})
     assert from_env.scripts.allowed_roots == [Path("/opt/ci"), Path("rel")]
+
+
+# --- cross-key checks name the key at fault, and its line -----------------------------------------
+
+
+def shipped_config(tmp_path: Path, old: str, new: str) -> Path:
+    """A project whose config/pitstop.yaml is the shipped one with ``old`` replaced by ``new``;
+    returns the project directory."""
+    from tests.support import ROOT
+
+    text = (ROOT / "config" / SETTINGS_FILE).read_text()
+    assert old in text
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / SETTINGS_FILE).write_text(text.replace(old, new))
+    return tmp_path
+
+
+def test_the_visibility_timeout_check_points_at_its_key_in_the_shipped_config(
+        tmp_path: Path) -> None:
+    project = shipped_config(tmp_path, "visibility_timeout: 7200", "visibility_timeout: 100")
+    text = (project / "config" / SETTINGS_FILE).read_text()
+    expected_line = 1 + text.splitlines().index(
+        next(line for line in text.splitlines() if "visibility_timeout: 100" in line))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project / "config", environ={})
+    assert caught.value.key_path == "celery.visibility_timeout"
+    assert caught.value.line == expected_line
+    assert str(caught.value).startswith(f"{project / 'config' / SETTINGS_FILE}:{expected_line} "
+                                        "at celery.visibility_timeout: 100s must be longer")
+
+
+def test_a_visibility_timeout_from_the_environment_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"PITSTOP_VISIBILITY_TIMEOUT": "100"})
+    assert caught.value.file == "environment PITSTOP_VISIBILITY_TIMEOUT"
+    assert caught.value.key_path == "celery.visibility_timeout"
+
+
+def test_the_readme_sample_config_error_is_the_real_one(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    sample = re.search(r"^pitstop: error: config/pitstop\.yaml:.*$", readme, re.MULTILINE)
+    assert sample is not None
+    project = shipped_config(tmp_path, "default_timeout: 300", "default_timeout: soon")
+    monkeypatch.chdir(project)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={})
+    assert f"pitstop: error: {caught.value}" == sample.group(0)
+
+
+@pytest.mark.parametrize(("variable", "value", "key_path"), [
+    ("PITSTOP_DEFAULT_QUEUE", "linux pwsh", "scripts.default_queue"),
+    ("PITSTOP_DEFAULT_QUEUE", "linux,pwsh", "scripts.default_queue"),
+    ("PITSTOP_ALLOWED_ROOTS", os.pathsep, "scripts.allowed_roots"),
+])
+def test_bad_values_from_the_environment_are_named(tmp_path: Path, variable: str, value: str,
+                                                   key_path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={variable: value})
+    assert caught.value.file == f"environment {variable}"
+    assert caught.value.key_path == key_path
+    assert caught.value.exit_code == 2
+
+
+# --- the project directory: found like git finds .git ---------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """proj/ (config/pitstop.yaml, scripts/deep/), other/ (.state/, sub/), plain/sub/."""
+    (tmp_path / "proj" / "config").mkdir(parents=True)
+    (tmp_path / "proj" / "config" / SETTINGS_FILE).write_text("log_level: info\n")
+    (tmp_path / "proj" / "scripts" / "deep").mkdir(parents=True)
+    (tmp_path / "other" / ".state").mkdir(parents=True)
+    (tmp_path / "other" / "sub").mkdir()
+    (tmp_path / "plain" / "sub").mkdir(parents=True)
+    (tmp_path / "plain" / "config").mkdir()  # a config/ without pitstop.yaml marks nothing
+    return tmp_path
+
+
+@pytest.mark.parametrize(("cwd", "project"), [
+    ("proj", "proj"),
+    ("proj/scripts/deep", "proj"),
+    ("proj/config", "proj"),
+    ("other/sub", "other"),
+    ("plain/sub", "plain/sub"),  # nothing above: the working directory itself
+])
+def test_the_project_is_the_nearest_directory_up_with_config_or_state(
+        tree: Path, cwd: str, project: str) -> None:
+    assert find_project_dir({}, cwd=tree / cwd) == tree / project
+
+
+def test_the_nearest_marker_wins(tree: Path) -> None:
+    (tree / "proj" / "scripts" / ".state").mkdir()
+    assert find_project_dir({}, cwd=tree / "proj" / "scripts" / "deep") == tree / "proj" / "scripts"
+
+
+def test_pitstop_home_wins_and_must_exist(tree: Path) -> None:
+    assert find_project_dir({"PITSTOP_HOME": str(tree / "other")},
+                            cwd=tree / "proj" / "scripts") == tree / "other"
+    assert find_project_dir({"PITSTOP_HOME": "../other"}, cwd=tree / "proj") == tree / "other"
+    with pytest.raises(ConfigError) as caught:
+        find_project_dir({"PITSTOP_HOME": str(tree / "missing")}, cwd=tree)
+    assert caught.value.file == "environment PITSTOP_HOME"
+    assert caught.value.exit_code == 2
+
+
+def test_settings_from_a_subdirectory_are_the_project_settings(tree: Path) -> None:
+    project = tree / "proj"
+    (project / "config" / SETTINGS_FILE).write_text(
+        "state_dir: .state\nredis:\n  embedded_dir: var/redis\nlog_level: debug\n")
+    settings = load_settings(environ={}, cwd=project / "scripts" / "deep")
+    assert settings.log_level == "debug"  # the project's file was read
+    assert settings.project_dir == project
+    assert settings.config_dir == project / "config"
+    assert settings.state_dir == project / ".state"
+    assert settings.redis_dir == project / "var" / "redis"
+    assert settings.scripts.allowed_roots == [project / "scripts"]
+    nothing_set = load_settings(environ={}, cwd=tree / "other" / "sub")
+    assert nothing_set.state_dir == tree / "other" / ".state"
+    assert nothing_set.redis_dir == tree / "other" / ".state" / "redis"
+    assert nothing_set.config_dir == tree / "other" / "config"
+
+
+def test_explicit_directories_still_win(tree: Path) -> None:
+    project = tree / "proj"
+    environ = {"PITSTOP_CONFIG_DIR": str(tree / "plain" / "config"),
+               "PITSTOP_STATE_DIR": str(tree / "elsewhere")}
+    settings = load_settings(environ=environ, cwd=project / "scripts")
+    assert settings.project_dir == project
+    assert settings.config_dir == tree / "plain" / "config"
+    assert settings.state_dir == tree / "elsewhere"
+    assert load_settings(tree / "other" / "config", environ={},
+                         cwd=project).config_dir == tree / "other" / "config"
+
+
+# --- the secret key file is for the embedded Redis only -------------------------------------------
+
+
+def test_a_kept_key_file_is_ignored_with_an_external_redis(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    kept = key_file_sealer(state, create=True)  # left from earlier embedded use
+    assert kept is not None
+    external = load_settings(tmp_path, environ={"PITSTOP_REDIS_URL": "redis://:pw@ci-redis:6379/0",
+                                                "PITSTOP_STATE_DIR": str(state)})
+    assert not external.uses_embedded_redis()
+    assert external.sealer() is None  # so `pitstop run` refuses secret values
+
+
+def test_the_key_file_serves_the_embedded_redis_with_or_without_its_url(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    embedded = load_settings(tmp_path, environ={"PITSTOP_STATE_DIR": str(state)})
+    sealer = embedded.sealer()
+    assert sealer is not None
+    assert (state / KEY_FILE).exists()
+    # `pitstop up` hands its worker and Beat the embedded server's URL: still the embedded Redis.
+    info = ServerInfo(pid=1, port=6399, password="p4ss")
+    (state / "redis").mkdir()
+    (state / "redis" / SERVER_INFO_FILE).write_text(
+        json.dumps({"pid": info.pid, "port": info.port, "password": info.password}))
+    child = load_settings(tmp_path, environ={"PITSTOP_STATE_DIR": str(state),
+                                             "PITSTOP_REDIS_URL": info.url})
+    assert child.uses_embedded_redis()
+    child_sealer = child.sealer()
+    assert child_sealer is not None
+    assert child_sealer.unseal(sealer.seal({"TOKEN": "t"})) == {"TOKEN": "t"}
+    lookalike = ServerInfo(pid=1, port=6399, password="other")
+    stranger = load_settings(tmp_path, environ={"PITSTOP_STATE_DIR": str(state),
+                                                "PITSTOP_REDIS_URL": lookalike.url})
+    assert stranger.sealer() is None
