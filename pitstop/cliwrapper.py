@@ -23,11 +23,13 @@ Decisions worth knowing:
 * ``output_cap_bytes`` bounds what is sent to ``output_sink`` per stream; past it the stream is
   marked truncated and only drained. The tails always show the real end of the output.
 * Waiting costs no polling: a thread blocks in ``waitpid`` and the caller sleeps on an event
-  until exit, the deadline, the next ``cancel_check`` poll or the next heartbeat.
+  until exit, cancellation or the deadline. ``cancel_check`` and ``heartbeat`` run on a helper
+  thread of their own, so a call stuck on a stalled Redis never delays the timeout.
 * An exception raised into the wait (Celery's soft time limit) kills the process group before it
   propagates. Exceptions from ``cancel_check``, ``heartbeat`` and ``output_sink`` are logged and
   the script keeps running. Bus, run store and state log errors before the start propagate
-  (nothing ran); after the end they are logged and the result is still returned.
+  (nothing ran). After the end, run store writes are retried for ``record_patience`` seconds
+  while Redis is unreachable; then errors are logged and the result is still returned.
 * Per-line redaction cannot catch a secret split across lines; the tails are redacted whole.
 """
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import shutil
 import signal
@@ -54,6 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pitstop.constants import LOG_CLI_EXECUTIONS
 from pitstop.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
 from pitstop.events import Event, new_id, utc_iso
+from pitstop.outage import RedisOutage
 from pitstop.proc import RUN_ID_ENV, SUPERVISOR_ENV, supervisor_token
 from pitstop.redaction import Redactor
 
@@ -136,6 +140,7 @@ _CHUNK = 64 * 1024  # longest piece read as one "line": bounds memory on output 
 _CANCEL_POLL = 0.2
 _CREATION_FLAGS: int = 0 if _POSIX else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
 _REAP_TIMEOUT = 10.0
+_CALLBACKS_JOIN_TIMEOUT = 10.0  # for a cancel_check or heartbeat stuck when the script ended
 _DRAIN_TIMEOUT = 1.0  # for pipes still held open by a process outside the killed group
 
 
@@ -270,11 +275,16 @@ class CLIWrapper:
 
     ``output_sink(stream, line)`` receives every redacted line live ("stdout"/"stderr"), from
     reader threads, one call at a time. ``cancel_check()`` is polled about every 0.2 s and
-    ``heartbeat()`` called every ``heartbeat_interval`` seconds while the script runs (with
-    ``runs`` and no ``heartbeat``, ``runs.heartbeat(run_id)`` is used). Killing sends SIGTERM to
+    ``heartbeat()`` called every ``heartbeat_interval`` seconds while the script runs, both on a
+    helper thread (with ``runs`` and no ``heartbeat``, ``runs.heartbeat(run_id)`` is used); the
+    result waits (up to 10 s) for a call still in flight. Killing sends SIGTERM to
     the process group and SIGKILL after ``kill_grace`` seconds; ``kill_leftovers`` also does it
     after a normal exit. ``protected_env`` lists the ``env`` names refused (pass ``()`` when the
     caller is trusted). Use one wrapper per concurrent run: the callbacks belong to the instance.
+
+    When the script has ended, the run store writes of its result are retried while Redis is
+    unreachable, for ``record_patience`` seconds and never past ``give_up_by`` (a
+    :func:`time.monotonic` time, such as a task's hard time limit).
     """
 
     def __init__(
@@ -297,12 +307,14 @@ class CLIWrapper:
         clock: Callable[[], datetime] | None = None,
         kill_grace: float = 2.0,
         kill_leftovers: bool = True,
+        record_patience: float = 0.0,
+        give_up_by: float | None = None,
     ) -> None:
         _positive("timeout", timeout)
         _positive("heartbeat_interval", heartbeat_interval)
-        if output_cap_bytes < 0 or tail_bytes < 0 or kill_grace < 0:
-            raise ValidationError(
-                "output_cap_bytes, tail_bytes and kill_grace must not be negative")
+        if output_cap_bytes < 0 or tail_bytes < 0 or kill_grace < 0 or not record_patience >= 0:
+            raise ValidationError("output_cap_bytes, tail_bytes, kill_grace and record_patience "
+                                  "must not be negative")
         self.timeout = float(timeout)
         roots = [Path.cwd()] if allowed_roots is None else [Path(r) for r in allowed_roots]
         if not roots:
@@ -323,6 +335,8 @@ class CLIWrapper:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.kill_grace = float(kill_grace)
         self.kill_leftovers = kill_leftovers
+        self.record_patience = float(record_patience)
+        self.give_up_by = give_up_by
         self.host = socket.gethostname()
 
     # --- before anything runs -------------------------------------------------------------------
@@ -496,23 +510,28 @@ class CLIWrapper:
         readers = [_StreamReader("stdout", proc.stdout, self, sink_lock),
                    _StreamReader("stderr", proc.stderr, self, sink_lock)]
         exited = threading.Event()
+        wake = threading.Event()  # the script exited, or cancellation was asked for
         ended: list[float] = []
 
         def reap() -> None:
             proc.wait()  # blocking waitpid: no polling, wakes the instant the child exits
             ended.append(time.monotonic())
             exited.set()
+            wake.set()
 
         for reader in readers:
             reader.thread.start()
         threading.Thread(target=reap, name="cliwrapper-wait", daemon=True).start()
+        callbacks = _Callbacks(self, run_id, wake)
 
         try:
-            timed_out, cancelled = self._supervise(proc.pid, exited, start + limit, run_id)
+            timed_out, cancelled = self._supervise(proc.pid, exited, callbacks, start + limit)
         except BaseException:
             # e.g. Celery's soft time limit, raised inside our wait: never orphan the script
+            callbacks.stop()
             self._kill_group(proc, exited)
             raise
+        callbacks.stop()
         if timed_out or cancelled or self.kill_leftovers:
             self._kill_group(proc, exited)
         if not exited.wait(_REAP_TIMEOUT):
@@ -521,6 +540,9 @@ class CLIWrapper:
         drained_by = time.monotonic() + _DRAIN_TIMEOUT
         stdout_tail, stdout_truncated = readers[0].finish(drained_by)
         stderr_tail, stderr_truncated = readers[1].finish(drained_by)
+        # No heartbeat may land after the result: wait for a callback still in flight (a stuck
+        # one only delays the bookkeeping; the script was stopped on time).
+        callbacks.join(_CALLBACKS_JOIN_TIMEOUT)
 
         code = proc.returncode if proc.returncode is not None else -9  # never reaped
         if timed_out:
@@ -535,38 +557,23 @@ class CLIWrapper:
                             started_at=started_at, pid=proc.pid,
                             stdout_truncated=stdout_truncated, stderr_truncated=stderr_truncated)
 
-    def _supervise(self, pid: int, exited: threading.Event, deadline: float,
-                   run_id: str) -> tuple[bool, bool]:
-        """Wait for the child; returns (timed_out, cancelled). Sleeps only on ``exited``."""
-        beat = self.heartbeat
-        if beat is None and self.runs is not None:
-            runs = self.runs
-
-            def beat() -> None:
-                runs.heartbeat(run_id)
-        now = time.monotonic()
-        next_cancel = now + _CANCEL_POLL
-        next_beat = now + self.heartbeat_interval
+    @staticmethod
+    def _supervise(pid: int, exited: threading.Event, callbacks: _Callbacks,
+                   deadline: float) -> tuple[bool, bool]:
+        """Wait for the child; returns (timed_out, cancelled). Sleeps only on the wake event
+        (set on exit and on cancellation): the callbacks, which may block on Redis, run on
+        their own thread and cannot hold up the deadline."""
+        callbacks.start()
         while True:
-            wake = deadline
-            if self.cancel_check is not None:
-                wake = min(wake, next_cancel)
-            if beat is not None:
-                wake = min(wake, next_beat)
-            if exited.wait(max(0.0, wake - time.monotonic())):
+            woken = callbacks.wake.wait(max(0.0, deadline - time.monotonic()))
+            if exited.is_set():
                 return False, False
-            now = time.monotonic()
-            if now >= deadline:
+            if callbacks.cancelled.is_set():
+                log.info("script pid %d cancelled", pid)
+                return False, True
+            if not woken and time.monotonic() >= deadline:
                 log.info("script pid %d timed out", pid)
                 return True, False
-            if self.cancel_check is not None and now >= next_cancel:
-                next_cancel = now + _CANCEL_POLL
-                if self._safe_call(self.cancel_check, "cancel_check"):
-                    log.info("script pid %d cancelled", pid)
-                    return False, True
-            if beat is not None and now >= next_beat:
-                next_beat = now + self.heartbeat_interval
-                self._safe_call(beat, "heartbeat")
 
     @staticmethod
     def _safe_call(func: Callable[[], Any], what: str) -> bool:
@@ -664,17 +671,37 @@ class CLIWrapper:
             except Exception:
                 log.exception("could not append to the %s log", LOG_CLI_EXECUTIONS)
         if self.runs is not None:
-            try:
-                self.runs.record_cli_execution(result.run_id, record)
-                self.runs.update_run(result.run_id, status=result.status,
-                                     exit_code=result.exit_code)
-            except Exception:
-                log.exception("could not record the result of run %s", result.run_id)
+            self._record(self.runs, result, record)
         self._publish("tool.succeeded" if result.succeeded else "tool.failed", {
             "run_id": result.run_id, "script": result.script, "exit_code": result.exit_code,
             "duration": result.duration, "timed_out": result.timed_out,
             "cancelled": result.cancelled, "host": result.host,
         }, parent=invoked, trace_id=trace_id, after_run=True)
+
+    def _record(self, runs: RunStore, result: ExecutionResult, record: dict[str, Any]) -> None:
+        """The execution record and the final status, retried while Redis is unreachable (both
+        writes are idempotent: a retry after a lost reply changes nothing twice)."""
+        run_id = result.run_id
+
+        def write() -> None:
+            runs.record_cli_execution(run_id, record)
+            runs.update_run(run_id, status=result.status, exit_code=result.exit_code)
+
+        def on_down(exc: BaseException) -> None:
+            if self.record_patience > 0:
+                log.warning("run %s: Redis unreachable while recording its result (%s, exit code "
+                            "%d): retrying for up to %gs (%s)", run_id, result.status,
+                            result.exit_code, self.record_patience, exc)
+
+        outage = RedisOutage(self.record_patience, what=f"recording the result of run {run_id}",
+                             give_up_by=self.give_up_by, on_down=on_down,
+                             on_up=lambda: log.info("run %s: result recorded once Redis was back",
+                                                    run_id))
+        try:
+            outage.call(write)
+        except Exception:
+            log.exception("could not record the result of run %s (%s, exit code %d); the reaper "
+                          "marks it lost", run_id, result.status, result.exit_code)
 
     def _interpreter(self, names: Sequence[str], script: Path, search_path: str | None) -> str:
         for name in names:
@@ -687,6 +714,67 @@ class CLIWrapper:
 
     def _roots_text(self) -> str:
         return ", ".join(str(r) for r in self.allowed_roots)
+
+
+class _Callbacks:
+    """Polls ``cancel_check`` about every 0.2 s and calls ``heartbeat`` every
+    ``heartbeat_interval`` seconds, on a thread of its own, until stopped. A positive cancel
+    check sets ``cancelled`` and ``wake``."""
+
+    def __init__(self, wrapper: CLIWrapper, run_id: str, wake: threading.Event) -> None:
+        self.wake = wake
+        self.cancelled = threading.Event()
+        self._stopped = threading.Event()
+        self._cancel_check = wrapper.cancel_check
+        self._interval = wrapper.heartbeat_interval
+        self._safe_call = wrapper._safe_call
+        beat = wrapper.heartbeat
+        if beat is None and wrapper.runs is not None:
+            runs = wrapper.runs
+
+            def beat() -> None:
+                runs.heartbeat(run_id)
+        self._beat = beat
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._cancel_check is None and self._beat is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="cliwrapper-callbacks",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is None:
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("a cancel_check or heartbeat call is still running %gs after the script "
+                        "ended; not waiting for it", timeout)
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        next_cancel = now + _CANCEL_POLL
+        next_beat = now + self._interval
+        while True:
+            wake_at = min(next_cancel if self._cancel_check is not None else math.inf,
+                          next_beat if self._beat is not None else math.inf)
+            if self._stopped.wait(max(0.0, wake_at - time.monotonic())):
+                return
+            if self._cancel_check is not None and time.monotonic() >= next_cancel:
+                if self._safe_call(self._cancel_check, "cancel_check"):
+                    self.cancelled.set()
+                    self.wake.set()
+                    return
+                next_cancel = time.monotonic() + _CANCEL_POLL
+            if self._stopped.is_set():
+                return
+            if self._beat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._interval
+                self._safe_call(self._beat, "heartbeat")
 
 
 def _split_piece(data: bytes, secrets: Sequence[bytes]) -> int:

@@ -35,9 +35,14 @@ RUN_INDEX: Final = f"{KEY_PREFIX}:runs"
 """Sorted set of run ids scored by creation time (epoch seconds)."""
 RUN_OUTPUT_PREFIX: Final = f"{KEY_PREFIX}:run-output:"
 """Stream of a run's output lines: ``pitstop:run-output:<run_id>``."""
+RUN_OUTPUT_END_PREFIX: Final = f"{KEY_PREFIX}:run-output-end:"
+"""Set (``SET NX``, with the end entry) once a run's output stream has its one ``end`` entry."""
 RUN_CANCEL_PREFIX: Final = f"{KEY_PREFIX}:run-cancel:"
 """Set while a cancellation of ``<run_id>`` has been requested."""
 RUN_OUTPUT_MAXLEN: Final = 10_000
+"""Entries kept per output stream; an entry packs many lines (see RUN_OUTPUT_ENTRY_MAX_BYTES)."""
+RUN_OUTPUT_ENTRY_MAX_BYTES: Final = 64 * 1024
+"""Most bytes of lines packed into one output stream entry (a single longer line goes alone)."""
 RUN_TTL_SECONDS: Final = 30 * 24 * 3600
 
 # --- webhooks ----------------------------------------------------------------------------------

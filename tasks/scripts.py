@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from workers import context
 
 log = logging.getLogger(__name__)
 INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
+TIME_LIMIT_MARGIN = 5.0
+"""Seconds kept before the task's hard time limit for what follows the retries of a result."""
 
 
 # ``throws``: a failing script is a FAILURE in Flower and the result backend, logged by the
@@ -38,6 +41,7 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     Returns the execution result when the script succeeded; raises :class:`ScriptFailed` when
     it ran and failed, was refused or was lost, after the run record says so.
     """
+    task_started = time.monotonic()
     settings = context.settings()
     runs = context.run_store()
     output = RunOutput(context.redis_client())
@@ -76,7 +80,13 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     # A redactor of this run's own: it learns this run's secret --env values, which must not
     # accumulate in a long-lived worker (nor be missing from this run's logs).
     redactor = context.new_redactor()
-    writer = OutputWriter(output, run_id)
+    # When the script ends while Redis is unreachable, its result and output are retried for as
+    # long as the worker would not count as lost yet, and never past the hard time limit
+    # (Celery would kill us in the middle).
+    patience = settings.scripts.lost_after_seconds
+    hard_limit = _hard_time_limit(self)
+    give_up_by = None if hard_limit is None else task_started + hard_limit - TIME_LIMIT_MARGIN
+    writer = OutputWriter(output, run_id, patience=patience, give_up_by=give_up_by)
     wrapper = CLIWrapper(
         timeout=limit,
         allowed_roots=settings.scripts.allowed_roots,
@@ -90,6 +100,8 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         cancel_check=lambda: output.cancel_requested(run_id),
         # Several beats per reaper window, so a live run is never mistaken for a lost one.
         heartbeat_interval=max(0.5, min(5.0, settings.scripts.lost_after_seconds / 4)),
+        record_patience=patience,
+        give_up_by=give_up_by,
     )
     try:
         unsealed = _unseal(sealed_env, seal_binding(run_id, script, list(args or []), cwd))
@@ -110,12 +122,20 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
         # Celery's soft time limit, or a bug: the wrapper has marked the run; end its output.
         writer.close(status="failed", exit_code=None)
         raise
-    final = runs.get_run(run_id)
-    writer.close(status=final.status, exit_code=result.exit_code)
+    # The result's own status, not the record's: if Redis was down when the script ended, the
+    # record may still say running, and the end entry is what followers exit with.
+    writer.close(status=result.status, exit_code=result.exit_code)
     if not result.succeeded:
-        raise ScriptFailed(f"run {run_id} {final.status}: exit code {result.exit_code} after "
+        raise ScriptFailed(f"run {run_id} {result.status}: exit code {result.exit_code} after "
                            f"{result.duration:.2f}s" + (" (timed out)" if result.timed_out else ""))
     return redactor.redact(result.to_dict())  # type: ignore[no-any-return]
+
+
+def _hard_time_limit(task: Task) -> float | None:
+    """Seconds this task may run before Celery kills it (None: no limit)."""
+    limits = task.request.timelimit or (None, None)
+    hard = limits[0] or task.time_limit or task.app.conf.task_time_limit
+    return float(hard) if hard else None
 
 
 def _unseal(sealed_env: str | None, bound_to: dict[str, Any]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pitstop.proc import pid_alive  # noqa: F401 - re-exported for tests
 
@@ -46,6 +47,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(interval)
+
+
+def task_outcome(client: Any, task_id: str) -> dict[str, Any] | None:
+    """A Celery task's final result record, or None while it is pending or merely STARTED
+    (``task_track_started`` writes that record first)."""
+    raw = client.get(f"celery-task-meta-{task_id}")
+    meta = json.loads(raw) if raw else None
+    return meta if meta and meta.get("status") not in ("PENDING", "STARTED") else None
 
 
 def write_script(home: Path, name: str, body: str) -> str:

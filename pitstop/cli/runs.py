@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -15,10 +16,12 @@ from types import FrameType
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.dispatch import ScriptDispatcher
 from pitstop.errors import PitstopError, RunNotFound, ValidationError
+from pitstop.outage import RedisOutage
 from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
 from pitstop.runs import RUN_STATUSES, Run, RunStore
 
@@ -36,7 +39,9 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not name or not name.replace("_", "a").isalnum():
-            raise ValidationError(f"--env expects NAME=value or NAME, got {pair!r}")
+            # Only the name part: the value may be a secret (--env 'DEPLOY-TOKEN=ghp_...').
+            raise ValidationError(f"--env expects NAME=value or NAME (letters, digits and _), "
+                                  f"got the name {name!r}")
         if not sep:
             if name not in os.environ:
                 raise ValidationError(f"--env {name}: not set in this environment")
@@ -103,8 +108,9 @@ def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | N
                    cwd: str | None = None, idempotent: bool = False,
                    queue_timeout: float | None = None) -> Run:
     """Record a queued run and send it to ``queue`` (see :class:`ScriptDispatcher`)."""
-    dispatcher = ScriptDispatcher(ctx.settings, ctx.run_store(), ctx.redactor,
-                                  ctx.celery_app().send_task)
+    # Enqueueing writes: like emit, it may start the embedded Redis (readers never do).
+    dispatcher = ScriptDispatcher(ctx.settings, ctx.run_store(start_embedded=True), ctx.redactor,
+                                  ctx.celery_app(start_embedded=True).send_task)
     return dispatcher.enqueue(script, args, queue=queue, timeout=timeout, env=env, cwd=cwd,
                               idempotent=idempotent, queue_timeout=queue_timeout)
 
@@ -132,47 +138,75 @@ def cancel_requests() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+END_GRACE_SECONDS = 3.0
+"""How long a follower keeps reading for the end entry once the record says the run ended (the
+worker records the result, then flushes the last lines and ends the stream)."""
+WORKER_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+"""The statuses a worker ends a stream with when it knows the result."""
+
+
 def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> Run:
     """Print the run's output as it arrives, until it ends; a signal recorded in ``requests``
     cancels the remote run (a queued one at once, a running one through its worker). A run
     still queued at its deadline is expired here (as the reaper would), so a CI step whose
-    queue nobody consumes ends instead of hanging."""
+    queue nobody consumes ends instead of hanging.
+
+    A Redis outage is ridden out (output resumes after the last line printed) for up to
+    ``scripts.lost_after_seconds``; only then :class:`RedisUnavailable` (exit 3)."""
     if requests is None:
         with cancel_requests() as own:
             return follow_run(ctx, run_id, own)
     output = RunOutput(ctx.redis())
     store = ctx.run_store()
-    stale_after = timedelta(seconds=ctx.settings.scripts.lost_after_seconds)
+    patience = ctx.settings.scripts.lost_after_seconds
+    stale_after = timedelta(seconds=patience)
+    outage = RedisOutage(
+        patience, what=f"lost Redis while following run {run_id}",
+        on_down=lambda exc: click.echo(f"pitstop: Redis unreachable, retrying… (for up to "
+                                       f"{patience:g}s: {exc})", err=True),
+        on_up=lambda: click.echo(f"pitstop: Redis is back; following run {run_id} on",
+                                 err=True))
     cancel_sent = False
     warned_queue = False
     started = time.monotonic()
     last_check = 0.0
+    ended_at: float | None = None
+    end: OutputEnd | None = None
     try:
-        for item in output.follow(run_id, block_ms=200):
+        for item in output.follow(run_id, block_ms=200, outage=outage):
             if isinstance(item, OutputLine):
                 stream = sys.stderr if item.stream == "stderr" else sys.stdout
                 stream.write(item.line + "\n")
                 stream.flush()
             elif isinstance(item, OutputEnd):
+                end = item
                 break
             if requests and not cancel_sent:
                 cancel_sent = True
-                output.request_cancel(run_id)
+                outage.call(lambda: output.request_cancel(run_id))
                 click.echo(f"pitstop: cancelling run {run_id} (again to stop waiting)", err=True)
-                store.cancel_if_queued(run_id, reason="cancelled before it started")
+                current = outage.call(lambda: store.cancel_if_queued(
+                    run_id, reason="cancelled before it started"))
+                if current.status == "cancelled":
+                    outage.call(lambda: output.close(run_id, status="cancelled", exit_code=None))
             now = time.monotonic()
             if item is not None or (now - last_check < 1.0 and not cancel_sent):
                 continue
             last_check = now
             # Quiet for a while: is the run still alive?
-            current = store.get_run(run_id)
+            current = outage.call(lambda: store.get_run(run_id))
             if current.terminal:
-                break
-            due = ((current.status == "running"
-                    and store.is_stale(current, stale_after=stale_after))
-                   or (current.status == "queued" and store.is_overdue(current)))
-            if due and reap_lost_runs(store, output, stale_after=stale_after, run_ids=[run_id]):
-                break
+                if current.status not in WORKER_STATUSES:
+                    break  # expired or lost: no worker has lines left to send
+                # The worker records the result, then sends its last lines and the end entry.
+                ended_at = now if ended_at is None else ended_at
+                if now - ended_at >= END_GRACE_SECONDS:
+                    break
+                continue
+            due = outage.call(functools.partial(_due, store, current, stale_after))
+            if due and outage.call(lambda: reap_lost_runs(store, output, stale_after=stale_after,
+                                                          run_ids=[run_id])):
+                continue  # the end entry the reaper wrote comes next
             if current.status == "queued" and not warned_queue and now - started > 10:
                 warned_queue = True
                 until = (f"; it expires {current.queue_timeout:g}s after it was queued"
@@ -183,7 +217,15 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
         click.echo(f"pitstop: stopped waiting; run {run_id} goes on "
                    f"(pitstop show {run_id})", err=True)
         raise
-    final = store.get_run(run_id)
+    final = outage.call(lambda: store.get_run(run_id))
+    if (end is not None and end.status in WORKER_STATUSES and end.status != final.status
+            and final.status in ("running", "lost")):
+        # The worker ended the output with the result it could not record (Redis was
+        # unreachable when the script ended): that result is the run's, whatever the record.
+        click.echo(f"pitstop: run {run_id} is recorded {final.status}, but its worker reported "
+                   f"it {end.status} (exit code {end.exit_code}) and could not record that",
+                   err=True)
+        final = final.model_copy(update={"status": end.status, "exit_code": end.exit_code})
     if final.status == "timed_out":
         limit = final.params.get("timeout", "?")
         click.echo(f"pitstop: run {run_id} timed out after {limit}s; its processes were killed",
@@ -195,6 +237,12 @@ def follow_run(ctx: Context, run_id: str, requests: list[int] | None = None) -> 
     elif final.status in ("lost", "cancelled") and final.error:
         click.echo(f"pitstop: run {run_id} {final.status}: {final.error}", err=True)
     return final
+
+
+def _due(store: RunStore, run: Run, stale_after: timedelta) -> bool:
+    """Whether the run is due to be reaped: running but silent, or queued past its deadline."""
+    return ((run.status == "running" and store.is_stale(run, stale_after=stale_after))
+            or (run.status == "queued" and store.is_overdue(run)))
 
 
 def _find_run(store: RunStore, run_id: str) -> Run:
@@ -241,7 +289,7 @@ def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
                    "created"):
         table.add_column(column, overflow="fold")
     for item in found:
-        table.add_row(*_run_row(item))
+        table.add_row(*(Text(cell) for cell in _run_row(item)))  # Text: script names are not markup
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 

@@ -11,7 +11,7 @@ import redis
 
 from pitstop.runs import RunStore
 from pitstop.statelog import read_log
-from tests.support import run_cli, running, wait_for, write_script
+from tests.support import run_cli, running, task_outcome, wait_for, write_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,9 +45,11 @@ def test_wait_on_a_queue_nobody_consumes_expires_the_run_and_exits_75(
     # A worker that turns up later finds the run expired and does not run it.
     with running(["worker", "-Q", queue, "-c", "1", "-n", f"{queue}@%h"], pitstop_env,
                  tmp_path / "worker.log", ready="ready.", timeout=60):
-        meta = wait_for(lambda: client.get(f"celery-task-meta-{run_id}"), 30,
+        # The STARTED record (task_track_started) comes first: wait for the outcome.
+        meta = wait_for(lambda: task_outcome(client, run_id), 30,
                         message="the worker to take the stale message")
-    assert json.loads(meta)["result"] == {"run_id": run_id, "skipped": True, "status": "expired"}
+    assert meta["status"] == "SUCCESS"
+    assert meta["result"] == {"run_id": run_id, "skipped": True, "status": "expired"}
     assert not canary.exists()
     assert RunStore(client).get_run(run_id).status == "expired"
 
@@ -64,3 +66,4 @@ def test_a_bad_queue_timeout_is_refused_before_anything_is_sent(
     assert "Traceback" not in done.stderr
     client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
     assert [r for r in RunStore(client).list_runs(limit=50) if r.queue == queue] == []
+

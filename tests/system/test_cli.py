@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
+from pitstop.redis_server import ServerInfo
+from pitstop.runs import RunStore
 from tests.support import ROOT, Proc, pid_alive, pitstop_cmd, run_cli, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
@@ -142,6 +145,7 @@ def test_events_accepted_while_nothing_else_runs_are_kept(
                                   cwd=home).stdout)["id"] for n in range(3)]
         # Restart the embedded server: the events are durable (AOF).
         assert run_cli(["redis", "stop"], env, cwd=home).returncode == 0
+        assert run_cli(["redis", "start"], env, cwd=home).returncode == 0  # readers never start it
         listed = run_cli(["events", "--json"], env, cwd=home)
         assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == ids
     finally:
@@ -207,3 +211,34 @@ def _run_ok(env: dict[str, str], home: Path, script: Path) -> str | None:
     except subprocess.TimeoutExpired:
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def test_events_and_runs_tables_print_markup_like_text_verbatim(
+        pitstop_env: dict[str, str], celery_redis: ServerInfo) -> None:
+    # Rich would read "[/]" as a closing tag and crash with MarkupError; "[bold]" would vanish.
+    emitted = run_cli(["emit", "markup.check", "--source", "ci[/]runner[bold]",
+                       "--data", json.dumps({"note": "[/] and [bold]x[/bold]"})], pitstop_env)
+    assert emitted.returncode == 0, emitted.stderr
+    listed = run_cli(["events", "markup.*"], pitstop_env)
+    assert listed.returncode == 0, listed.stderr
+    assert "ci[/]runner[bold]" in listed.stdout
+    assert "[/] and [bold]x[/bold]" in listed.stdout
+
+    client = redis.Redis.from_url(celery_redis.url)
+    try:
+        RunStore(client).create_run(kind="script", queue="linux",
+                                    params={"script": "scripts/[/]odd[bold].sh"})
+    finally:
+        client.close()
+    runs = run_cli(["runs", "--limit", "3"], pitstop_env)
+    assert runs.returncode == 0, runs.stderr
+    assert "scripts/[/]odd[bold].sh" in runs.stdout
+
+
+def test_a_bad_env_name_is_refused_without_echoing_the_value(pitstop_env: dict[str, str]
+                                                             ) -> None:
+    done = run_cli(["run", "scripts/hello.sh", "--env", "DEPLOY-TOKEN=ghp_s3cretvalue"],
+                   pitstop_env)
+    assert done.returncode == 2, done.stderr
+    assert "DEPLOY-TOKEN" in done.stderr
+    assert "ghp_s3cretvalue" not in done.stderr + done.stdout

@@ -970,3 +970,83 @@ def test_secret_straddling_the_piece_boundary_is_redacted_live(tmp_path: Path) -
     assert "\ufffd" not in streamed  # no character was cut in two either
     assert streamed == "a" * (_CHUNK - 6) + REDACTED + "é" * 40000 + "short " + REDACTED
     assert lines[-1] == "short " + REDACTED
+
+
+# --- a stalled Redis: callbacks off the supervising thread, result writes retried ----------------
+
+
+@posix_only
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stuck", ["cancel_check", "heartbeat"])
+def test_a_callback_stuck_on_redis_does_not_delay_the_timeout(stuck: str) -> None:
+    stall = threading.Event()  # never set: each call blocks as on a stopped Redis server
+
+    def stalled() -> bool:
+        stall.wait(3)
+        return False
+
+    callbacks: dict[str, Any] = ({"cancel_check": stalled} if stuck == "cancel_check" else
+                                 {"heartbeat": stalled, "heartbeat_interval": 0.1})
+    result = wrapper(**callbacks).wrap(FIXTURES / "wait_forever.py", timeout=0.5)
+    assert result.timed_out and result.exit_code == EXIT_TIMEOUT
+    assert result.duration < 1.5  # killed at its deadline, not when the stuck call returned
+
+
+class FlakyRuns(RecordingRuns):
+    """Its result writes fail with a lost Redis the first ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls.append((f"{name}:unreachable", {}))
+            raise RedisUnavailable("Redis is unreachable while accessing runs: Timeout reading "
+                                   "from socket")
+
+    def record_cli_execution(self, run_id: str, execution: dict[str, Any]) -> Any:
+        self._maybe_fail("record_cli_execution")
+        return super().record_cli_execution(run_id, execution)
+
+    def update_run(self, run_id: str, *, status: str | None = None, **fields: Any) -> Any:
+        if status != "running":
+            self._maybe_fail("update_run")
+        return super().update_run(run_id, status=status, **fields)
+
+
+def test_the_result_is_recorded_once_redis_is_back() -> None:
+    runs = FlakyRuns(failures=3)
+    runs_calls = runs.calls
+    result = wrapper(runs=runs, record_patience=30).wrap(FIXTURES / "exit_code.py", ["2"],
+                                                         run_id="r-1")
+    assert result.exit_code == 2
+    names = [name for name, _ in runs_calls]
+    assert names[1:] == ["record_cli_execution:unreachable"] * 3 + [
+        "record_cli_execution", "update_run:failed"]
+    assert runs_calls[-1][1]["exit_code"] == 2
+
+
+def test_recording_the_result_gives_up_after_its_patience(
+        caplog: pytest.LogCaptureFixture) -> None:
+    runs = FlakyRuns(failures=1_000_000)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="pitstop.cliwrapper"):
+        result = wrapper(runs=runs, record_patience=0.5).wrap(
+            FIXTURES / "exit_code.py", ["0"], run_id="r-2")
+    assert result.succeeded  # the result is still returned
+    assert 0.5 <= time.monotonic() - started < 5
+    attempts = [name for name, _ in runs.calls if name.endswith(":unreachable")]
+    assert 3 <= len(attempts) <= 6  # a backoff, not a busy loop
+    assert "Redis unreachable while recording its result (succeeded, exit code 0)" in caplog.text
+    assert "could not record the result of run r-2 (succeeded, exit code 0)" in caplog.text
+
+
+def test_recording_never_waits_past_give_up_by() -> None:
+    runs = FlakyRuns(failures=1_000_000)
+    started = time.monotonic()
+    wrapper(runs=runs, record_patience=60, give_up_by=time.monotonic()).wrap(
+        FIXTURES / "exit_code.py", ["0"], run_id="r-3")
+    assert time.monotonic() - started < 5
+    assert [name for name, _ in runs.calls].count("record_cli_execution:unreachable") == 1
