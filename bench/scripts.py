@@ -96,7 +96,8 @@ def bench_end_to_end(n: int = 50) -> dict[str, Any]:
     import os
 
     from pitstop.cli.common import Context
-    from pitstop.cli.runs import enqueue_script, follow_run
+    from pitstop.cli.follow import follow_run
+    from pitstop.cli.runs import enqueue_script
     from pitstop.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-") as tmp:

@@ -16,6 +16,7 @@ message and an exit code (``exit_code``) instead of a traceback.
     ├── ScriptFailed           a script ran and did not succeed (exit code, timeout, cancel, lost)
     ├── RedisUnavailable       no Redis could be reached or started
     ├── RunNotFound
+    ├── NothingToCancel        the run has already ended
     └── WebhookError           a webhook delivery was refused
         └── SignatureMismatch
 """
@@ -110,6 +111,10 @@ class RedisUnavailable(PitstopError):
 
 class RunNotFound(PitstopError):
     """No run has the given id."""
+
+
+class NothingToCancel(PitstopError):
+    """The run to cancel has already ended."""
 
 
 class WebhookError(PitstopError):

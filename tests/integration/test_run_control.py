@@ -115,3 +115,47 @@ def test_cancel_an_unknown_run_is_a_clear_error(pitstop_env: dict[str, str]) -> 
     done = run_cli(["cancel", "no-such-run-id"], pitstop_env)
     assert done.returncode == 1
     assert "no run 'no-such-run-id'" in done.stderr
+
+
+def test_a_mistyped_option_is_an_error_not_a_script_argument(
+        pitstop_env: dict[str, str], pitstop_home: Path) -> None:
+    path = write_script(pitstop_home, "typo.py", "print('ran')\n")
+    client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
+    before = len(RunStore(client).list_runs(limit=1000))
+    done = run_cli(["run", path, "--wiat", "--timout", "5"], pitstop_env)
+    assert done.returncode == 2
+    assert "No such option '--wiat'. Did you mean '--wait'?" in done.stderr
+    assert len(RunStore(client).list_runs(limit=1000)) == before  # nothing was enqueued
+
+
+def test_show_output_and_cancel_accept_the_random_end_of_an_id(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path) -> None:
+    path = write_script(pitstop_home, "two_lines.py", "print('first'); print('second')\n")
+    run_id = start_run(pitstop_env, "-Q", "linux", path)  # -Q as for workers
+    wait_for(lambda: store(pitstop_env).get_run(run_id).terminal, 30, message="the run to end")
+    for part in (run_id[-8:], run_id[:20]):
+        shown = run_cli(["show", part, "--output"], pitstop_env)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.endswith("first\nsecond\n")
+    assert run_cli(["show", run_id[-3:]], pitstop_env).returncode == 1  # too short to guess
+
+
+def test_two_quick_ctrl_cs_still_cancel_the_run(
+        session_worker: Proc, pitstop_env: dict[str, str], pitstop_home: Path,
+        tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    path = write_script(pitstop_home, "forever3.py", WAITS_FOREVER)
+    waiter = subprocess.Popen(pitstop_cmd("run", path, "--wait", "--", str(pid_file)),
+                              env=pitstop_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    assert waiter.stdout is not None and waiter.stderr is not None
+    assert waiter.stdout.readline() == "running\n"
+    run_id = waiter.stderr.readline().split()[2]  # "pitstop: run <id> queued on 'linux'"
+    script_pid = int(pid_file.read_text())
+    waiter.send_signal(signal.SIGINT)
+    waiter.send_signal(signal.SIGINT)  # before the follow loop got round to the first
+    assert waiter.wait(30) == 130
+    final = wait_for(lambda: (r := store(pitstop_env).get_run(run_id)).terminal and r, 30,
+                     message="the run to be cancelled")
+    assert final.status == "cancelled"
+    wait_for(lambda: not pid_alive(script_pid), 10, message="the script to be killed")

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from pitstop.cli.common import Context
-from pitstop.cli.runs import exit_code_for, follow_run
+from pitstop.cli.follow import exit_code_for, follow_run
 from pitstop.errors import RedisUnavailable
 from pitstop.runoutput import OutputWriter, RunOutput
 from pitstop.runs import RunStore
