@@ -7,6 +7,7 @@ socket opened by their parent.
 from __future__ import annotations
 
 import os
+import socket
 from functools import lru_cache
 
 import redis
@@ -14,7 +15,10 @@ import redis
 from pitstop import components
 from pitstop.bus import EventBus
 from pitstop.connection import connect
+from pitstop.constants import LOG_CLI_EXECUTIONS
 from pitstop.redaction import Redactor
+from pitstop.runner import ScriptRunner
+from pitstop.runoutput import RunOutput
 from pitstop.runs import RunStore
 from pitstop.settings import Settings, load_settings
 
@@ -53,3 +57,14 @@ def bus() -> EventBus:
 
 def run_store() -> RunStore:
     return components.run_store(redis_client(), settings(), _redactor_for_pid(os.getpid()))
+
+
+def script_runner() -> ScriptRunner:
+    """The runner of ``run_script`` for this worker process."""
+    config = settings()
+    client = redis_client()
+    return ScriptRunner(
+        config, run_store(), RunOutput(client), bus=bus(), host=socket.gethostname(),
+        pid=os.getpid(), new_redactor=new_redactor,
+        state_log=lambda redactor: components.state_log(LOG_CLI_EXECUTIONS, config, redactor),
+        sealer=config.sealer)

@@ -1,0 +1,188 @@
+"""ScriptRunner without a broker: claims, redeliveries, refusals and results (fakeredis)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from pitstop.bus import EventBus
+from pitstop.errors import ConfigError, ScriptFailed
+from pitstop.redaction import Redactor
+from pitstop.runner import ScriptRequest, ScriptRunner, Skip
+from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
+from pitstop.runs import RunStore
+from pitstop.sealing import Sealer, generate_key
+from pitstop.settings import load_settings
+from pitstop.statelog import StateLog
+from tests.support import FIXTURE_SCRIPTS
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = generate_key()
+
+
+class World:
+    """One fake Redis, a run store on it, and runners for pretend processes."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.client = fakeredis.FakeRedis()
+        self.tmp_path = tmp_path
+        self.settings = load_settings(tmp_path / "config", environ={
+            "PITSTOP_REDIS_URL": "redis://127.0.0.1:1/0", "PITSTOP_STATE_DIR": str(tmp_path),
+            "PITSTOP_ALLOWED_ROOTS": str(FIXTURE_SCRIPTS), "PITSTOP_SECRET_KEY": KEY})
+        self.runs = RunStore(self.client)
+        self.output = RunOutput(self.client)
+
+    def runner(self, *, host: str = "build-1", pid: int | None = None,
+               sealer: Sealer | Exception | None = None) -> ScriptRunner:
+        def make_sealer() -> Sealer | None:
+            if isinstance(sealer, Exception):
+                raise sealer
+            return sealer
+
+        return ScriptRunner(
+            self.settings, self.runs, self.output, bus=EventBus(self.client), host=host,
+            pid=os.getpid() if pid is None else pid, new_redactor=Redactor,
+            state_log=lambda redactor: StateLog("cli_executions", self.tmp_path,
+                                                redactor=redactor),
+            sealer=make_sealer)
+
+    def queued(self, script: str = "exit_code.py", args: list[str] | None = None,
+               **fields: object) -> ScriptRequest:
+        run = self.runs.create_run(kind="script", queue="linux")
+        return ScriptRequest(run_id=run.run_id, script=str(FIXTURE_SCRIPTS / script),
+                             args=args or ["0"], **fields)  # type: ignore[arg-type]
+
+    def stream(self, run_id: str) -> tuple[list[str], OutputEnd | None]:
+        lines: list[str] = []
+        for item in self.output.follow(run_id, block_ms=1):
+            if item is None:
+                return lines, None
+            if isinstance(item, OutputEnd):
+                return lines, item
+            if isinstance(item, OutputLine):
+                lines.append(item.line)
+        return lines, None
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+# --- claims -------------------------------------------------------------------------------------
+
+
+def test_a_queued_run_is_claimed_by_this_process(world: World) -> None:
+    request = world.queued()
+    assert world.runner().claim(request) is None
+    run = world.runs.get_run(request.run_id)
+    assert (run.status, run.host, run.worker_pid, run.attempts) == (
+        "running", "build-1", os.getpid(), 1)
+
+
+@pytest.mark.parametrize("status", ["succeeded", "cancelled", "expired"])
+def test_a_redelivered_finished_run_is_skipped(world: World, status: str) -> None:
+    request = world.queued()
+    world.runs.update_run(request.run_id, status=status)
+    assert world.runner().claim(request) == Skip(request.run_id, status)
+
+
+def test_a_run_held_by_a_live_worker_elsewhere_is_skipped(world: World) -> None:
+    request = world.queued()
+    assert world.runner(host="build-2", pid=1).claim(request) is None  # fresh heartbeat
+    assert world.runner().claim(request) == Skip(request.run_id, "running")
+
+
+def test_a_run_whose_process_died_here_is_lost_unless_idempotent(world: World) -> None:
+    dead_pid = 2**22 + 4321  # beyond pid_max: no such process
+    lost = world.queued()
+    world.runner(pid=dead_pid).claim(lost)
+    with pytest.raises(ScriptFailed, match="lost: the worker process running this script died"):
+        world.runner().claim(lost)
+    assert world.runs.get_run(lost.run_id).status == "lost"
+    end = world.stream(lost.run_id)[1]
+    assert end is not None and (end.status, end.exit_code) == ("lost", None)
+
+    rerun = world.queued(idempotent=True)
+    world.runner(pid=dead_pid).claim(rerun)
+    assert world.runner().claim(rerun) is None
+    assert world.runs.get_run(rerun.run_id).attempts == 2
+
+
+def test_a_run_nobody_recorded_is_skipped_as_unknown(world: World) -> None:
+    request = ScriptRequest(run_id="never-created", script="x.py")
+    assert world.runner().claim(request) == Skip("never-created", "unknown")
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+def test_a_succeeding_script_returns_its_result(world: World) -> None:
+    request = world.queued(args=["0"])
+    runner = world.runner()
+    runner.claim(request)
+    result = runner.execute(request)
+    assert result.succeeded and result.exit_code == 0
+    assert world.runs.get_run(request.run_id).status == "succeeded"
+    end = world.stream(request.run_id)[1]
+    assert end is not None and (end.status, end.exit_code) == ("succeeded", 0)
+
+
+def test_a_failing_script_is_script_failed_with_its_exit_code(world: World) -> None:
+    request = world.queued(args=["3"])
+    runner = world.runner()
+    runner.claim(request)
+    with pytest.raises(ScriptFailed, match=r"failed: exit code 3 after"):
+        runner.execute(request)
+    assert world.runs.get_run(request.run_id).exit_code == 3
+    end = world.stream(request.run_id)[1]
+    assert end is not None and (end.status, end.exit_code) == ("failed", 3)
+
+
+@pytest.mark.parametrize(("sealer", "says"), [
+    (None, "no PITSTOP_SECRET_KEY"),
+    (ConfigError("the secret key is not a valid key", key_path="secret_key"), "not a valid key"),
+    (Sealer(generate_key()), "cannot decrypt"),
+])
+def test_a_run_refused_before_it_starts_ends_failed_and_says_why(
+        world: World, sealer: Sealer | Exception | None, says: str) -> None:
+    request = world.queued(sealed_env=Sealer(KEY).seal({"A_TOKEN": "x"}))
+    runner = world.runner(sealer=sealer)
+    runner.claim(request)
+    with pytest.raises(ScriptFailed, match="refused"):
+        runner.execute(request)
+    run = world.runs.get_run(request.run_id)
+    assert run.status == "failed" and says in (run.error or "")
+    lines, end = world.stream(request.run_id)
+    assert any(says in line for line in lines)  # where the waiting CI step sees it
+    assert end is not None and end.status == "failed"
+
+
+def test_an_unexpected_error_before_the_start_never_leaves_the_run_running(world: World) -> None:
+    request = world.queued(sealed_env="anything")
+    runner = world.runner(sealer=RuntimeError("a bug"))
+    runner.claim(request)
+    with pytest.raises(RuntimeError):
+        runner.execute(request)
+    run = world.runs.get_run(request.run_id)
+    assert run.status == "failed"
+    assert "the worker gave up: RuntimeError: a bug" in (run.error or "")
+
+
+def test_sealed_values_are_redacted_whatever_their_names(world: World) -> None:
+    run = world.runs.create_run(kind="script", queue="linux")
+    script, args = str(FIXTURE_SCRIPTS / "print_secret.py"), ["PLAIN_NAME"]
+    sealed = Sealer(KEY).seal({"PLAIN_NAME": "canary-sealed-77"}, bound_to={
+        "run_id": run.run_id, "script": script, "args": args, "cwd": None})
+    request = ScriptRequest(run_id=run.run_id, script=script, args=args, sealed_env=sealed)
+    runner = world.runner(sealer=Sealer(KEY))
+    runner.claim(request)
+    result = runner.execute(request)
+    lines, _ = world.stream(request.run_id)
+    assert lines[0] == "the value is ***"  # it reached the script, and no log shows it
+    assert "canary-sealed-77" not in "\n".join(lines) + result.stdout_tail + result.stderr_tail
+    assert "canary-sealed-77" not in world.runs.get_run(request.run_id).model_dump_json()
