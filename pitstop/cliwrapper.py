@@ -4,7 +4,8 @@
 interpreter from the extension, runs the script in its own session with a filtered environment and
 no stdin, streams redacted output lines live, enforces the timeout and cancellation by killing the
 whole process group, and reports an :class:`ExecutionResult`. State log, event bus and run store
-are optional: without them it is a plain library.
+are optional: without them it is a plain library. The rules applied before anything runs live in
+:mod:`pitstop.scriptpolicy`; draining the pipes in :mod:`pitstop.outputreader`.
 
 Decisions worth knowing:
 
@@ -47,19 +48,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from pitstop.constants import LOG_CLI_EXECUTIONS
-from pitstop.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
+from pitstop.errors import ScriptError, ValidationError
 from pitstop.events import Event, new_id, utc_iso
 from pitstop.outage import RedisOutage
-from pitstop.proc import RUN_ID_ENV, SUPERVISOR_ENV, supervisor_token
+from pitstop.outputreader import PipeReader
+from pitstop.proc import RUN_ID_ENV, SUPERVISOR_ENV, group_alive, supervisor_token
 from pitstop.redaction import Redactor
+from pitstop.scriptpolicy import (
+    DEFAULT_ENV_ALLOWLIST,
+    NON_INTERACTIVE_ENV,
+    PROTECTED_ENV,
+    ScriptPolicy,
+    check_caller_env,
+)
 
 if TYPE_CHECKING:
     from pitstop.bus import EventBus
@@ -79,46 +87,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM",
-    "TMPDIR", "TEMP", "TMP", "SHELL", "SYSTEMROOT", "COMSPEC", "PATHEXT", "WINDIR",
-    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONIOENCODING",
-)
-"""Parent environment names passed to scripts; a trailing ``*`` matches a prefix."""
-
-PROTECTED_ENV: tuple[str, ...] = (
-    # loaders and interpreters: each runs code of the caller's choosing before the script
-    "LD_*", "DYLD_*", "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN",
-    "RES_OPTIONS", "NLSPATH", "LOCPATH",
-    "PATH", "BASH_ENV", "ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
-    "IFS", "CDPATH", "GLOBIGNORE",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONWARNINGS",
-    "PYTHONEXECUTABLE", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONSAFEPATH", "PYTHONBREAKPOINT",
-    "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "PSMODULEPATH",
-    # tools scripts call, which run commands named in these
-    "GIT_CONFIG*", "GIT_SSH*", "GIT_EXEC_PATH", "GIT_ASKPASS", "SSH_ASKPASS*", "GIT_PROXY_COMMAND",
-    "GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR",
-    "PAGER", "EDITOR", "VISUAL", "BROWSER",
-    # pitstop's own markers
-    "PITSTOP_RUN_ID", "PITSTOP_SUPERVISOR",
-)
-"""Names a caller may not set with ``--env`` (case-insensitive; a trailing ``*`` is a prefix).
-
-Whoever can enqueue a run picks only the script's arguments and plain data; these would let them
-run any program on the build machine instead (``BASH_ENV='$(...)'``, ``LD_PRELOAD``,
-``PATH=/tmp/evil``). The worker's own values (the parent environment allowlist) still pass.
-"""
-
-NON_INTERACTIVE_ENV: Mapping[str, str] = {
-    "NON_INTERACTIVE": "1",
-    "CI": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-    "DEBIAN_FRONTEND": "noninteractive",
-    "PIP_NO_INPUT": "1",
-    "PYTHONUNBUFFERED": "1",
-}
-
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
 EXIT_CANNOT_EXECUTE = 126
@@ -136,7 +104,8 @@ _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 def _with_parent_death_signal(argv: list[str]) -> list[str]:
     return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
-_CHUNK = 64 * 1024  # longest piece read as one "line": bounds memory on output without newlines
+
+
 _CANCEL_POLL = 0.2
 _CREATION_FLAGS: int = 0 if _POSIX else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
 _REAP_TIMEOUT = 10.0
@@ -176,98 +145,6 @@ class ExecutionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _StreamReader:
-    """Drains one pipe line by line on its own thread: live sink, byte cap, raw tail."""
-
-    def __init__(self, name: str, pipe: IO[bytes], wrapper: CLIWrapper,
-                 sink_lock: threading.Lock) -> None:
-        self.name = name
-        self.truncated = False
-        self._pipe = pipe
-        self._wrapper = wrapper
-        self._sink_lock = sink_lock
-        self._seen = 0
-        self._carry = b""  # the end of an unfinished long line, held back (see _split_piece)
-        self._tail: deque[bytes] = deque()
-        self._tail_size = 0
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self.thread = threading.Thread(target=self._run, name=f"cliwrapper-{name}", daemon=True)
-
-    def _run(self) -> None:
-        keep = self._wrapper.tail_bytes + _CHUNK  # one spare piece so redaction sees whole lines
-        sink = self._wrapper.output_sink
-        cap = self._wrapper.output_cap_bytes
-        try:
-            for raw in iter(lambda: self._pipe.readline(_CHUNK), b""):
-                with self._lock:
-                    if self._abandoned:
-                        continue
-                    self._tail.append(raw)
-                    self._tail_size += len(raw)
-                    while self._tail_size - len(self._tail[0]) >= keep:
-                        self._tail_size -= len(self._tail.popleft())
-                if self.truncated:
-                    continue  # past the cap: drain only, so the child never blocks
-                self._seen += len(raw)
-                if self._seen > cap:
-                    self.truncated = True
-                    if sink is not None:
-                        self._send(sink, f"[pitstop] {self.name} passed {cap} bytes: "
-                                         "no further lines are streamed")
-                    continue
-                if sink is not None:
-                    self._stream(sink, raw)
-            if sink is not None and self._carry and not self.truncated:
-                self._emit(sink, self._carry)
-        except (OSError, ValueError):  # the pipe went away under us
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                self._pipe.close()
-
-    def _stream(self, sink: Callable[[str, str], None], raw: bytes) -> None:
-        """Send a whole line, or the part of a long line's piece no secret can straddle."""
-        data = self._carry + raw
-        if data.endswith(b"\n"):
-            self._carry = b""
-            self._emit(sink, data)
-            return
-        # A piece of a line longer than _CHUNK: each piece is redacted alone, so a secret cut in
-        # two by the piece boundary would pass in halves. Hold back what could start one.
-        cut = _split_piece(data, [s.encode() for s in self._wrapper.redactor.secrets])
-        self._carry = data[cut:]
-        if cut:
-            self._emit(sink, data[:cut])
-
-    def _emit(self, sink: Callable[[str, str], None], data: bytes) -> None:
-        line = data.decode("utf-8", "replace").rstrip("\n").rstrip("\r")
-        self._send(sink, self._wrapper.redactor.redact_text(line))
-
-    def _send(self, sink: Callable[[str, str], None], line: str) -> None:
-        try:
-            with self._sink_lock:
-                sink(self.name, line)
-        except Exception:
-            # a broken sink must not stop the draining, or the child blocks on a full pipe
-            log.exception("output sink failed on a %s line; output continues", self.name)
-
-    def finish(self, deadline: float) -> tuple[str, bool]:
-        """Wait for EOF (until monotonic ``deadline``); return the redacted tail and truncation."""
-        self.thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            if self.thread.is_alive():
-                # something outside the process group still holds the pipe open
-                self._abandoned = True
-                log.warning("%s still open after the script ended; not waiting for it", self.name)
-            raw = b"".join(self._tail)
-        text = self._wrapper.redactor.redact_text(raw.decode("utf-8", "replace"))
-        encoded = text.encode()
-        if len(encoded) > self._wrapper.tail_bytes:
-            text = encoded[-self._wrapper.tail_bytes:].decode("utf-8", "ignore")
-        return text, self.truncated
 
 
 class CLIWrapper:
@@ -316,12 +193,6 @@ class CLIWrapper:
             raise ValidationError("output_cap_bytes, tail_bytes, kill_grace and record_patience "
                                   "must not be negative")
         self.timeout = float(timeout)
-        roots = [Path.cwd()] if allowed_roots is None else [Path(r) for r in allowed_roots]
-        if not roots:
-            raise ValidationError("allowed_roots is empty: no script could ever run")
-        self.allowed_roots: tuple[Path, ...] = tuple(r.expanduser().resolve() for r in roots)
-        self.env_allowlist = tuple(env_allowlist)
-        self.protected_env = tuple(protected_env)
         self.output_cap_bytes = output_cap_bytes
         self.tail_bytes = tail_bytes
         self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
@@ -338,105 +209,32 @@ class CLIWrapper:
         self.record_patience = float(record_patience)
         self.give_up_by = give_up_by
         self.host = socket.gethostname()
+        self.policy = ScriptPolicy(allowed_roots=allowed_roots, env_allowlist=env_allowlist,
+                                   protected_env=protected_env, redactor=self.redactor,
+                                   host=self.host)
+        self.allowed_roots = self.policy.allowed_roots
 
-    # --- before anything runs -------------------------------------------------------------------
+    # --- before anything runs (see pitstop.scriptpolicy) ------------------------------------------
+
+    def resolve_script(self, path: str | Path) -> Path:
+        """The real path of an allowed script, or :class:`PathNotAllowed`."""
+        return self.policy.resolve_script(path)
 
     def resolve_workdir(self, cwd: str | Path) -> Path:
         """The real path of an existing working directory inside the allowed roots."""
-        try:
-            found = Path(cwd).resolve(strict=True)
-        except (OSError, ValueError, RuntimeError):
-            raise ScriptError(f"working directory {cwd} does not exist") from None
-        if not found.is_dir():
-            raise ScriptError(f"working directory {cwd} is not a directory")
-        if not any(found.is_relative_to(root) for root in self.allowed_roots):
-            raise PathNotAllowed(f"working directory {found} is outside the allowed roots "
-                                 f"({self._roots_text()})")
-        return found
-
-    def resolve_script(self, path: str | Path) -> Path:
-        """The real path of an allowed script, or :class:`PathNotAllowed`.
-
-        A relative path is looked up in the current directory, then in each allowed root. The
-        resolved path (symlinks followed) must be a regular file inside an allowed root, and no
-        name may start with ``-``.
-        """
-        given = Path(path)
-        if not str(path) or given.name.startswith("-"):
-            raise PathNotAllowed(f"refusing script name {str(path)!r}: empty or starts with '-'")
-        candidates = [given] if given.is_absolute() else [
-            Path.cwd() / given, *(root / given for root in self.allowed_roots)]
-        # A path that climbs out with ".." or is absolute is refused as outside the roots even
-        # when nothing exists there: the answer must not depend on what the worker's disk holds.
-        escapes = given.is_absolute() or os.path.normpath(given).startswith("..")
-        resolved: Path | None = None
-        outside: Path | None = None
-        for candidate in candidates:
-            try:
-                found = candidate.resolve(strict=True)
-            except (OSError, ValueError, RuntimeError):  # missing, NUL byte, symlink loop
-                if escapes and outside is None:
-                    lexical = Path(os.path.normpath(candidate.absolute()))
-                    if not self._inside_roots(lexical):
-                        outside = lexical
-                continue
-            if self._inside_roots(found):
-                resolved = found
-                break
-            outside = outside or found
-        if resolved is None and outside is not None:
-            raise PathNotAllowed(f"script {str(path)!r} resolves to {outside}, outside the "
-                                 f"allowed roots {self._roots_text()}")
-        if resolved is None:
-            raise PathNotAllowed(f"script not found: {str(path)!r}"
-                                 + ("" if given.is_absolute() else
-                                    f" (looked in the current directory and {self._roots_text()})"))
-        if resolved.name.startswith("-"):
-            raise PathNotAllowed(f"refusing script {resolved}: its name starts with '-'")
-        if not resolved.is_file():
-            raise PathNotAllowed(f"{resolved} is not a regular file")
-        return resolved
-
-    def _inside_roots(self, path: Path) -> bool:
-        return any(path.is_relative_to(root) for root in self.allowed_roots)
+        return self.policy.resolve_workdir(cwd)
 
     def command_for(self, script: Path, args: Sequence[str], *,
                     search_path: str | None = None) -> list[str]:
-        """The argv that runs ``script``: by extension, else the executable itself.
-
-        ``search_path`` is the PATH interpreters are looked up in (default: this process's).
-        """
-        for arg in args:
-            if not isinstance(arg, str):
-                raise ValidationError(f"script arguments must be strings, got {arg!r}")
-        suffix = script.suffix.lower()
-        if suffix == ".py":
-            return [sys.executable, str(script), *args]
-        if suffix == ".sh":
-            return [self._interpreter(("bash",), script, search_path), str(script), *args]
-        if suffix == ".ps1":
-            shell = self._interpreter(("pwsh", "powershell"), script, search_path)
-            return [shell, "-NonInteractive", "-NoProfile", "-File", str(script), *args]
-        if _POSIX and not os.access(script, os.X_OK):
-            raise PathNotAllowed(f"{script} is not executable and has no known extension "
-                                 "(.py, .sh, .ps1): chmod +x it or rename it")
-        return [str(script), *args]
+        """The argv that runs ``script`` (interpreters looked up on ``search_path``)."""
+        return self.policy.command_for(script, args, search_path=search_path)
 
     def child_env(self, env: Mapping[str, str] | None = None,
                   parent: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The script's environment: allowlisted parent names, non-interactive flags, ``env``.
+        """The script's environment; refuses protected names, learns secret values."""
+        return self.policy.child_env(env, parent)
 
-        Values of secret-looking names are registered with the redactor.
-        """
-        source = os.environ if parent is None else parent
-        exact = {n for n in self.env_allowlist if not n.endswith("*")}
-        prefixes = tuple(n[:-1] for n in self.env_allowlist if n.endswith("*"))
-        child = {k: v for k, v in source.items() if k in exact or k.startswith(prefixes)}
-        child.update(NON_INTERACTIVE_ENV)
-        check_caller_env(env or {}, self.protected_env)
-        child.update(env or {})
-        self.redactor.add_secrets_from(child)
-        return child
+    # --- before anything runs -------------------------------------------------------------------
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -507,8 +305,10 @@ class CLIWrapper:
 
         assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given
         sink_lock = threading.Lock()
-        readers = [_StreamReader("stdout", proc.stdout, self, sink_lock),
-                   _StreamReader("stderr", proc.stderr, self, sink_lock)]
+        readers = [PipeReader(name, pipe, redactor=self.redactor, sink=self.output_sink,
+                              sink_lock=sink_lock, cap_bytes=self.output_cap_bytes,
+                              tail_bytes=self.tail_bytes)
+                   for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))]
         exited = threading.Event()
         wake = threading.Event()  # the script exited, or cancellation was asked for
         ended: list[float] = []
@@ -591,18 +391,18 @@ class CLIWrapper:
                                capture_output=True, check=False)
             return
         pgid = proc.pid  # start_new_session: the child leads its own group
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         if exited.is_set():
             log.info("killing processes left behind by script pid %d", pgid)
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         pause = 0.005
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             # only in the kill path: nothing reports a whole group's death, so poll briefly
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
-        if _group_alive(pgid):
+        if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
 
     def _result(self, run_id: str, *, script: str, args: list[str], code: int, timed_out: bool,
@@ -703,19 +503,6 @@ class CLIWrapper:
             log.exception("could not record the result of run %s (%s, exit code %d); the reaper "
                           "marks it lost", run_id, result.status, result.exit_code)
 
-    def _interpreter(self, names: Sequence[str], script: Path, search_path: str | None) -> str:
-        for name in names:
-            found = shutil.which(name, path=search_path)
-            if found:
-                return found
-        raise InterpreterNotFound(
-            f"cannot run {script.name}: {' or '.join(names)} is not installed or not on PATH"
-            f" of this machine ({self.host})")
-
-    def _roots_text(self) -> str:
-        return ", ".join(str(r) for r in self.allowed_roots)
-
-
 class _Callbacks:
     """Polls ``cancel_check`` about every 0.2 s and calls ``heartbeat`` every
     ``heartbeat_interval`` seconds, on a thread of its own, until stopped. A positive cancel
@@ -777,59 +564,6 @@ class _Callbacks:
                 self._safe_call(self._beat, "heartbeat")
 
 
-def _split_piece(data: bytes, secrets: Sequence[bytes]) -> int:
-    """Where to split ``data`` (a piece of an unfinished line) so that no occurrence of a
-    secret is cut: everything before the point can be redacted and sent now, the rest waits for
-    more. Never inside a UTF-8 character, and at most ``2 * max secret length`` is held back."""
-    longest = max((len(s) for s in secrets), default=0)
-    cut = len(data) - max(0, longest - 1)
-    # Occurrences can chain (a secret "aaaa" in a run of "a"s): stop there, or nothing is sent.
-    floor = max(0, len(data) - 2 * longest)
-    moved = True
-    while moved and cut > floor:
-        moved = False
-        for secret in secrets:
-            start = data.find(secret, max(0, cut - len(secret) + 1), cut + len(secret) - 1)
-            if start != -1 and start < cut < start + len(secret):
-                cut, moved = max(start, floor), True
-    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
-        cut -= 1
-    lead = cut - 1
-    while lead > max(0, cut - 4) and data[lead] & 0xC0 == 0x80:
-        lead -= 1
-    if lead >= 0 and lead + _utf8_length(data[lead]) > cut:  # the last character is unfinished
-        cut = lead
-    return max(cut, 0)
-
-
-def _utf8_length(lead: int) -> int:
-    return 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2 if lead >= 0xC0 else 1
-
-
-def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTED_ENV) -> None:
-    """Refuse (:class:`ValidationError`) a caller's ``--env`` that is malformed or names a
-    ``protected`` variable; the message never holds a value."""
-    refused = []
-    for name, value in env.items():
-        if (not isinstance(name, str) or not isinstance(value, str) or not name
-                or "=" in name or "\0" in name or "\0" in value):
-            raise ValidationError(f"environment entries must be non-empty strings without '=' "
-                                  f"or NUL in the name: {name!r}")
-        if _protected(name, protected):
-            refused.append(name)
-    if refused:
-        raise ValidationError(
-            f"--env {', '.join(sorted(refused))}: may not be set by whoever enqueues a run (it "
-            "would make the build machine run other code than the script); set it in the "
-            "worker's environment or inside the script")
-
-
-def _protected(name: str, protected: Sequence[str]) -> bool:
-    upper = name.upper()
-    return any(upper.startswith(p[:-1].upper()) if p.endswith("*") else upper == p.upper()
-               for p in protected)
-
-
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -838,28 +572,3 @@ def _positive(name: str, value: float) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process group has a member that is not a zombie."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    # zombies count for kill(); an init that never reaps them must not make us wait forever
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False

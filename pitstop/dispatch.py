@@ -10,11 +10,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pitstop.cliwrapper import check_caller_env
 from pitstop.constants import EXPIRES_SLACK_SECONDS, RUN_TTL_SECONDS, TASK_RUN_SCRIPT
 from pitstop.errors import ConfigError, ValidationError
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
+from pitstop.scriptpolicy import check_caller_env
 from pitstop.sealing import Sealer
 from pitstop.settings import Settings
 

@@ -22,7 +22,6 @@ from pydantic import (
     model_validator,
 )
 
-from pitstop.cliwrapper import DEFAULT_ENV_ALLOWLIST
 from pitstop.configfile import (
     FieldProblem,
     error_key_path,
@@ -38,6 +37,7 @@ from pitstop.constants import (
     RUN_TTL_SECONDS,
 )
 from pitstop.errors import ConfigError
+from pitstop.scriptpolicy import DEFAULT_ENV_ALLOWLIST
 from pitstop.sealing import Sealer, key_file_sealer
 
 SETTINGS_FILE = "pitstop.yaml"

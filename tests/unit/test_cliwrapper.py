@@ -25,13 +25,11 @@ import pytest
 
 from pitstop.bus import EventBus
 from pitstop.cliwrapper import (
-    _CHUNK,
     DEFAULT_ENV_ALLOWLIST,
     EXIT_CANCELLED,
     EXIT_TIMEOUT,
     CLIWrapper,
     ExecutionResult,
-    _split_piece,
 )
 from pitstop.errors import (
     InterpreterNotFound,
@@ -40,6 +38,7 @@ from pitstop.errors import (
     ScriptError,
     ValidationError,
 )
+from pitstop.outputreader import CHUNK, split_piece
 from pitstop.proc import supervisor_token
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import RunStore
@@ -949,7 +948,7 @@ def test_default_redactor_knows_this_process_secrets(monkeypatch: pytest.MonkeyP
     (b"", [b"SECRET"], 0),
 ])
 def test_split_piece_never_cuts_a_secret(data: bytes, secrets: list[bytes], cut: int) -> None:
-    assert _split_piece(data, secrets) == cut
+    assert split_piece(data, secrets) == cut
 
 
 def test_secret_straddling_the_piece_boundary_is_redacted_live(tmp_path: Path) -> None:
@@ -957,7 +956,7 @@ def test_secret_straddling_the_piece_boundary_is_redacted_live(tmp_path: Path) -
     script = tmp_path / "long_line.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        sys.stdout.write("a" * ({_CHUNK} - 6) + {token!r} + "é" * 40000 + "\\n")
+        sys.stdout.write("a" * ({CHUNK} - 6) + {token!r} + "é" * 40000 + "\\n")
         sys.stdout.write("short " + {token!r} + "\\n")
     """))
     lines: list[str] = []
@@ -968,7 +967,7 @@ def test_secret_straddling_the_piece_boundary_is_redacted_live(tmp_path: Path) -
     for piece in (token, token[:6], token[6:]):
         assert piece not in streamed
     assert "\ufffd" not in streamed  # no character was cut in two either
-    assert streamed == "a" * (_CHUNK - 6) + REDACTED + "é" * 40000 + "short " + REDACTED
+    assert streamed == "a" * (CHUNK - 6) + REDACTED + "é" * 40000 + "short " + REDACTED
     assert lines[-1] == "short " + REDACTED
 
 

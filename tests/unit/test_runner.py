@@ -183,6 +183,6 @@ def test_sealed_values_are_redacted_whatever_their_names(world: World) -> None:
     runner.claim(request)
     result = runner.execute(request)
     lines, _ = world.stream(request.run_id)
-    assert lines[0] == "the value is ***"  # it reached the script, and no log shows it
+    assert "the value is ***" in lines  # it reached the script, and no log shows it
     assert "canary-sealed-77" not in "\n".join(lines) + result.stdout_tail + result.stderr_tail
     assert "canary-sealed-77" not in world.runs.get_run(request.run_id).model_dump_json()
