@@ -54,7 +54,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pitstop.constants import LOG_CLI_EXECUTIONS
+from pitstop.constants import (
+    EVENT_TOOL_FAILED,
+    EVENT_TOOL_INVOKED,
+    EVENT_TOOL_SUCCEEDED,
+    LOG_CLI_EXECUTIONS,
+    RUN_KIND_SCRIPT,
+)
 from pitstop.errors import ScriptError, ValidationError
 from pitstop.events import Event, new_id, utc_iso
 from pitstop.outage import RedisOutage
@@ -273,7 +279,7 @@ class CLIWrapper:
         child_env[SUPERVISOR_ENV] = supervisor_token()
         try:
             invoked = self._publish(
-                "tool.invoked",
+                EVENT_TOOL_INVOKED,
                 {"run_id": run_id, "script": shown_script, "args": shown_args, "host": self.host},
                 parent=None, trace_id=trace_id, after_run=False)
             result = self._execute(run_id, argv, env=child_env, cwd=workdir, limit=limit,
@@ -425,7 +431,7 @@ class CLIWrapper:
         if self.runs is None:
             return run_id or new_id(int(self.clock().timestamp() * 1000))
         if run_id is None:
-            run = self.runs.create_run(kind="script", params={"script": script, "args": args},
+            run = self.runs.create_run(kind=RUN_KIND_SCRIPT, params={"script": script, "args": args},
                                        trace_id=trace_id)
             run_id = run.run_id
         run = self.runs.update_run(run_id, status="running", host=self.host)
@@ -472,7 +478,7 @@ class CLIWrapper:
                 log.exception("could not append to the %s log", LOG_CLI_EXECUTIONS)
         if self.runs is not None:
             self._record(self.runs, result, record)
-        self._publish("tool.succeeded" if result.succeeded else "tool.failed", {
+        self._publish(EVENT_TOOL_SUCCEEDED if result.succeeded else EVENT_TOOL_FAILED, {
             "run_id": result.run_id, "script": result.script, "exit_code": result.exit_code,
             "duration": result.duration, "timed_out": result.timed_out,
             "cancelled": result.cancelled, "host": result.host,

@@ -27,6 +27,8 @@ EVENT_SOURCE_MAX_CHARS: Final = 200
 """Longest accepted event ``source`` (printable characters only): it is stored with every event."""
 DEDUPE_PREFIX: Final = f"{KEY_PREFIX}:dedupe:"
 """``SET NX`` keys that make redelivery idempotent (``pitstop:dedupe:<scope>:<key>``)."""
+HTTP_EVENTS_DEDUPE_PREFIX: Final = f"{DEDUPE_PREFIX}http-events:"
+"""``Idempotency-Key`` claims of ``POST /events`` (``<prefix><sha256 of the key>``)."""
 
 # --- runs --------------------------------------------------------------------------------------
 RUN_KEY_PREFIX: Final = f"{KEY_PREFIX}:run:"
@@ -59,6 +61,8 @@ BEAT_HEARTBEAT_KEY: Final = f"{KEY_PREFIX}:beat:heartbeat"
 # --- celery ------------------------------------------------------------------------------------
 DEFAULT_QUEUE: Final = "default"
 SCRIPT_QUEUES: Final = ("linux", "pwsh", "windows", "macos")
+DEFAULT_SCRIPT_QUEUE: Final = "linux"
+"""Where ``pitstop run`` sends a script unless told otherwise (``scripts.default_queue``)."""
 """Well-known script queues; any other name given with ``--queue`` is declared on demand."""
 TASK_RUN_SCRIPT: Final = "pitstop.run_script"
 TASK_REAP_RUNS: Final = "pitstop.reap_lost_runs"
@@ -71,3 +75,9 @@ record's deadline, on Redis's clock, is what decides)."""
 LOG_RUNS: Final = "runs"
 LOG_CLI_EXECUTIONS: Final = "cli_executions"
 LOG_WEBHOOKS: Final = "webhooks"
+
+# --- runs and the events they publish ----------------------------------------------------------
+RUN_KIND_SCRIPT: Final = "script"
+EVENT_TOOL_INVOKED: Final = "tool.invoked"
+EVENT_TOOL_SUCCEEDED: Final = "tool.succeeded"
+EVENT_TOOL_FAILED: Final = "tool.failed"

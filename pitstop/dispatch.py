@@ -10,7 +10,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pitstop.constants import EXPIRES_SLACK_SECONDS, RUN_TTL_SECONDS, TASK_RUN_SCRIPT
+from pitstop.constants import (
+    EXPIRES_SLACK_SECONDS,
+    RUN_KIND_SCRIPT,
+    RUN_TTL_SECONDS,
+    TASK_RUN_SCRIPT,
+)
 from pitstop.errors import ConfigError, ValidationError
 from pitstop.redaction import REDACTED, Redactor
 from pitstop.runs import Run, RunStore
@@ -62,7 +67,7 @@ class ScriptDispatcher:
         queue = queue or scripts.default_queue
         limit = timeout or scripts.default_timeout
         run = self._runs.create_run(
-            kind="script", queue=queue, trace_id=trace_id, queue_ttl=queue_ttl,
+            kind=RUN_KIND_SCRIPT, queue=queue, trace_id=trace_id, queue_ttl=queue_ttl,
             params=self._redactor.redact({"script": script, "args": list(args), "cwd": cwd,
                                           "timeout": limit, "env": sorted(env)}),
         )

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from pitstop.bus import EventBus
 from pitstop.constants import (
-    DEDUPE_PREFIX,
+    HTTP_EVENTS_DEDUPE_PREFIX,
     WEBHOOK_BODY_PREFIX,
     WEBHOOK_DELIVERY_PREFIX,
     WEBHOOK_DELIVERY_TTL_SECONDS,
@@ -51,7 +51,6 @@ from pitstop.webhooks import (
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_SCOPE = "http-events"
 GITHUB_SOURCE = "github"
 DEFAULT_EVENT_SOURCE = "http"
 _MAX_KEY_LENGTH = 200
@@ -415,7 +414,7 @@ def _check_event_request(request: Any) -> str | None:
 
 def _idempotency_redis_key(idempotency_key: str) -> str:
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    return f"{DEDUPE_PREFIX}{IDEMPOTENCY_SCOPE}:{digest}"
+    return f"{HTTP_EVENTS_DEDUPE_PREFIX}{digest}"
 
 
 def _load_json(raw: Any) -> dict[str, Any]:

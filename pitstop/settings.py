@@ -31,6 +31,7 @@ from pitstop.configfile import (
 )
 from pitstop.constants import (
     DEFAULT_QUEUE,
+    DEFAULT_SCRIPT_QUEUE,
     EVENT_DATA_MAX_BYTES,
     EVENT_MAX_HOPS,
     EVENT_STREAM_MAXLEN,
@@ -111,7 +112,7 @@ class ScriptSettings(_Section):
     (:func:`default_scripts_root`); this default is that for the default config directory."""
     default_timeout: float = Field(300, gt=0)
     max_timeout: float = Field(3600, gt=0)
-    default_queue: QueueName = "linux"
+    default_queue: QueueName = DEFAULT_SCRIPT_QUEUE
     env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
     output_cap_bytes: int = Field(1_000_000, ge=1024)
     retry_idempotent: bool = False
@@ -147,7 +148,7 @@ class CelerySettings(_Section):
     concurrency: int | None = Field(None, ge=1)
     beat_lock_ttl: int = Field(30, ge=2, le=600)
     """Seconds a standby Beat waits after the leader dies before it takes over."""
-    queues: list[QueueName] = Field(default_factory=lambda: [DEFAULT_QUEUE, "linux"])
+    queues: list[QueueName] = Field(default_factory=lambda: [DEFAULT_QUEUE, DEFAULT_SCRIPT_QUEUE])
     """Queues a plain ``pitstop worker`` or ``pitstop up`` consumes."""
 
     @field_validator("queues")
