@@ -988,7 +988,7 @@ def test_a_callback_stuck_on_redis_does_not_delay_the_timeout(stuck: str) -> Non
                                  {"heartbeat": stalled, "heartbeat_interval": 0.1})
     result = wrapper(**callbacks).wrap(FIXTURES / "wait_forever.py", timeout=0.5)
     assert result.timed_out and result.exit_code == EXIT_TIMEOUT
-    assert result.duration < 1.5  # killed at its deadline, not when the stuck call returned
+    assert result.duration < 2.5  # killed at its deadline, not when the stuck call (3 s) returned
 
 
 class FlakyRuns(RecordingRuns):
