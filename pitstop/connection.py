@@ -26,7 +26,8 @@ def embedded_server(settings: Settings) -> RedisServer:
 def resolve_redis_url(settings: Settings, *, start_embedded: bool = True,
                       on_start: Callable[[ServerInfo], None] | None = None) -> str:
     """The Redis URL to use; starts the embedded server (detached) when needed and allowed,
-    and then tells ``on_start``."""
+    and then tells ``on_start``. An embedded server that runs but does not answer (stopped,
+    hung) is a :class:`RedisUnavailable` saying so: never a reason to start a second one."""
     if settings.redis.url is not None:
         return settings.redis.url.get_secret_value()
     server = embedded_server(settings)
@@ -40,6 +41,7 @@ def resolve_redis_url(settings: Settings, *, start_embedded: bool = True,
         info = server.start(daemonize=True)
         if on_start is not None:
             on_start(info)
+    server.ensure_answering(info)
     return info.url
 
 

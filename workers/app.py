@@ -6,22 +6,55 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
 
 from pitstop.connection import resolve_redis_url
 from pitstop.constants import DEFAULT_QUEUE, SCRIPT_QUEUES, TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError
+from pitstop.errors import ConfigError, ValidationError
 from pitstop.settings import Settings, load_settings
+from workers.transport import install as install_redis_transport
 
 TASK_MODULES = ["tasks.scripts", "tasks.maintenance"]
 
+# Before any broker connection exists: losing Redis must not kill the worker (see the module).
+install_redis_transport()
 
-def declared_queues(settings: Settings) -> list[str]:
-    names = [DEFAULT_QUEUE, *SCRIPT_QUEUES, *settings.celery.queues]
+
+def worker_queues(settings: Settings, requested: str | None = None) -> list[str]:
+    """The queues a worker consumes: ``requested`` (comma-separated, ``-Q``) or
+    ``celery.queues``, and always the housekeeping queue ``default`` too: Beat sends the reaper
+    of lost runs (and the orphan sweep) there, so every worker must take its share."""
+    if requested is None:
+        names = list(settings.celery.queues)
+    else:
+        names = [name.strip() for name in requested.split(",") if name.strip()]
+        if not names:
+            raise ValidationError(f"-Q/--queues {requested!r} names no queue")
+    return list(dict.fromkeys([*names, DEFAULT_QUEUE]))
+
+
+def declared_queues(settings: Settings, consumed: Iterable[str] = ()) -> list[str]:
+    """Every queue the app declares: the housekeeping queue, the well-known script queues,
+    the configured ones, where scripts go by default, and those this process consumes."""
+    names = [DEFAULT_QUEUE, *SCRIPT_QUEUES, *settings.celery.queues,
+             settings.scripts.default_queue, *consumed]
     return list(dict.fromkeys(names))
+
+
+def ssl_options(redis_url: str) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` URL that does not say how to check the server's
+    certificate: check it (``ssl.CERT_REQUIRED``, as redis-py does). None for ``redis://`` URLs
+    and for URLs with ``ssl_cert_reqs``, which then wins."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 def longest_time_limit(app: Celery, settings: Settings) -> float:
@@ -48,7 +81,8 @@ def check_visibility_timeout(app: Celery, settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings, redis_url: str) -> Celery:
+def create_app(settings: Settings, redis_url: str, *, queues: Iterable[str] = ()) -> Celery:
+    """The app on ``redis_url``; ``queues``: those this process will consume (declared too)."""
     app = Celery("pitstop", set_as_current=True)
     transport = {
         "visibility_timeout": settings.celery.visibility_timeout,
@@ -73,7 +107,8 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         result_expires=settings.celery.result_expires,
         task_track_started=True,
         task_default_queue=DEFAULT_QUEUE,
-        task_queues=[Queue(name, routing_key=name) for name in declared_queues(settings)],
+        task_queues=[Queue(name, routing_key=name)
+                     for name in declared_queues(settings, queues)],
         task_create_missing_queues=True,
         task_routes={TASK_RUN_SCRIPT: {"queue": settings.scripts.default_queue}},
         worker_send_task_events=True,
@@ -83,6 +118,11 @@ def create_app(settings: Settings, redis_url: str) -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
+    tls = ssl_options(redis_url)
+    if tls is not None:
+        # Celery refuses a rediss:// URL without ssl_cert_reqs ("Unrecoverable error");
+        # default to verifying the server's certificate, as every other pitstop command does.
+        app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
     from beat_schedule import build_schedule
 
     app.conf.beat_schedule = build_schedule(settings)
@@ -106,3 +146,29 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         return default_app()
     raise AttributeError(name)
+
+
+def run_worker(app: Celery, argv: list[str]) -> int:
+    """Run ``celery worker`` with ``argv`` in this process; returns the worker's exit code.
+
+    ``app.worker_main`` drops it (Celery's command ends with ``ctx.exit(code)``, which in the
+    non-standalone mode Celery runs it in returns the code to ``app.start``, which discards
+    it): a worker that stopped after an "Unrecoverable error" would exit 0, and a service
+    manager would not restart it.
+    """
+    from celery import signals
+
+    started: list[Any] = []
+
+    def remember(sender: Any, **_: Any) -> None:
+        started.append(sender)
+
+    signals.worker_init.connect(remember, weak=False)
+    try:
+        app.worker_main(argv=argv)
+    finally:
+        signals.worker_init.disconnect(remember)
+    if not started:
+        return 0
+    code = getattr(started[-1], "exitcode", None)
+    return code if isinstance(code, int) else (0 if code is None else 1)

@@ -19,7 +19,8 @@ from pitstop.errors import PitstopError
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             invoke_without_command=True)
 @click.version_option(package_name="pitstop")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -28,6 +29,8 @@ def cli(ctx: click.Context) -> None:
     Without PITSTOP_REDIS_URL, pitstop runs a private Redis under .state/redis.
     """
     ctx.obj = Context()
+    if ctx.invoked_subcommand is None:  # plain `pitstop`: the help, and success
+        click.echo(ctx.get_help())
 
 
 for command in (up, worker, beat, flower, serve, redis_group, emit, watch, events, run, runs, show,

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import click
+import redis
 
 from pitstop.cli.common import Context, pass_context
-from pitstop.connection import describe_url, embedded_server, resolve_redis_url
-from pitstop.errors import ConfigError, RedisUnavailable
+from pitstop.connection import connect, describe_url, embedded_server, resolve_redis_url
+from pitstop.errors import ConfigError, PitstopError, RedisUnavailable, ValidationError
 from pitstop.proc import pid_alive
-from pitstop.redis_server import RedisServer, ServerInfo
+from pitstop.redis_server import wait_until
+from pitstop.runoutput import RunOutput
 from pitstop.settings import Settings, basic_auth_problem
+from pitstop.supervisor import (
+    EmbeddedRedisKeeper,
+    Supervisor,
+    child_pids,
+    mark_runs_lost,
+)
+
+STOP_TIMEOUT = 15.0
+"""Seconds ``pitstop up`` lets the worker finish running scripts after Ctrl-C (--stop-timeout)."""
 
 
 def _child_env(ctx: Context, redis_url: str) -> dict[str, str]:
@@ -28,102 +40,136 @@ def _child_env(ctx: Context, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _terminate(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 15) -> None:
-    for _, child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)  # Celery: warm shutdown
-    deadline = time.monotonic() + timeout
-    for name, child in children:
+def ensure_port_free(host: str, port: int, *, setting: str) -> None:
+    """ValidationError (exit 2) when nothing could listen on ``host:port`` (checked as the
+    servers bind, with SO_REUSEADDR), so a busy port is one clear line, not a traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            click.echo(f"pitstop: {name} did not stop in {timeout:g}s; killing it", err=True)
-            child.kill()
-            child.wait()
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValidationError(
+                    f"{host}:{port} is already in use: stop what listens there, or choose "
+                    f"another port with --port ({setting})") from None
+            raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 @click.command()
-@click.option("-Q", "--queues", help="Comma-separated queues for the worker (default from config).")
+@click.option("-Q", "--queues", help="Comma-separated queues for the worker (default from config; "
+              "the housekeeping queue `default` is always consumed too).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
 @click.option("--serve/--no-serve", "with_server", default=False,
               help="Also run the webhook / events HTTP endpoint.")
 @click.option("--flower/--no-flower", "with_flower", default=False,
               help="Also run Flower (needs flower.basic_auth / PITSTOP_FLOWER_BASIC_AUTH).")
+@click.option("--stop-timeout", type=click.FloatRange(min=0), default=STOP_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="On Ctrl-C, how long the worker may finish the scripts it is running before "
+                   "it is killed (a second Ctrl-C kills it at once).")
 @pass_context
 def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: bool,
-       with_flower: bool) -> None:
-    """Run Redis (embedded unless PITSTOP_REDIS_URL), a worker and Beat until Ctrl-C."""
+       with_flower: bool, stop_timeout: float) -> None:
+    """Run Redis (embedded unless PITSTOP_REDIS_URL), a worker and Beat until Ctrl-C.
+
+    A worker, Beat (or server) that exits is restarted, after a delay growing from 1 s to 30 s
+    while it keeps failing. Ctrl-C lets running scripts finish (up to --stop-timeout); a second
+    Ctrl-C stops at once, and runs cut short are marked lost.
+    """
     settings = ctx.settings
     if with_flower:
         flower_basic_auth(settings)  # refuse before anything starts
-    stop = {"now": False}
+        ensure_port_free("127.0.0.1", settings.flower.port, setting="flower.port")
+    if with_server:
+        ensure_port_free(settings.server.host, settings.server.port,
+                         setting="server.port / PITSTOP_SERVER_PORT")
+    interrupts = [0]
 
-    def request_stop(signum: int, frame: object) -> None:
-        stop["now"] = True
+    def interrupted(signum: int, frame: object) -> None:
+        interrupts[0] += 1
 
     # Before anything starts, so an early Ctrl-C still stops what was started.
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    embedded: EmbeddedRedisKeeper | None = None
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    say = partial(_say, "pitstop up")
+    keeper: EmbeddedRedisKeeper | None = None
     if settings.redis.url is None:
-        embedded = EmbeddedRedisKeeper(settings.redis_dir)
-        redis_url = embedded.start()
+        keeper = EmbeddedRedisKeeper(settings.redis_dir, say=say)
+        redis_url = keeper.start()
     else:
         redis_url = resolve_redis_url(settings)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    exit_code = 0
+    supervisor: Supervisor | None = None
     try:
         ctx.redis()  # fail early, clearly, if Redis is unreachable
-        env = _child_env(ctx, redis_url)
         # Children get their own process group (the terminal's Ctrl-C reaches only us); we stop
         # them in order: workers finish their current task (warm shutdown), then Redis.
-        for name, args in _up_plan(queues, concurrency, with_server, with_flower):
-            children.append((name, subprocess.Popen(args, env=env, start_new_session=True)))
-        _announce(settings, redis_url, embedded is not None, children, with_server, with_flower)
-        while not stop["now"]:
-            for name, child in children:
-                if child.poll() is not None:
-                    click.echo(f"pitstop up: {name} exited with {child.returncode}; stopping",
-                               err=True)
-                    stop["now"] = True
-                    exit_code = 1
-            if embedded is not None and not stop["now"]:
-                embedded.keep_alive()
+        supervisor = Supervisor(_up_plan(queues, concurrency, with_server, with_flower),
+                                _child_env(ctx, redis_url), say=say)
+        supervisor.start()
+        _announce(settings, redis_url, keeper is not None, supervisor, with_server, with_flower)
+        while not interrupts[0]:
+            supervisor.poll()
+            if keeper is not None:
+                moved = keeper.keep_alive()
+                if moved is not None:
+                    supervisor.restart_all(_child_env(ctx, moved.url))
             time.sleep(0.2)  # supervision poll, not synchronization
     finally:
-        click.echo("pitstop up: stopping…", err=True)
-        _terminate(children)
-        if embedded is not None:
-            embedded.stop()
-        click.echo("pitstop up: stopped", err=True)
-    sys.exit(exit_code)
+        if supervisor is not None:
+            _stop_children(ctx, supervisor, stop_timeout, interrupts)
+        if keeper is not None:
+            keeper.stop()
+        say("stopped")
 
 
-class EmbeddedRedisKeeper:
-    """The embedded server under ``pitstop up``: restarted on the same port and password if it
-    dies (clients reconnect), and stopped at the end, even one that was already running: after
-    Ctrl-C nothing of pitstop's is left running."""
+def _say(who: str, message: str) -> None:
+    click.echo(f"{who}: {message}", err=True)
 
-    def __init__(self, data_dir: Path) -> None:
-        self._server = RedisServer(data_dir)
-        self._info: ServerInfo | None = None
 
-    def start(self) -> str:
-        self._info = self._server.start(daemonize=True)
-        return self._info.url
+def _stop_children(ctx: Context, supervisor: Supervisor, timeout: float,
+                   interrupts: list[int]) -> None:
+    """Warm-stop the children (running scripts may finish, up to ``timeout``), kill what is left
+    at the deadline or at the next Ctrl-C, then mark the runs the worker's pool processes were
+    running ``lost``, so they do not stay ``running`` and their followers stop waiting."""
+    say = partial(_say, "pitstop up")
+    worker = supervisor.child("worker")
+    seen = interrupts[0]
+    pool = _pool_pids(worker.popen)
+    if supervisor.running():
+        say(f"stopping: waiting up to {timeout:g}s for running scripts to finish; press Ctrl-C "
+            "again to stop at once")
+        supervisor.terminate()
+        if not supervisor.wait(time.monotonic() + timeout, lambda: interrupts[0] > seen):
+            pool |= _pool_pids(worker.popen)
+            why = "stopping at once" if interrupts[0] > seen else f"did not stop in {timeout:g}s"
+            for name, _ in supervisor.running():
+                say(f"{name} {why}: killing it")
+            supervisor.kill()
+    else:
+        supervisor.terminate()
+    if not pool:
+        return
+    wait_until(lambda: not any(pid_alive(pid) for pid in pool), 5.0, interval=0.05)
+    try:
+        lost = mark_runs_lost(ctx.run_store(), RunOutput(ctx.redis()), host=socket.gethostname(),
+                              worker_pids=pool)
+    except (RedisUnavailable, redis.RedisError) as exc:
+        say(f"could not mark the runs cut short lost ({exc}); the reaper will, later")
+        return
+    for run in lost:
+        say(f"run {run.run_id} was still running: marked lost")
 
-    def keep_alive(self) -> None:
-        if self._info is None or pid_alive(self._info.pid):
-            return
-        click.echo(f"pitstop up: redis (pid {self._info.pid}) died; restarting it on port "
-                   f"{self._info.port}", err=True)
-        self._server = RedisServer(self._server.data_dir, port=self._info.port,
-                                   password=self._info.password)
-        self._server.info_path.unlink(missing_ok=True)
-        self._info = self._server.start(daemonize=True)
 
-    def stop(self) -> None:
-        self._server.stop()
+def _pool_pids(worker: subprocess.Popen[bytes] | None) -> set[int]:
+    """The pool processes of a running worker (its direct children)."""
+    if worker is None or worker.poll() is not None:
+        return set()
+    return child_pids(worker.pid)
 
 
 def _up_plan(queues: str | None, concurrency: int | None, with_server: bool,
@@ -142,14 +188,14 @@ def _up_plan(queues: str | None, concurrency: int | None, with_server: bool,
     return plan
 
 
-def _announce(settings: Settings, redis_url: str, embedded: bool,
-              children: list[tuple[str, subprocess.Popen[bytes]]], with_server: bool,
-              with_flower: bool) -> None:
+def _announce(settings: Settings, redis_url: str, embedded: bool, supervisor: Supervisor,
+              with_server: bool, with_flower: bool) -> None:
     where = f"embedded, {settings.redis_dir.resolve()}" if embedded else "external"
     say = partial(click.echo, err=True)
     say(f"pitstop up: redis {describe_url(redis_url)} ({where})")
     say(f"pitstop up: state and logs in {settings.state_dir.resolve()}")
-    say("pitstop up: " + ", ".join(f"{name} pid {child.pid}" for name, child in children))
+    say("pitstop up: " + ", ".join(f"{name} pid {child.pid}"
+                                   for name, child in supervisor.running()))
     if with_server:
         say(f"pitstop up: HTTP on http://{settings.server.host}:{settings.server.port}")
     if with_flower:
@@ -158,47 +204,76 @@ def _announce(settings: Settings, redis_url: str, embedded: bool,
         "Ctrl-C stops everything")
 
 
+def _preflight(settings: Settings) -> str:
+    """Check what a worker or Beat needs before Celery starts (which would retry a wrong
+    password 100 times, or fail every run on a bad key): the secret key setup (ConfigError,
+    exit 2) and a Redis that answers and accepts the password (RedisUnavailable, exit 3).
+    Returns the Redis URL."""
+    settings.sealer()
+    connect(settings, check=True).close()
+    return resolve_redis_url(settings)
+
+
 @click.command()
-@click.option("-Q", "--queues", help="Comma-separated queues to consume (e.g. linux,pwsh).")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume (e.g. linux,pwsh; default "
+              "celery.queues). The housekeeping queue `default`, where Beat sends the reaper of "
+              "lost runs, is always consumed too.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
-@click.option("-n", "--hostname", help="Worker node name (default pitstop-<queues>@<host>).")
+@click.option("-n", "--hostname", help="Worker node name (default pitstop-<queues>-<pid>@<host>, "
+              "e.g. pitstop-linux-default-4242@buildbox).")
 @click.option("-l", "--loglevel", default=None, help="debug, info, warning, error.")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
               show_default=True)
 @pass_context
 def worker(ctx: Context, queues: str | None, concurrency: int | None, hostname: str | None,
            loglevel: str | None, pool: str) -> None:
-    """Run a Celery worker consuming QUEUES (scale out: one per build machine)."""
-    from workers.app import check_visibility_timeout, create_app
+    """Run a Celery worker consuming QUEUES (scale out: one per build machine).
+
+    Exits non-zero when Celery stops after an unrecoverable error, so a service manager
+    (systemd Restart=on-failure) starts it again.
+    """
+    from workers.app import check_visibility_timeout, create_app, run_worker, worker_queues
 
     settings = ctx.settings
-    url = resolve_redis_url(settings)
+    queue_list = worker_queues(settings, queues)
+    url = _preflight(settings)
     os.environ["PITSTOP_REDIS_URL"] = url  # prefork children resolve the same server
-    app = create_app(settings, url)
+    app = create_app(settings, url, queues=queue_list)
     app.loader.import_default_modules()
     check_visibility_timeout(app, settings)
-    queue_list = queues or ",".join(settings.celery.queues)
-    argv = ["worker", "-Q", queue_list, "-l", (loglevel or settings.log_level).upper(),
-            "-n", hostname or f"pitstop-{queue_list.replace(',', '-')}-{os.getpid()}@%h",
+    argv = ["worker", "-Q", ",".join(queue_list), "-l", (loglevel or settings.log_level).upper(),
+            "-n", hostname or f"pitstop-{'-'.join(queue_list)}-{os.getpid()}@%h",
             "--pool", pool, "-E", "--without-mingle", "--without-gossip"]
     if concurrency or settings.celery.concurrency:
         argv += ["-c", str(concurrency or settings.celery.concurrency)]
-    app.worker_main(argv=argv)
+    code = run_worker(app, argv)
+    if code:
+        _say("pitstop worker", f"the Celery worker stopped with exit code {code}")
+        sys.exit(code)
 
 
 @click.command()
 @click.option("-l", "--loglevel", default=None)
 @pass_context
 def beat(ctx: Context, loglevel: str | None) -> None:
-    """Run Celery Beat (a singleton: a second one waits as a standby)."""
+    """Run Celery Beat (a singleton: a second one waits as a standby).
+
+    Exits non-zero when Beat stops after an unrecoverable error.
+    """
     from workers.app import create_app
 
     settings = ctx.settings
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    url = resolve_redis_url(settings)
+    url = _preflight(settings)
     os.environ["PITSTOP_REDIS_URL"] = url
     app = create_app(settings, url)
-    app.start(argv=["beat", "-l", (loglevel or settings.log_level).upper()])
+    try:
+        app.start(argv=["beat", "-l", (loglevel or settings.log_level).upper()])
+    except PitstopError:
+        raise
+    except Exception as exc:  # Celery has logged it ("beat raised exception")
+        _say("pitstop beat", f"stopped after an unrecoverable error: {type(exc).__name__}: {exc}")
+        sys.exit(1)
 
 
 def flower_basic_auth(settings: Settings) -> str:
@@ -217,24 +292,26 @@ def flower_basic_auth(settings: Settings) -> str:
 
 
 @click.command()
-@click.option("--port", type=int, help="Port (default flower.port).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default flower.port).")
 @pass_context
 def flower(ctx: Context, port: int | None) -> None:
     """Run Flower on 127.0.0.1, behind basic auth (flower.basic_auth)."""
     settings = ctx.settings
     auth = flower_basic_auth(settings)
+    bind_port = port or settings.flower.port
+    ensure_port_free("127.0.0.1", bind_port, setting="flower.port")
     url = resolve_redis_url(settings)
     env = _child_env(ctx, url)
     env["FLOWER_BASIC_AUTH"] = auth  # env, not argv: argv is visible in ps
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-            "--address=127.0.0.1", f"--port={port or settings.flower.port}"]
+            "--address=127.0.0.1", f"--port={bind_port}"]
     # Become Flower (no wrapper process left behind to forward signals).
     os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
 
 
 @click.command()
 @click.option("--host", help="Bind address (default server.host, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default server.port, 8787).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default server.port, 8787).")
 @pass_context
 def serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve GitHub webhooks (POST /webhooks/github) and POST /events for any CI."""
@@ -242,6 +319,8 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     from pitstop.constants import LOG_WEBHOOKS
 
     settings = ctx.settings.server
+    ensure_port_free(host or settings.host, port or settings.port,
+                     setting="server.port / PITSTOP_SERVER_PORT")
     app = http.create_app(
         bus=ctx.bus(), client=ctx.redis(),
         webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
@@ -265,16 +344,21 @@ def keygen() -> None:
     click.echo(generate_key())
 
 
-@click.group("redis")
-def redis_group() -> None:
+@click.group("redis", invoke_without_command=True)
+@click.pass_context
+def redis_group(click_ctx: click.Context) -> None:
     """Manage the embedded Redis under .state/redis."""
+    if click_ctx.invoked_subcommand is None:
+        click.echo(click_ctx.get_help())
 
 
 @redis_group.command("start")
 @pass_context
 def redis_start(ctx: Context) -> None:
     """Start the embedded Redis in the background (no-op if running)."""
-    info = embedded_server(ctx.settings).start(daemonize=True)
+    server = embedded_server(ctx.settings)
+    info = server.start(daemonize=True)
+    server.ensure_answering(info)
     click.echo(f"embedded redis running: pid {info.pid}, 127.0.0.1:{info.port}")
 
 
@@ -290,9 +374,11 @@ def redis_stop(ctx: Context) -> None:
 @pass_context
 def redis_status(ctx: Context) -> None:
     """Is the embedded Redis running?"""
-    info = embedded_server(ctx.settings).running_info()
+    server = embedded_server(ctx.settings)
+    info = server.running_info()
     if info is None:
         raise RedisUnavailable(f"embedded redis under {ctx.settings.redis_dir} is not running")
+    server.ensure_answering(info)
     click.echo(f"embedded redis running: pid {info.pid}, 127.0.0.1:{info.port}")
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
 from pitstop.constants import DEFAULT_QUEUE, TASK_REAP_RUNS, TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError
+from pitstop.errors import ConfigError, ValidationError
 from pitstop.settings import Settings, load_settings
-from workers.app import check_visibility_timeout, create_app
+from workers.app import (
+    check_visibility_timeout,
+    create_app,
+    ssl_options,
+    worker_queues,
+)
+from workers.transport import Transport
 
 
 @pytest.fixture
@@ -51,3 +58,57 @@ def test_start_up_refuses_a_visibility_timeout_shorter_than_a_time_limit(
 
     with pytest.raises(ConfigError, match="visibility_timeout"):
         check_visibility_timeout(app, settings)
+
+
+def test_a_rediss_url_without_ssl_cert_reqs_verifies_the_server_certificate(
+        settings: Settings) -> None:
+    # Celery alone refuses such a URL at start ("Unrecoverable error: ValueError('A rediss://
+    # URL must have parameter ssl_cert_reqs …')"); like redis-py, pitstop checks certificates.
+    app = create_app(settings, "rediss://:pw@redis.internal:6379/0")
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert app.conf.redis_backend_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert app.backend.connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED  # builds, connects not
+    with app.connection_for_write() as connection:
+        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("none", ssl.CERT_NONE),
+                                                 ("required", ssl.CERT_REQUIRED),
+                                                 ("CERT_OPTIONAL", ssl.CERT_OPTIONAL)])
+def test_ssl_cert_reqs_in_a_rediss_url_wins(settings: Settings, value: str,
+                                            expected: ssl.VerifyMode) -> None:
+    app = create_app(settings, f"rediss://:pw@redis.internal:6379/0?ssl_cert_reqs={value}")
+    assert not app.conf.broker_use_ssl and not app.conf.redis_backend_use_ssl
+    assert app.backend.connparams["ssl_cert_reqs"] == expected
+
+
+def test_a_plain_redis_url_gets_no_tls(settings: Settings) -> None:
+    assert ssl_options("redis://:pw@127.0.0.1:6379/0") is None
+    app = create_app(settings, "redis://:pw@127.0.0.1:6379/0")
+    assert not app.conf.broker_use_ssl and not app.conf.redis_backend_use_ssl
+
+
+def test_a_worker_always_consumes_the_housekeeping_queue(settings: Settings) -> None:
+    # Beat sends the reaper of lost runs to `default`: a fleet of `pitstop worker -Q linux`
+    # would otherwise never reap a lost run, nor sweep orphans.
+    assert worker_queues(settings, "linux") == ["linux", DEFAULT_QUEUE]
+    assert worker_queues(settings, " gpu , linux,gpu") == ["gpu", "linux", DEFAULT_QUEUE]
+    assert worker_queues(settings, "default,linux") == [DEFAULT_QUEUE, "linux"]
+    assert worker_queues(settings) == list(dict.fromkeys([*settings.celery.queues,
+                                                          DEFAULT_QUEUE]))
+    with pytest.raises(ValidationError, match="names no queue"):
+        worker_queues(settings, " , ")
+
+
+def test_the_queues_a_worker_consumes_are_declared(settings: Settings) -> None:
+    consumed = worker_queues(settings, "gpu")
+    app = create_app(settings, "redis://127.0.0.1:1/0", queues=consumed)
+    declared = {queue.name for queue in app.conf.task_queues}
+    assert {"gpu", DEFAULT_QUEUE, settings.scripts.default_queue} <= declared
+
+
+def test_redis_broker_urls_use_the_mended_transport(settings: Settings) -> None:
+    app = create_app(settings, "redis://:pw@127.0.0.1:1/0")
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, Transport)
+        assert connection.as_uri() == "redis://:**@127.0.0.1:1/0"  # URLs read as before
