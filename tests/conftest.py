@@ -40,6 +40,17 @@ def redis_client(redis_server: ServerInfo) -> Iterator[redis.Redis]:
         client.close()
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, ServerInfo]]:
+    """A redis-server of the test's own, for it to pause, kill or restart."""
+    server = RedisServer(tmp_path / "own-redis", appendonly=False)
+    info = server.start()
+    try:
+        yield server, info
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def celery_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     """A second private redis-server for Celery tests: never flushed while workers run."""

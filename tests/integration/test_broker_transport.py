@@ -4,8 +4,6 @@ cleanly instead of raising AttributeError (which Celery takes for an "Unrecovera
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,17 +14,6 @@ from pitstop.redis_server import RedisServer, ServerInfo
 from workers.transport import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def doomed(tmp_path: Path) -> Iterator[tuple[RedisServer, ServerInfo]]:
-    """A redis-server of its own, for the test to kill."""
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
-    try:
-        yield server, info
-    finally:
-        server.stop()
 
 
 def consuming_worker_connection(url: str) -> tuple[Connection, Message]:
@@ -50,8 +37,8 @@ def consuming_worker_connection(url: str) -> tuple[Connection, Message]:
 
 
 def test_losing_redis_with_a_brpop_in_flight_closes_cleanly(
-        doomed: tuple[RedisServer, ServerInfo]) -> None:
-    server, info = doomed
+        own_redis: tuple[RedisServer, ServerInfo]) -> None:
+    server, info = own_redis
     connection, message = consuming_worker_connection(info.url)
     server.kill()
     # What Celery's consumer does on a lost connection (on_connection_error_after_connected),

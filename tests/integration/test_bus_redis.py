@@ -5,9 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -339,18 +337,8 @@ def test_event_json_round_trips_through_stream_group_and_pubsub(
 
 
 # --- outages -----------------------------------------------------------------------------------
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[tuple[RedisServer, ServerInfo]]:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
-    try:
-        yield server, info
-    finally:
-        server.stop()
-
-
-def test_redis_going_down_and_coming_back(own_server: tuple[RedisServer, ServerInfo]) -> None:
-    server, info = own_server
+def test_redis_going_down_and_coming_back(own_redis: tuple[RedisServer, ServerInfo]) -> None:
+    server, info = own_redis
     client = redis.Redis.from_url(info.url, socket_connect_timeout=1, socket_timeout=2)
     bus = EventBus(client)
     before = bus.publish("before.outage")
