@@ -1,6 +1,6 @@
 """Enqueueing a script run: the run record, the sealed secrets and the task message.
 
-Used by ``pitstop run`` and by anything else that launches scripts (a workstream step). It
+Used by ``pitstop run``, and meant for anything else that launches scripts (a workstream step). It
 never imports Celery: the caller hands in ``send``, which is ``celery_app.send_task``.
 """
 

@@ -1,4 +1,5 @@
-"""Event types and the one pattern syntax used everywhere (triggers, alert routes, ``watch``).
+"""Event types and the one pattern syntax used everywhere (``watch``, ``events``, and the
+triggers and alert routes built on them).
 
 Types are dot-separated segments, case-insensitive, stored lower-case. In a pattern ``*`` matches
 exactly one segment and ``**`` matches zero or more, so ``phase.*.completed`` never matches

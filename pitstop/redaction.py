@@ -1,4 +1,4 @@
-"""Secret redaction for everything pitstop writes: state logs, script output, alerts.
+"""Secret redaction for everything pitstop writes: state logs, events, run records, output.
 
 A :class:`Redactor` knows secret *values* (from the environment or given) and secret *names*
 (fnmatch patterns such as ``*TOKEN*``). ``redact_text`` removes known values, credentials in URLs,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 import redis
 
 from pitstop.constants import BEAT_LOCK_KEY
+from pitstop.redis_server import free_port
 from tests.support import Proc, run_cli, running, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -42,12 +42,6 @@ def test_second_beat_stands_by_and_takes_over_when_the_leader_dies(
             standby.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_flower_refuses_to_start_without_auth(pitstop_env: dict[str, str]) -> None:
     done = run_cli(["flower"], pitstop_env)
     assert done.returncode == 2
@@ -58,7 +52,7 @@ def test_flower_refuses_a_basic_auth_that_flower_would_split_into_two_logins(
         pitstop_env: dict[str, str]) -> None:
     # Flower splits FLOWER_BASIC_AUTH on ",": this would also let in a user "2".
     env = {**pitstop_env, "PITSTOP_FLOWER_BASIC_AUTH": "admin:hunter,2"}
-    done = run_cli(["flower", "--port", str(_free_port())], env, timeout=30)
+    done = run_cli(["flower", "--port", str(free_port())], env, timeout=30)
     assert done.returncode == 2, done.stderr
     assert "PITSTOP_FLOWER_BASIC_AUTH" in done.stderr
     assert "hunter" not in done.stderr + done.stdout
@@ -73,7 +67,7 @@ def test_up_with_flower_refuses_before_starting_anything_without_auth(
 
 
 def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**pitstop_env, "PITSTOP_FLOWER_BASIC_AUTH": "admin:s3cret-pass"}
     with running(["flower", "--port", str(port)], env, tmp_path / "flower.log"):
         url = f"http://127.0.0.1:{port}/"
@@ -91,7 +85,7 @@ def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path)
 
 def test_serve_accepts_bearer_events_and_refuses_others(
         pitstop_env: dict[str, str], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**pitstop_env, "PITSTOP_API_TOKEN": "tok-system-test"}
     with running(["serve", "--port", str(port)], env, tmp_path / "serve.log"):
         base = f"http://127.0.0.1:{port}"
