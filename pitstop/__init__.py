@@ -8,9 +8,10 @@ The public API; everything else is internal.
     result = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
 """
 
-from pitstop.bus import EventBus, GroupConsumer, Subscription
+from pitstop.bus import EventBus, Subscription
 from pitstop.cliwrapper import CLIWrapper, ExecutionResult
 from pitstop.connection import connect
+from pitstop.consumer import GroupConsumer
 from pitstop.errors import (
     ConfigError,
     HopLimitExceeded,

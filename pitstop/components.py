@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from pitstop.bus import EventBus, GroupConsumer
+from pitstop.bus import EventBus
 from pitstop.constants import LOG_RUNS, ROUTER_GROUP
+from pitstop.consumer import GroupConsumer
 from pitstop.redaction import Redactor
 from pitstop.runs import RunStore, redis_clock
 from pitstop.settings import Settings

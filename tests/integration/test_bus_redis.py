@@ -13,8 +13,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pitstop.bus import EVENT_FIELD, EventBus, GroupConsumer
+from pitstop.bus import EVENT_FIELD, EventBus
 from pitstop.constants import EVENT_STREAM
+from pitstop.consumer import GroupConsumer
 from pitstop.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, RedisUnavailable
 from pitstop.events import Event
 from pitstop.redis_server import RedisServer, ServerInfo
