@@ -292,19 +292,22 @@ def flower_basic_auth(settings: Settings) -> str:
 
 
 @click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Bind address (0.0.0.0 only inside a container whose port is published to "
+                   "loopback, as docker-compose.yml does).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default flower.port).")
 @pass_context
-def flower(ctx: Context, port: int | None) -> None:
+def flower(ctx: Context, host: str, port: int | None) -> None:
     """Run Flower on 127.0.0.1, behind basic auth (flower.basic_auth)."""
     settings = ctx.settings
     auth = flower_basic_auth(settings)
     bind_port = port or settings.flower.port
-    ensure_port_free("127.0.0.1", bind_port, setting="flower.port")
+    ensure_port_free(host, bind_port, setting="flower.port")
     url = resolve_redis_url(settings)
     env = _child_env(ctx, url)
     env["FLOWER_BASIC_AUTH"] = auth  # env, not argv: argv is visible in ps
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-            "--address=127.0.0.1", f"--port={bind_port}"]
+            f"--address={host}", f"--port={bind_port}"]
     # Become Flower (no wrapper process left behind to forward signals).
     os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
 
@@ -322,7 +325,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     ensure_port_free(host or settings.host, port or settings.port,
                      setting="server.port / PITSTOP_SERVER_PORT")
     app = http.create_app(
-        bus=ctx.bus(), client=ctx.redis(),
+        bus=ctx.bus(start_embedded=True), client=ctx.redis(start_embedded=True),
         webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
         state_log=ctx.state_log(LOG_WEBHOOKS),

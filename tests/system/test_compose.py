@@ -118,3 +118,13 @@ def test_the_redis_password_is_never_on_a_command_line(
     logged = Path(fake_image["ARGV_LOG"]).read_text()
     assert "redis-server" in logged
     assert CANARY not in logged
+
+
+def test_compose_runs_flower_through_pitstop_so_its_login_is_checked() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    flower = compose["services"]["flower"]
+    assert "entrypoint" not in flower  # the image's: pitstop
+    assert flower["command"][0] == "flower"
+    assert "PITSTOP_FLOWER_BASIC_AUTH" in flower["environment"]
+    assert "FLOWER_BASIC_AUTH" not in flower["environment"]  # would bypass pitstop's check
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
