@@ -169,3 +169,26 @@ def _redis_servers_in(home: Path) -> set[int]:
         if b"redis-server" in cmdline and cwd.startswith(str(home)):
             found.add(int(entry.name))
     return found
+
+
+def test_serve_in_a_fresh_project_starts_the_embedded_redis_it_publishes_to(
+        home: Path, fresh_env: dict[str, str]) -> None:
+    import httpx
+
+    from pitstop.redis_server import free_port
+    from tests.support import wait_for
+
+    port = free_port()
+    server = Proc(["serve", "--port", str(port)], fresh_env, home / "serve.log", cwd=home)
+    try:
+        def health() -> object:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(health, 60, interval=0.2, message="serve to answer") == {
+            "status": "ok", "redis": True}
+    finally:
+        server.stop()
+    assert RedisServer(home / ".state" / "redis").running_info() is not None
