@@ -37,6 +37,7 @@ from pitstop.constants import (
 from pitstop.errors import RedisUnavailable
 from pitstop.outage import RedisOutage
 from pitstop.runs import Run, RunStore
+from pitstop.streamcodec import text_of
 
 
 @dataclass(frozen=True)
@@ -220,10 +221,8 @@ class RunOutput:
                 yield None
                 continue
             for raw_id, fields in reply[0][1]:
-                last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                decoded = {(k.decode() if isinstance(k, bytes) else k):
-                           (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-                           for k, v in fields.items()}
+                last = text_of(raw_id)
+                decoded = {text_of(k): text_of(v) for k, v in fields.items()}
                 number = _int_or_none(decoded.get("n"))
                 if number is not None and expected is not None and number > expected:
                     gap = number - expected

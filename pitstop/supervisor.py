@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitstop.errors import RedisUnavailable
-from pitstop.proc import PROC_ROOT, pid_alive
+from pitstop.proc import PROC_ROOT, pid_alive, stat_fields
 from pitstop.redis_server import RedisServer, ServerInfo
 from pitstop.runoutput import RunOutput
 from pitstop.runs import Run, RunStore
@@ -35,6 +35,12 @@ def spawn_child(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen
     """A child in its own session (and process group): the terminal's Ctrl-C reaches only
     ``pitstop up``, which stops its children in order."""
     return subprocess.Popen(list(args), env=dict(env), start_new_session=True)
+
+
+def doubling_delay(failures: int, first: float, maximum: float) -> float:
+    """The pause before retry number ``failures`` (1, 2 …): ``first``, doubling, at most
+    ``maximum``."""
+    return min(maximum, first * 2.0 ** max(0, failures - 1))
 
 
 def describe_exit(code: int) -> str:
@@ -109,8 +115,7 @@ class Supervisor:
                 continue
             ran = now - child.started_at
             child.quick_exits = child.quick_exits + 1 if ran < self._stable_after else 0
-            delay = min(self._max_delay,
-                        self._first_delay * 2 ** max(0, child.quick_exits - 1))
+            delay = doubling_delay(child.quick_exits, self._first_delay, self._max_delay)
             self._say(f"{child.name} (pid {child.popen.pid}) {describe_exit(code)} after "
                       f"{ran:.0f}s; restarting it in {delay:g}s")
             child.popen = None
@@ -167,15 +172,10 @@ def child_pids(pid: int, proc_root: Path = PROC_ROOT) -> set[int]:
     if not proc_root.is_dir():
         return children
     for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            children.add(int(entry.name))
+        if entry.name.isdigit():
+            fields = stat_fields(entry.name, proc_root)
+            if fields and len(fields) > 1 and fields[1] == str(pid):
+                children.add(int(entry.name))
     return children
 
 
@@ -244,7 +244,7 @@ class EmbeddedRedisKeeper:
             info = server.start(daemonize=True)
         except RedisUnavailable as exc:
             self._failures += 1
-            delay = min(self._max_delay, self._first_delay * 2 ** (self._failures - 1))
+            delay = doubling_delay(self._failures, self._first_delay, self._max_delay)
             self._retry_at = self._clock() + delay
             self._say(f"could not restart redis ({exc}); trying again in {delay:g}s")
             return None
