@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pitstop.constants import DEFAULT_QUEUE, TASK_REAP_RUNS
-from pitstop.settings import Settings
+from pitstop.kernel.constants import DEFAULT_QUEUE, TASK_REAP_RUNS
+from pitstop.kernel.settings import Settings
 
 
 def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

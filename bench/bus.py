@@ -26,9 +26,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pitstop.bus import EVENT_FIELD, EventBus, encode_event
-from pitstop.events import make_event
-from pitstop.redis_server import RedisServer
+from pitstop.bus.eventbus import EVENT_FIELD, EventBus, encode_event
+from pitstop.bus.events import make_event
+from pitstop.connection.server import RedisServer
 
 GOAL_RATIO = 1.5
 ROUNDS = 8

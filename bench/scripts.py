@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from pitstop.cliwrapper import CLIWrapper
+from pitstop.scripts.cliwrapper import CLIWrapper
 
 GOAL_MS = 5.0
 TRIVIAL_SCRIPT = "x = 1\n"
@@ -98,7 +98,7 @@ def bench_end_to_end(n: int = 50) -> dict[str, Any]:
     from pitstop.cli.common import Context
     from pitstop.cli.follow import follow_run
     from pitstop.cli.runs import enqueue_script
-    from pitstop.redis_server import RedisServer
+    from pitstop.connection.server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-") as tmp:
         home = Path(tmp)

@@ -8,11 +8,12 @@ The public API; everything else is internal.
     result = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
 """
 
-from pitstop.bus import EventBus, Subscription
-from pitstop.cliwrapper import CLIWrapper, ExecutionResult
-from pitstop.connection import connect
-from pitstop.consumer import GroupConsumer
-from pitstop.errors import (
+from pitstop.bus.consumer import GroupConsumer
+from pitstop.bus.eventbus import EventBus, Subscription
+from pitstop.bus.events import Event, make_event
+from pitstop.bus.patterns import PatternIndex, compile_pattern, matches, normalize_type
+from pitstop.connection.connect import connect
+from pitstop.kernel.errors import (
     ConfigError,
     HopLimitExceeded,
     InterpreterNotFound,
@@ -29,12 +30,11 @@ from pitstop.errors import (
     ValidationError,
     WebhookError,
 )
-from pitstop.events import Event, make_event
-from pitstop.patterns import PatternIndex, compile_pattern, matches, normalize_type
-from pitstop.redaction import Redactor
-from pitstop.runs import Run, RunStore
-from pitstop.settings import Settings, load_settings
-from pitstop.statelog import StateLog, read_log
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.settings import Settings, load_settings
+from pitstop.kernel.statelog import StateLog, read_log
+from pitstop.runs.store import Run, RunStore
+from pitstop.scripts.cliwrapper import CLIWrapper, ExecutionResult
 
 __all__ = [
     "CLIWrapper",

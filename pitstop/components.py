@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import redis
 
-from pitstop.bus import EventBus
-from pitstop.constants import LOG_RUNS, ROUTER_GROUP
-from pitstop.consumer import GroupConsumer
-from pitstop.redaction import Redactor
-from pitstop.runs import RunStore, redis_clock
-from pitstop.settings import Settings
-from pitstop.statelog import StateLog
+from pitstop.bus.consumer import GroupConsumer
+from pitstop.bus.eventbus import EventBus
+from pitstop.kernel.constants import LOG_RUNS, ROUTER_GROUP
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.settings import Settings
+from pitstop.kernel.statelog import StateLog
+from pitstop.runs.store import RunStore, redis_clock
 
 
 def new_redactor(settings: Settings) -> Redactor:

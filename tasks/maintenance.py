@@ -10,10 +10,11 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init
 
-from pitstop import proc, runoutput
-from pitstop.constants import TASK_REAP_RUNS
-from pitstop.errors import RunNotFound
-from pitstop.runoutput import RunOutput
+from pitstop.kernel import proc
+from pitstop.kernel.constants import TASK_REAP_RUNS
+from pitstop.kernel.errors import RunNotFound
+from pitstop.runs import output as runoutput
+from pitstop.runs.output import RunOutput
 from workers import context
 
 log = logging.getLogger(__name__)

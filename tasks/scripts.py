@@ -1,4 +1,4 @@
-"""``run_script``: the Celery shell around :class:`pitstop.runner.ScriptRunner`.
+"""``run_script``: the Celery shell around :class:`pitstop.scripts.runner.ScriptRunner`.
 
 It only maps a message to a :class:`ScriptRequest`, Redis outages before the start to Celery
 retries, and outcomes to Celery results (``ScriptFailed`` is a declared, expected failure).
@@ -11,9 +11,9 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.errors import RedisUnavailable, ScriptFailed
-from pitstop.runner import ScriptRequest
+from pitstop.kernel.constants import TASK_RUN_SCRIPT
+from pitstop.kernel.errors import RedisUnavailable, ScriptFailed
+from pitstop.scripts.runner import ScriptRequest
 from workers import context
 
 TIME_LIMIT_MARGIN = 5.0

@@ -10,7 +10,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from pitstop.redis_server import RedisServer, ServerInfo
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.serverinfo import ServerInfo
 
 # Shared CI machines stall at random: judge properties, not the speed of one example.
 settings.register_profile("pitstop", deadline=None,
@@ -74,7 +75,7 @@ def pitstop_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
     """Environment for pitstop subprocesses talking to ``celery_redis``."""
-    from pitstop.sealing import generate_key
+    from pitstop.kernel.sealing import generate_key
     from tests.support import FIXTURE_SCRIPTS, ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pitstop.proc import pid_alive  # noqa: F401 - re-exported for tests
+from pitstop.kernel.proc import pid_alive  # noqa: F401 - re-exported for tests
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,13 +14,22 @@ from urllib.parse import parse_qs, urlsplit
 from celery import Celery
 from kombu.entity import Queue
 
-from pitstop.connection import resolve_redis_url
-from pitstop.constants import DEFAULT_QUEUE, SCRIPT_QUEUES, TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError, ValidationError
-from pitstop.settings import Settings, load_settings
+from pitstop.connection.connect import resolve_redis_url
+from pitstop.kernel.constants import DEFAULT_QUEUE, SCRIPT_QUEUES, TASK_RUN_SCRIPT
+from pitstop.kernel.errors import ConfigError, ValidationError
+from pitstop.kernel.settings import Settings, load_settings
 from workers.transport import install as install_redis_transport
 
-TASK_MODULES = ["tasks.scripts", "tasks.maintenance"]
+TASK_MODULES = [
+    "tasks.scripts",
+    "tasks.maintenance",
+    # workstreams
+    # triggers
+    # triage
+    # patches
+    # alerts
+    # deploy
+]
 
 # Before any broker connection exists: losing Redis must not kill the worker (see the module).
 install_redis_transport()

@@ -21,7 +21,7 @@ import redis
 from celery.beat import Scheduler
 from redis.commands.core import AsyncScript, Script
 
-from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
+from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
 DEFAULT_LOCK_TTL = 30
 

@@ -13,14 +13,14 @@ from functools import lru_cache
 import redis
 
 from pitstop import components
-from pitstop.bus import EventBus
-from pitstop.connection import connect
-from pitstop.constants import LOG_CLI_EXECUTIONS
-from pitstop.redaction import Redactor
-from pitstop.runner import ScriptRunner
-from pitstop.runoutput import RunOutput
-from pitstop.runs import RunStore
-from pitstop.settings import Settings, load_settings
+from pitstop.bus.eventbus import EventBus
+from pitstop.connection.connect import connect
+from pitstop.kernel.constants import LOG_CLI_EXECUTIONS
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.settings import Settings, load_settings
+from pitstop.runs.output import RunOutput
+from pitstop.runs.store import RunStore
+from pitstop.scripts.runner import ScriptRunner
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -14,7 +15,7 @@ from pitstop.cli.doctor import doctor, log_command
 from pitstop.cli.events import emit, events, watch
 from pitstop.cli.processes import beat, flower, keygen, redis_group, serve, up, worker
 from pitstop.cli.runs import cancel, run, runs, show
-from pitstop.errors import PitstopError
+from pitstop.kernel.errors import PitstopError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 
@@ -36,6 +37,19 @@ def cli(ctx: click.Context) -> None:
 for command in (up, worker, beat, flower, serve, redis_group, emit, watch, events, run, runs, show,
                 cancel, doctor, log_command, keygen):
     cli.add_command(command)
+
+# Each component's commands live in its own module exporting ``COMMANDS`` (a list of click commands).
+COMPONENT_CLI_MODULES: list[str] = [
+    # workstreams
+    # triggers
+    # triage
+    # patches
+    # alerts
+    # deploy
+]
+for _module in COMPONENT_CLI_MODULES:
+    for command in importlib.import_module(_module).COMMANDS:
+        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> Any:

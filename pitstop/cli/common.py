@@ -11,14 +11,14 @@ import click
 import redis
 
 from pitstop import components
-from pitstop.bus import EventBus
-from pitstop.connection import connect, embedded_server, resolve_redis_url
-from pitstop.errors import RedisUnavailable
-from pitstop.redaction import Redactor
-from pitstop.redis_server import ServerInfo
-from pitstop.runs import RunStore
-from pitstop.settings import Settings, load_settings
-from pitstop.statelog import StateLog
+from pitstop.bus.eventbus import EventBus
+from pitstop.connection.connect import connect, embedded_server, resolve_redis_url
+from pitstop.kernel.errors import RedisUnavailable
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.serverinfo import ServerInfo
+from pitstop.kernel.settings import Settings, load_settings
+from pitstop.kernel.statelog import StateLog
+from pitstop.runs.store import RunStore
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -15,12 +15,12 @@ import click
 import redis
 
 from pitstop.cli.common import Context, pass_context
-from pitstop.connection import describe_url, resolve_redis_url
-from pitstop.constants import BEAT_HEARTBEAT_KEY
-from pitstop.errors import PitstopError, ValidationError
-from pitstop.settings import SETTINGS_FILE
-from pitstop.statelog import list_logs, read_log
-from pitstop.timeparse import parse_since
+from pitstop.connection.connect import describe_url, resolve_redis_url
+from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY
+from pitstop.kernel.errors import PitstopError, ValidationError
+from pitstop.kernel.settings import SETTINGS_FILE
+from pitstop.kernel.statelog import list_logs, read_log
+from pitstop.kernel.timeparse import parse_since
 
 BEAT_STALE_SECONDS = 90
 

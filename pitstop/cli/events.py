@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from pitstop.bus.events import Event, check_depth
+from pitstop.bus.patterns import compile_pattern
 from pitstop.cli.common import Context, pass_context, print_json
-from pitstop.errors import ValidationError
-from pitstop.events import Event, check_depth
-from pitstop.patterns import compile_pattern
+from pitstop.kernel.errors import ValidationError
 
 
 def parse_data(data_json: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from typing import TypeVar
 import click
 
 from pitstop.cli.common import Context
-from pitstop.outage import RedisOutage
-from pitstop.runoutput import OutputEnd, OutputLine, RunOutput, reap_lost_runs
-from pitstop.runs import Run, RunStore
+from pitstop.connection.outage import RedisOutage
+from pitstop.runs.output import OutputEnd, OutputLine, RunOutput, reap_lost_runs
+from pitstop.runs.store import Run, RunStore
 
 EXIT_LOST = 75
 """Exit code when the worker running the script died (EX_TEMPFAIL: try again)."""

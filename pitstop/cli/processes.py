@@ -15,18 +15,18 @@ import click
 import redis
 
 from pitstop.cli.common import Context, pass_context
-from pitstop.connection import connect, describe_url, embedded_server, resolve_redis_url
-from pitstop.errors import ConfigError, PitstopError, RedisUnavailable, ValidationError
-from pitstop.proc import pid_alive
-from pitstop.redis_server import wait_until
-from pitstop.runoutput import RunOutput
-from pitstop.settings import Settings, basic_auth_problem
-from pitstop.supervisor import (
+from pitstop.connection.connect import connect, describe_url, embedded_server, resolve_redis_url
+from pitstop.connection.server import wait_until
+from pitstop.fleet.supervisor import (
     EmbeddedRedisKeeper,
     Supervisor,
     child_pids,
     mark_runs_lost,
 )
+from pitstop.kernel.errors import ConfigError, PitstopError, RedisUnavailable, ValidationError
+from pitstop.kernel.proc import pid_alive
+from pitstop.kernel.settings import Settings, basic_auth_problem
+from pitstop.runs.output import RunOutput
 
 STOP_TIMEOUT = 15.0
 """Seconds ``pitstop up`` lets the worker finish running scripts after Ctrl-C (--stop-timeout)."""
@@ -318,8 +318,8 @@ def flower(ctx: Context, host: str, port: int | None) -> None:
 @pass_context
 def serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve GitHub webhooks (POST /webhooks/github) and POST /events for any CI."""
-    from pitstop import server as http
-    from pitstop.constants import LOG_WEBHOOKS
+    from pitstop.kernel.constants import LOG_WEBHOOKS
+    from pitstop.server import app as http
 
     settings = ctx.settings.server
     ensure_port_free(host or settings.host, port or settings.port,
@@ -342,7 +342,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
 @click.command()
 def keygen() -> None:
     """Print a new PITSTOP_SECRET_KEY (share it between CI and workers, like a password)."""
-    from pitstop.sealing import generate_key
+    from pitstop.kernel.sealing import generate_key
 
     click.echo(generate_key())
 

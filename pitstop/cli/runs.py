@@ -14,10 +14,10 @@ from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.cli.follow import cancel_requests, exit_code_for, follow_run
-from pitstop.dispatch import ScriptDispatcher
-from pitstop.errors import NothingToCancel, PitstopError, RunNotFound, ValidationError
-from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
-from pitstop.runs import RUN_STATUSES, Run, RunStore
+from pitstop.kernel.errors import NothingToCancel, PitstopError, RunNotFound, ValidationError
+from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
+from pitstop.runs.store import RUN_STATUSES, Run, RunStore
+from pitstop.scripts.dispatch import ScriptDispatcher
 
 MIN_ID_PART = 4
 """Shortest run id prefix or suffix ``show``/``cancel`` accept."""

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
-from pitstop.settings import load_settings
+from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
+from pitstop.kernel.settings import load_settings
 from workers.app import create_app
 from workers.beat import LockedScheduler
 
@@ -52,7 +52,7 @@ def test_closing_releases_our_own_lock_at_once(
 def test_an_unreachable_redis_is_reported_as_such_not_as_another_beat(
         pitstop_env: dict[str, str], pitstop_home: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    from pitstop.redis_server import free_port
+    from pitstop.connection.server import free_port
 
     settings = load_settings(pitstop_home / "config", environ=pitstop_env)
     app = create_app(settings, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there

@@ -10,7 +10,8 @@ import redis
 from kombu import Connection, Consumer, Exchange, Queue
 from kombu.message import Message
 
-from pitstop.redis_server import RedisServer, ServerInfo
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.serverinfo import ServerInfo
 from workers.transport import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

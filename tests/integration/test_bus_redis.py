@@ -13,12 +13,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pitstop.bus import EVENT_FIELD, EventBus
-from pitstop.constants import EVENT_STREAM
-from pitstop.consumer import GroupConsumer
-from pitstop.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, RedisUnavailable
-from pitstop.events import Event
-from pitstop.redis_server import RedisServer, ServerInfo
+from pitstop.bus.consumer import GroupConsumer
+from pitstop.bus.eventbus import EVENT_FIELD, EventBus
+from pitstop.bus.events import Event
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.constants import EVENT_STREAM
+from pitstop.kernel.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, RedisUnavailable
+from pitstop.kernel.serverinfo import ServerInfo
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from pitstop.bus import EventBus
-from pitstop.cliwrapper import EXIT_CANCELLED, CLIWrapper, ExecutionResult
-from pitstop.constants import LOG_CLI_EXECUTIONS, LOG_RUNS
-from pitstop.redaction import Redactor
-from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
-from pitstop.runs import RunStore
-from pitstop.statelog import StateLog
+from pitstop.bus.eventbus import EventBus
+from pitstop.kernel.constants import LOG_CLI_EXECUTIONS, LOG_RUNS
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.statelog import StateLog
+from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
+from pitstop.runs.store import RunStore
+from pitstop.scripts.cliwrapper import EXIT_CANCELLED, CLIWrapper, ExecutionResult
 from tests.support import FIXTURE_SCRIPTS
 
 pytestmark = pytest.mark.integration

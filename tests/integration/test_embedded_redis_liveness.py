@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.errors import RedisUnavailable
-from pitstop.redis_server import RedisServer
-from pitstop.supervisor import EmbeddedRedisKeeper
+from pitstop.connection.server import RedisServer
+from pitstop.fleet.supervisor import EmbeddedRedisKeeper
+from pitstop.kernel.errors import RedisUnavailable
 from tests.support import pid_alive, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -19,10 +19,11 @@ from typing import IO
 import pytest
 import redis
 
-from pitstop.constants import RUN_OUTPUT_PREFIX
-from pitstop.redis_server import RedisServer, ServerInfo
-from pitstop.runoutput import OutputWriter, RunOutput, reap_lost_runs
-from pitstop.runs import RunStore, redis_clock
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.constants import RUN_OUTPUT_PREFIX
+from pitstop.kernel.serverinfo import ServerInfo
+from pitstop.runs.output import OutputWriter, RunOutput, reap_lost_runs
+from pitstop.runs.store import RunStore, redis_clock
 from tests.support import gate, pitstop_cmd, run_cli, running, wait_for, write_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

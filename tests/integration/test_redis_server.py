@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.redis_server import RedisServer
+from pitstop.connection.server import RedisServer
 from tests.support import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 STARTER = """
 import sys
 from pathlib import Path
-from pitstop.redis_server import RedisServer
+from pitstop.connection.server import RedisServer
 print(RedisServer(Path(sys.argv[1])).start(daemonize=True).pid)
 """
 

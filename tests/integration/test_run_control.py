@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.runs import RunStore
+from pitstop.runs.store import RunStore
 from tests.support import Proc, pid_alive, pitstop_cmd, run_cli, wait_for, write_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

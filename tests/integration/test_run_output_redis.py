@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.constants import RUN_OUTPUT_MAXLEN, RUN_OUTPUT_PREFIX
-from pitstop.runoutput import OutputEnd, OutputLine, OutputWriter, RunOutput, dropped_note
+from pitstop.kernel.constants import RUN_OUTPUT_MAXLEN, RUN_OUTPUT_PREFIX
+from pitstop.runs.output import OutputEnd, OutputLine, OutputWriter, RunOutput, dropped_note
 from tests.support import Proc, run_cli, wait_for, write_script
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.runs import RunStore
-from pitstop.statelog import read_log
+from pitstop.kernel.statelog import read_log
+from pitstop.runs.store import RunStore
 from tests.support import run_cli, running, task_outcome, wait_for, write_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.constants import EVENT_STREAM
-from pitstop.runs import RunStore
+from pitstop.kernel.constants import EVENT_STREAM
+from pitstop.runs.store import RunStore
 from tests.support import (
     FIXTURE_SCRIPTS,
     Proc,
@@ -263,7 +263,7 @@ def test_secret_env_without_a_shared_key_is_refused(pitstop_env: dict[str, str],
 
 def test_a_worker_with_another_key_fails_the_run_clearly(
         pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
-    from pitstop.sealing import generate_key
+    from pitstop.kernel.sealing import generate_key
 
     queue = f"wrongkey-{uuid.uuid4().hex[:8]}"
     path = write_script(pitstop_home, "needs_token2.py", "print('ran')\n")

@@ -10,11 +10,11 @@ import pytest
 import redis
 from celery import Celery
 
-from pitstop.constants import TASK_RUN_SCRIPT
-from pitstop.dispatch import ScriptDispatcher
-from pitstop.redaction import Redactor
-from pitstop.runs import Run, RunStore
-from pitstop.settings import load_settings
+from pitstop.kernel.constants import TASK_RUN_SCRIPT
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.settings import load_settings
+from pitstop.runs.store import Run, RunStore
+from pitstop.scripts.dispatch import ScriptDispatcher
 from tests.support import Proc, run_cli, wait_for, write_script
 from workers.app import create_app
 

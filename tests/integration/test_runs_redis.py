@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from pitstop.constants import RUN_KEY_PREFIX
-from pitstop.runs import TERMINAL_STATUSES, RunStore, redis_clock
-from pitstop.statelog import StateLog, read_log
+from pitstop.kernel.constants import RUN_KEY_PREFIX
+from pitstop.kernel.statelog import StateLog, read_log
+from pitstop.runs.store import TERMINAL_STATUSES, RunStore, redis_clock
 
 pytestmark = pytest.mark.integration
 

@@ -21,13 +21,13 @@ from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from pitstop.bus import EventBus
-from pitstop.constants import LOG_WEBHOOKS, WEBHOOK_BODY_PREFIX, WEBHOOK_DELIVERY_PREFIX
-from pitstop.errors import RedisUnavailable
-from pitstop.events import Event
-from pitstop.redis_server import free_port
-from pitstop.server import create_app
-from pitstop.statelog import StateLog
+from pitstop.bus.eventbus import EventBus
+from pitstop.bus.events import Event
+from pitstop.connection.server import free_port
+from pitstop.kernel.constants import LOG_WEBHOOKS, WEBHOOK_BODY_PREFIX, WEBHOOK_DELIVERY_PREFIX
+from pitstop.kernel.errors import RedisUnavailable
+from pitstop.kernel.statelog import StateLog
+from pitstop.server.app import create_app
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -228,7 +228,7 @@ def test_redelivery_is_acknowledged_once(http: TestClient, bus: EventBus,
 
 def test_delivery_ttl_is_configurable(make_client: Callable[..., TestClient],
                                       redis_client: redis.Redis) -> None:
-    from pitstop.server import PENDING_TTL_SECONDS
+    from pitstop.server.app import PENDING_TTL_SECONDS
 
     http = make_client(delivery_ttl_seconds=3600)
     reply = http.post("/webhooks/github", content=BODY,
@@ -510,8 +510,8 @@ def test_through_real_uvicorn(live_url: str, bus: EventBus, tmp_path: Path) -> N
 
 def test_a_delivery_left_pending_by_a_crash_is_not_acknowledged_as_duplicate(
         http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
-    from pitstop.constants import WEBHOOK_DELIVERY_PREFIX
-    from pitstop.server import PENDING_TTL_SECONDS
+    from pitstop.kernel.constants import WEBHOOK_DELIVERY_PREFIX
+    from pitstop.server.app import PENDING_TTL_SECONDS
 
     delivery = str(uuid.uuid4())
     # A previous process claimed the delivery and died before publishing.
@@ -531,7 +531,7 @@ def test_a_delivery_left_pending_by_a_crash_is_not_acknowledged_as_duplicate(
 
 def test_events_endpoint_redacts_secret_data(make_client: Callable[..., TestClient],
                                              bus: EventBus) -> None:
-    from pitstop.redaction import Redactor
+    from pitstop.kernel.redaction import Redactor
 
     http = make_client(redactor=Redactor(secrets=["canary-value-123"]))
     reply = http.post("/events", headers=bearer(), json={
@@ -547,7 +547,7 @@ def test_an_idempotency_key_still_pending_is_409_and_publishes_nothing(
         http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
     import hashlib
 
-    from pitstop.server import _idempotency_redis_key
+    from pitstop.server.app import _idempotency_redis_key
 
     request = {"type": "build.done", "data": {}}
     fingerprint = hashlib.sha256(
@@ -645,7 +645,7 @@ def test_a_signed_body_replayed_under_a_new_delivery_id_publishes_nothing(
 
 def test_a_body_still_being_processed_under_another_delivery_is_409(
         http: TestClient, bus: EventBus, redis_client: redis.Redis) -> None:
-    from pitstop.server import PENDING_TTL_SECONDS
+    from pitstop.server.app import PENDING_TTL_SECONDS
 
     body_key = WEBHOOK_BODY_PREFIX + hashlib.sha256(BODY).hexdigest()
     redis_client.set(body_key, json.dumps({"state": "pending", "delivery_id": "d-first"}),
@@ -706,7 +706,7 @@ def test_a_push_without_a_ref_is_400(http: TestClient, bus: EventBus) -> None:
 
 def test_webhook_data_is_redacted_like_any_other_event(make_client: Callable[..., TestClient],
                                                        bus: EventBus) -> None:
-    from pitstop.redaction import Redactor
+    from pitstop.kernel.redaction import Redactor
 
     http = make_client(redactor=Redactor(secrets=["canary-value-456"]))
     body = json.dumps({"ref": "refs/heads/main", "commits": [],

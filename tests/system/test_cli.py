@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.redis_server import ServerInfo
-from pitstop.runs import RunStore
+from pitstop.kernel.serverinfo import ServerInfo
+from pitstop.runs.store import RunStore
 from tests.support import ROOT, Proc, pid_alive, pitstop_cmd, run_cli, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
@@ -157,9 +157,9 @@ def test_log_command_reads_state_logs(fresh_home: tuple[Path, dict[str, str]]) -
     state = home / ".state"
     state.mkdir()
     (state / "runs.jsonl").write_text(
-        '{"schema": "pitstop.runs/1", "ts": "2026-01-01T00:00:00Z", "op": "create"}\n'
-        '{"schema": "pitstop.runs/1", "ts": "2026-01-02T00:00:00Z", "op": "update"}\n'
-        '{"schema": "pitstop.runs/1", "ts": "2026-01-0'  # torn last line from a crash
+        '{"schema": "pitstop.runs.store/1", "ts": "2026-01-01T00:00:00Z", "op": "create"}\n'
+        '{"schema": "pitstop.runs.store/1", "ts": "2026-01-02T00:00:00Z", "op": "update"}\n'
+        '{"schema": "pitstop.runs.store/1", "ts": "2026-01-0'  # torn last line from a crash
     )
     done = run_cli(["log", "runs", "--grep", "update"], env, cwd=home)
     assert done.returncode == 0, done.stderr

@@ -18,7 +18,7 @@ import pytest
 import redis
 import yaml
 
-from pitstop.redis_server import find_redis_server, free_port
+from pitstop.connection.server import find_redis_server, free_port
 from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.redis_server import RedisServer
+from pitstop.connection.server import RedisServer
 from tests.support import ROOT, Proc, pid_alive, run_cli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -175,7 +175,7 @@ def test_serve_in_a_fresh_project_starts_the_embedded_redis_it_publishes_to(
         home: Path, fresh_env: dict[str, str]) -> None:
     import httpx
 
-    from pitstop.redis_server import free_port
+    from pitstop.connection.server import free_port
     from tests.support import wait_for
 
     port = free_port()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.proc import pid_alive
-from pitstop.redis_server import SERVER_INFO_FILE, RedisServer
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.proc import pid_alive
+from pitstop.kernel.serverinfo import SERVER_INFO_FILE
 from tests.support import ROOT, run_cli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]

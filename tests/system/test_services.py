@@ -8,8 +8,8 @@ import httpx
 import pytest
 import redis
 
-from pitstop.constants import BEAT_LOCK_KEY
-from pitstop.redis_server import free_port
+from pitstop.connection.server import free_port
+from pitstop.kernel.constants import BEAT_LOCK_KEY
 from tests.support import Proc, run_cli, running, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]

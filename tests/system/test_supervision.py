@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.constants import RUN_OUTPUT_PREFIX
-from pitstop.redis_server import RedisServer
-from pitstop.runs import RunStore
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.constants import RUN_OUTPUT_PREFIX
+from pitstop.runs.store import RunStore
 from tests.support import FIXTURE_SCRIPTS, ROOT, Proc, gate, pid_alive, run_cli, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]

@@ -15,15 +15,17 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pitstop.bus import (
+from pitstop.bus.eventbus import (
     EVENT_FIELD,
     EventBus,
     encode_event,
     pack_commands,
     stream_id_at,
 )
-from pitstop.constants import DEAD_LETTER_STREAM, EVENT_CHANNEL_PREFIX, EVENT_STREAM
-from pitstop.errors import (
+from pitstop.bus.events import Event, make_event
+from pitstop.connection.server import free_port
+from pitstop.kernel.constants import DEAD_LETTER_STREAM, EVENT_CHANNEL_PREFIX, EVENT_STREAM
+from pitstop.kernel.errors import (
     HopLimitExceeded,
     InvalidEventType,
     InvalidPattern,
@@ -31,9 +33,7 @@ from pitstop.errors import (
     RedisUnavailable,
     ValidationError,
 )
-from pitstop.events import Event, make_event
-from pitstop.redis_server import free_port
-from pitstop.timeparse import parse_since
+from pitstop.kernel.timeparse import parse_since
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 

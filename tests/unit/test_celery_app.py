@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.constants import DEFAULT_QUEUE, TASK_REAP_RUNS, TASK_RUN_SCRIPT
-from pitstop.errors import ConfigError, ValidationError
-from pitstop.settings import Settings, load_settings
+from pitstop.kernel.constants import DEFAULT_QUEUE, TASK_REAP_RUNS, TASK_RUN_SCRIPT
+from pitstop.kernel.errors import ConfigError, ValidationError
+from pitstop.kernel.settings import Settings, load_settings
 from workers.app import (
     check_visibility_timeout,
     create_app,

@@ -11,9 +11,9 @@ import redis
 
 from pitstop.cli.common import Context
 from pitstop.cli.follow import exit_code_for, follow_run
-from pitstop.errors import RedisUnavailable
-from pitstop.runoutput import OutputWriter, RunOutput
-from pitstop.runs import RunStore
+from pitstop.kernel.errors import RedisUnavailable
+from pitstop.runs.output import OutputWriter, RunOutput
+from pitstop.runs.store import RunStore
 
 
 class StallingRedis(fakeredis.FakeRedis):

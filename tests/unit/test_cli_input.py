@@ -6,7 +6,7 @@ import pytest
 
 from pitstop.cli.events import parse_data
 from pitstop.cli.runs import parse_env
-from pitstop.errors import ValidationError
+from pitstop.kernel.errors import ValidationError
 
 
 @pytest.mark.parametrize("pair", ["DEPLOY-TOKEN=ghp_s3cretvalue", "BAD NAME=ghp_s3cretvalue",

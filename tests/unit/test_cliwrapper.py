@@ -23,26 +23,26 @@ from typing import Any
 import fakeredis
 import pytest
 
-from pitstop.bus import EventBus
-from pitstop.cliwrapper import (
-    DEFAULT_ENV_ALLOWLIST,
-    EXIT_CANCELLED,
-    EXIT_TIMEOUT,
-    CLIWrapper,
-    ExecutionResult,
-)
-from pitstop.errors import (
+from pitstop.bus.eventbus import EventBus
+from pitstop.kernel.errors import (
     InterpreterNotFound,
     PathNotAllowed,
     RedisUnavailable,
     ScriptError,
     ValidationError,
 )
-from pitstop.outputreader import CHUNK, split_piece
-from pitstop.proc import supervisor_token
-from pitstop.redaction import REDACTED, Redactor
-from pitstop.runs import RunStore
-from pitstop.statelog import StateLog
+from pitstop.kernel.proc import supervisor_token
+from pitstop.kernel.redaction import REDACTED, Redactor
+from pitstop.kernel.statelog import StateLog
+from pitstop.runs.store import RunStore
+from pitstop.scripts.cliwrapper import (
+    DEFAULT_ENV_ALLOWLIST,
+    EXIT_CANCELLED,
+    EXIT_TIMEOUT,
+    CLIWrapper,
+    ExecutionResult,
+)
+from pitstop.scripts.outputreader import CHUNK, split_piece
 from tests.support import FIXTURE_SCRIPTS, gate, pid_alive, wait_for
 
 FIXTURES = FIXTURE_SCRIPTS
@@ -570,7 +570,7 @@ def test_a_failing_sink_does_not_block_the_script(caplog: pytest.LogCaptureFixtu
     def sink(_stream: str, _line: str) -> None:
         raise RuntimeError("sink down")
 
-    with caplog.at_level(logging.ERROR, logger="pitstop.cliwrapper"):
+    with caplog.at_level(logging.ERROR, logger="pitstop.scripts.cliwrapper"):
         result = wrapper(output_sink=sink).wrap(FIXTURES / "big_output.py", ["3000"], timeout=30)
     assert result.succeeded
     assert result.stdout_tail.endswith("last stdout line\n")
@@ -648,7 +648,7 @@ def test_raising_cancel_check_and_heartbeat_do_not_stop_the_script(
     def boom() -> bool:
         raise RuntimeError("redis blip")
 
-    with caplog.at_level(logging.ERROR, logger="pitstop.cliwrapper"):
+    with caplog.at_level(logging.ERROR, logger="pitstop.scripts.cliwrapper"):
         result = wrapper(cancel_check=boom, heartbeat=boom, heartbeat_interval=0.05).wrap(
             FIXTURES / "sleep.py", ["0.4"])
     assert result.succeeded
@@ -853,7 +853,7 @@ def test_bus_down_before_running_raises_and_marks_the_run(tmp_path: Path) -> Non
 def test_bus_down_after_running_still_returns_the_result(
         caplog: pytest.LogCaptureFixture) -> None:
     bus, runs = RecordingBus(fail_after=1), RecordingRuns()
-    with caplog.at_level(logging.ERROR, logger="pitstop.cliwrapper"):
+    with caplog.at_level(logging.ERROR, logger="pitstop.scripts.cliwrapper"):
         result = wrapper(bus=bus, runs=runs).wrap(
             FIXTURES / "exit_code.py", ["0"])
     assert result.succeeded
@@ -1031,7 +1031,7 @@ def test_recording_the_result_gives_up_after_its_patience(
         caplog: pytest.LogCaptureFixture) -> None:
     runs = FlakyRuns(failures=1_000_000)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="pitstop.cliwrapper"):
+    with caplog.at_level(logging.WARNING, logger="pitstop.scripts.cliwrapper"):
         result = wrapper(runs=runs, record_patience=0.5).wrap(
             FIXTURES / "exit_code.py", ["0"], run_id="r-2")
     assert result.succeeded  # the result is still returned

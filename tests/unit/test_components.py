@@ -7,7 +7,7 @@ from pathlib import Path
 import fakeredis
 
 from pitstop import components
-from pitstop.settings import load_settings
+from pitstop.kernel.settings import load_settings
 
 
 def test_bus_consumers_default_to_the_configured_delivery_limits(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from pitstop.constants import EXPIRES_SLACK_SECONDS, TASK_RUN_SCRIPT
-from pitstop.dispatch import ScriptDispatcher, seal_binding
-from pitstop.errors import ConfigError, ScriptError, ValidationError
-from pitstop.redaction import Redactor
-from pitstop.runs import RunStore
-from pitstop.sealing import Sealer, generate_key
-from pitstop.settings import load_settings
+from pitstop.kernel.constants import EXPIRES_SLACK_SECONDS, TASK_RUN_SCRIPT
+from pitstop.kernel.errors import ConfigError, ScriptError, ValidationError
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.sealing import Sealer, generate_key
+from pitstop.kernel.settings import load_settings
+from pitstop.runs.store import RunStore
+from pitstop.scripts.dispatch import ScriptDispatcher, seal_binding
 
 
 class RecordingSend:

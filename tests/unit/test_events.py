@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pitstop.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, ValidationError
-from pitstop.events import Event, make_event, new_id
+from pitstop.bus.events import Event, make_event
+from pitstop.kernel.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, ValidationError
+from pitstop.kernel.ids import new_id
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, 123000, tzinfo=UTC)
 

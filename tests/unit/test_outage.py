@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from pitstop.errors import RedisUnavailable
-from pitstop.outage import RedisOutage, is_transient
+from pitstop.connection.outage import RedisOutage, is_transient
+from pitstop.kernel.errors import RedisUnavailable
 
 
 class FakeTime:

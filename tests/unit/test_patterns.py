@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pitstop.errors import InvalidEventType, InvalidPattern
-from pitstop.patterns import PatternIndex, compile_pattern, matches, normalize_type
+from pitstop.bus.patterns import PatternIndex, compile_pattern, matches, normalize_type
+from pitstop.kernel.errors import InvalidEventType, InvalidPattern
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.proc import (
+from pitstop.kernel.proc import (
     RUN_ID_ENV,
     SUPERVISOR_ENV,
     find_orphans,
@@ -116,7 +116,7 @@ def test_real_orphan_found_after_its_supervisor_dies(tmp_path: Path) -> None:
     pid_file = tmp_path / "child"
     supervisor = subprocess.Popen([sys.executable, "-c", f"""
 import os, subprocess, sys
-from pitstop.proc import supervisor_token
+from pitstop.kernel.proc import supervisor_token
 env = dict(os.environ, {SUPERVISOR_ENV}=supervisor_token(), {RUN_ID_ENV}="run-real")
 child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], env=env,
                          start_new_session=True)
@@ -148,7 +148,7 @@ def test_supervisor_token_names_this_process() -> None:
 
 @linux_only
 def test_group_alive_until_its_last_member_is_gone_or_a_zombie() -> None:
-    from pitstop.proc import group_alive
+    from pitstop.kernel.proc import group_alive
 
     leader = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"],
                               start_new_session=True)
@@ -163,7 +163,7 @@ def test_group_alive_until_its_last_member_is_gone_or_a_zombie() -> None:
 
 
 def test_stat_fields_survive_a_command_name_with_parentheses(proc_root: Path) -> None:
-    from pitstop.proc import stat_fields
+    from pitstop.kernel.proc import stat_fields
 
     fake_process(proc_root, 40, start=77, comm="a) b (c")
     fields = stat_fields(40, proc_root)

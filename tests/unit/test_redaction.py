@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pitstop.redaction import (
+from pitstop.kernel.redaction import (
     DEFAULT_SECRET_NAME_PATTERNS,
     REDACTED,
     Redactor,

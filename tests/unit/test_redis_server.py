@@ -21,8 +21,8 @@ sysconfig.get_config_vars()
 sys.platform = "win32"
 sys.modules["fcntl"] = None  # import fcntl -> ImportError, as on Windows
 import pitstop.cli
-from pitstop.errors import RedisUnavailable
-from pitstop.redis_server import RedisServer
+from pitstop.kernel.errors import RedisUnavailable
+from pitstop.connection.server import RedisServer
 try:
     RedisServer(pathlib.Path(tempfile.mkdtemp())).start()
 except RedisUnavailable as exc:

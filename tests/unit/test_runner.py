@@ -8,15 +8,15 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from pitstop.bus import EventBus
-from pitstop.errors import ConfigError, ScriptFailed
-from pitstop.redaction import Redactor
-from pitstop.runner import ScriptRequest, ScriptRunner, Skip
-from pitstop.runoutput import OutputEnd, OutputLine, RunOutput
-from pitstop.runs import RunStore
-from pitstop.sealing import Sealer, generate_key
-from pitstop.settings import load_settings
-from pitstop.statelog import StateLog
+from pitstop.bus.eventbus import EventBus
+from pitstop.kernel.errors import ConfigError, ScriptFailed
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.sealing import Sealer, generate_key
+from pitstop.kernel.settings import load_settings
+from pitstop.kernel.statelog import StateLog
+from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
+from pitstop.runs.store import RunStore
+from pitstop.scripts.runner import ScriptRequest, ScriptRunner, Skip
 from tests.support import FIXTURE_SCRIPTS
 
 pytestmark = pytest.mark.timeout(30)

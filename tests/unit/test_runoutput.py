@@ -11,9 +11,9 @@ import fakeredis
 import pytest
 import redis
 
-from pitstop.constants import RUN_OUTPUT_PREFIX
-from pitstop.errors import RedisUnavailable
-from pitstop.runoutput import (
+from pitstop.kernel.constants import RUN_OUTPUT_PREFIX
+from pitstop.kernel.errors import RedisUnavailable
+from pitstop.runs.output import (
     OutputEnd,
     OutputLine,
     RunOutput,
@@ -21,7 +21,7 @@ from pitstop.runoutput import (
     pack_lines,
     reap_lost_runs,
 )
-from pitstop.runs import RunStore
+from pitstop.runs.store import RunStore
 from tests.support import FakeClock, wait_for
 
 
@@ -79,7 +79,7 @@ def test_reaping_marks_lost_asks_to_cancel_and_ends_the_output() -> None:
 
 
 def test_writer_sends_every_line_in_order_then_the_end() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     output = RunOutput(fakeredis.FakeRedis())
     writer = OutputWriter(output, "r1", max_batch=7)
@@ -95,7 +95,7 @@ def test_writer_sends_every_line_in_order_then_the_end() -> None:
 def test_writer_batches_what_piles_up_while_a_write_is_in_flight() -> None:
     import threading
 
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     class SlowOutput(RunOutput):
         def __init__(self) -> None:
@@ -236,7 +236,7 @@ def test_the_output_ends_once_whoever_closes_it_first() -> None:
 
 
 def test_a_chatty_writer_packs_lines_and_splits_lines_holding_newlines() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     client = fakeredis.FakeRedis()
     output = RunOutput(client)
@@ -275,7 +275,7 @@ class FlakyOutput(RunOutput):
 
 
 def test_lines_the_writer_could_not_send_are_reported_not_skipped() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     output = FlakyOutput(fail={2})
     writer = OutputWriter(output, "r1")  # no patience: a failed write is given up at once
@@ -295,7 +295,7 @@ def test_lines_the_writer_could_not_send_are_reported_not_skipped() -> None:
 
 
 def test_the_writer_holds_its_lines_through_a_short_outage() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     output = FlakyOutput(fail={2, 3, 4}, fail_close=2)
     writer = OutputWriter(output, "r1", patience=30)
@@ -311,7 +311,7 @@ def test_the_writer_holds_its_lines_through_a_short_outage() -> None:
 
 def test_the_writer_never_raises_when_it_cannot_end_the_output(
         caplog: pytest.LogCaptureFixture) -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     writer = OutputWriter(FlakyOutput(set(), fail_close=1000), "r1", patience=0.3)
     started = time.monotonic()
@@ -321,7 +321,7 @@ def test_the_writer_never_raises_when_it_cannot_end_the_output(
 
 
 def test_past_half_its_entry_budget_the_writer_lingers_to_pack_lines() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     class Recording(RunOutput):
         def __init__(self) -> None:
@@ -362,7 +362,7 @@ class FlakyRedis(fakeredis.FakeRedis):
 
 
 def test_follow_rides_out_an_outage_from_the_last_entry_read() -> None:
-    from pitstop.outage import RedisOutage
+    from pitstop.connection.outage import RedisOutage
 
     client = FlakyRedis()
     output = RunOutput(client)
@@ -395,7 +395,7 @@ def test_follow_without_patience_fails_at_the_first_lost_read() -> None:
 
 
 def test_a_rerun_numbers_its_lines_on_where_the_first_attempt_stopped() -> None:
-    from pitstop.runoutput import OutputWriter
+    from pitstop.runs.output import OutputWriter
 
     output = RunOutput(fakeredis.FakeRedis())
     assert output.next_line("r1") == 1

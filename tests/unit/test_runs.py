@@ -14,11 +14,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pitstop.constants import RUN_INDEX, RUN_KEY_PREFIX
-from pitstop.errors import RedisUnavailable, RunNotFound
-from pitstop.redaction import Redactor
-from pitstop.runs import RUN_STATUSES, TERMINAL_STATUSES, Run, RunStore, redis_clock
-from pitstop.statelog import StateLog, read_log
+from pitstop.kernel.constants import RUN_INDEX, RUN_KEY_PREFIX
+from pitstop.kernel.errors import RedisUnavailable, RunNotFound
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.statelog import StateLog, read_log
+from pitstop.runs.store import RUN_STATUSES, TERMINAL_STATUSES, Run, RunStore, redis_clock
 from tests.support import FakeClock
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.errors import ConfigError, ScriptError
-from pitstop.sealing import KEY_FILE, Sealer, generate_key, key_file_sealer
-from pitstop.settings import load_settings
+from pitstop.kernel.errors import ConfigError, ScriptError
+from pitstop.kernel.sealing import KEY_FILE, Sealer, generate_key, key_file_sealer
+from pitstop.kernel.settings import load_settings
 
 
 def test_round_trip_and_no_plaintext() -> None:

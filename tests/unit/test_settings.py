@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.errors import ConfigError
-from pitstop.redis_server import SERVER_INFO_FILE, ServerInfo
-from pitstop.sealing import KEY_FILE, key_file_sealer
-from pitstop.settings import SETTINGS_FILE, find_project_dir, load_settings
+from pitstop.kernel.errors import ConfigError
+from pitstop.kernel.sealing import KEY_FILE, key_file_sealer
+from pitstop.kernel.serverinfo import SERVER_INFO_FILE, ServerInfo
+from pitstop.kernel.settings import SETTINGS_FILE, find_project_dir, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -198,8 +198,8 @@ def test_unconfigured_allowed_roots_default_to_the_scripts_dir_next_to_the_confi
 
 
 def test_the_default_roots_refuse_what_lies_in_the_working_directory(project: Path) -> None:
-    from pitstop.cliwrapper import CLIWrapper
-    from pitstop.errors import PathNotAllowed
+    from pitstop.kernel.errors import PathNotAllowed
+    from pitstop.scripts.cliwrapper import CLIWrapper
 
     settings = load_settings(Path("config"), environ={})
     wrapper = CLIWrapper(allowed_roots=settings.scripts.allowed_roots)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.errors import ValidationError
-from pitstop.redaction import Redactor
-from pitstop.statelog import StateLog, list_logs, read_log
-from pitstop.timeparse import parse_since
+from pitstop.kernel.errors import ValidationError
+from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.statelog import StateLog, list_logs, read_log
+from pitstop.kernel.timeparse import parse_since
 from tests.support import FakeClock, wait_for
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -179,7 +179,7 @@ def test_concurrent_processes_never_lose_or_interleave_lines(tmp_path: Path) -> 
 _KILL_CHILD = """
 import sys
 from pathlib import Path
-from pitstop.statelog import StateLog
+from pitstop.kernel.statelog import StateLog
 log = StateLog("crash", Path(sys.argv[1]), max_bytes=20000, backups=100)
 n = 0
 while True:

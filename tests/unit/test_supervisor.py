@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.supervisor import Supervisor, child_pids, describe_exit
+from pitstop.fleet.supervisor import Supervisor, child_pids, describe_exit
 from tests.support import FIXTURE_SCRIPTS, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(60)

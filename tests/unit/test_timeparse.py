@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pitstop.errors import ValidationError
-from pitstop.timeparse import parse_since
+from pitstop.kernel.errors import ValidationError
+from pitstop.kernel.timeparse import parse_since
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pitstop.errors import SignatureMismatch, WebhookError
-from pitstop.patterns import normalize_type
-from pitstop.webhooks import github_events, sanitize_segment, verify_github_signature
+from pitstop.bus.patterns import normalize_type
+from pitstop.kernel.errors import SignatureMismatch, WebhookError
+from pitstop.server.webhooks import github_events, sanitize_segment, verify_github_signature
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b'{"zen":"Keep it logically awesome.","hook_id":1}'

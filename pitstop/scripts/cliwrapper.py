@@ -1,0 +1,581 @@
+"""Running one script non-interactively on a build machine: the pure core behind ``run_script``.
+
+:class:`CLIWrapper` checks the path (inside the allowed roots, before anything runs), picks the
+interpreter from the extension, runs the script in its own session with a filtered environment and
+no stdin, streams redacted output lines live, enforces the timeout and cancellation by killing the
+whole process group, and reports an :class:`ExecutionResult`. State log, event bus and run store
+are optional: without them it is a plain library. The rules applied before anything runs live in
+:mod:`pitstop.scripts.policy`; draining the pipes in :mod:`pitstop.scripts.outputreader`.
+
+Decisions worth knowing:
+
+* The child env gets ``NON_INTERACTIVE=1`` and ``CI=1`` (most tools then skip prompts, pagers and
+  progress animations), ``GIT_TERMINAL_PROMPT=0``, ``DEBIAN_FRONTEND=noninteractive``,
+  ``PIP_NO_INPUT=1`` and ``PYTHONUNBUFFERED=1`` (so Python output streams live). Explicit ``env``
+  values win over these, but names that would run other code (``LD_PRELOAD``, ``BASH_ENV``,
+  ``PATH``, ``PYTHONPATH`` … see :data:`PROTECTED_ENV`) are refused before anything runs:
+  whoever can enqueue a run must not be able to run more than the script.
+* After a normal exit, processes the script left behind in its process group (background
+  daemons) are killed too (``kill_leftovers=True``): on a shared build machine a leaked daemon
+  holds resources and the output pipes. A script that must leave a service running has to
+  detach it into its own session (``setsid``).
+* Exit codes follow the shell: 124 on timeout, 130 on cancellation, ``128 + n`` when killed by
+  signal ``n``, 126/127 when the program cannot be executed / found (then ``pid`` is ``None``).
+* ``output_cap_bytes`` bounds what is sent to ``output_sink`` per stream; past it the stream is
+  marked truncated and only drained. The tails always show the real end of the output.
+* Waiting costs no polling: a thread blocks in ``waitpid`` and the caller sleeps on an event
+  until exit, cancellation or the deadline. ``cancel_check`` and ``heartbeat`` run on a helper
+  thread of their own, so a call stuck on a stalled Redis never delays the timeout.
+* An exception raised into the wait (Celery's soft time limit) kills the process group before it
+  propagates. Exceptions from ``cancel_check``, ``heartbeat`` and ``output_sink`` are logged and
+  the script keeps running. Bus, run store and state log errors before the start propagate
+  (nothing ran). After the end, run store writes are retried for ``record_patience`` seconds
+  while Redis is unreachable; then errors are logged and the result is still returned.
+* Per-line redaction cannot catch a secret split across lines; the tails are redacted whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pitstop.bus.events import Event
+from pitstop.connection.outage import RedisOutage
+from pitstop.kernel.constants import (
+    EVENT_TOOL_FAILED,
+    EVENT_TOOL_INVOKED,
+    EVENT_TOOL_SUCCEEDED,
+    LOG_CLI_EXECUTIONS,
+    RUN_KIND_SCRIPT,
+)
+from pitstop.kernel.errors import ScriptError, ValidationError
+from pitstop.kernel.ids import new_id, utc_iso
+from pitstop.kernel.proc import RUN_ID_ENV, SUPERVISOR_ENV, group_alive, supervisor_token
+from pitstop.kernel.redaction import Redactor
+from pitstop.scripts.outputreader import PipeReader
+from pitstop.scripts.policy import (
+    DEFAULT_ENV_ALLOWLIST,
+    NON_INTERACTIVE_ENV,
+    PROTECTED_ENV,
+    ScriptPolicy,
+    check_caller_env,
+)
+
+if TYPE_CHECKING:
+    from pitstop.bus.eventbus import EventBus
+    from pitstop.kernel.statelog import StateLog
+    from pitstop.runs.store import RunStore
+
+__all__ = [
+    "DEFAULT_ENV_ALLOWLIST",
+    "EXIT_CANCELLED",
+    "EXIT_TIMEOUT",
+    "NON_INTERACTIVE_ENV",
+    "PROTECTED_ENV",
+    "CLIWrapper",
+    "ExecutionResult",
+    "check_caller_env",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+_POSIX = os.name == "posix"
+
+
+# If the worker is SIGKILLed (OOM, kill -9) the script must not run on unsupervised: util-linux
+# ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the script (same pid). A Python
+# ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
+# reaches the direct child; the script's own children are found later by ``kill_orphans``.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
+
+
+_CANCEL_POLL = 0.2
+_CREATION_FLAGS: int = 0 if _POSIX else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+_REAP_TIMEOUT = 10.0
+_CALLBACKS_JOIN_TIMEOUT = 10.0  # for a cancel_check or heartbeat stuck when the script ended
+_DRAIN_TIMEOUT = 1.0  # for pipes still held open by a process outside the killed group
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What one script execution did. Every text field is already redacted."""
+
+    run_id: str
+    script: str
+    args: list[str]
+    exit_code: int
+    succeeded: bool
+    timed_out: bool
+    cancelled: bool
+    duration: float
+    stdout_tail: str
+    stderr_tail: str
+    host: str
+    started_at: str
+    finished_at: str
+    pid: int | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+    @property
+    def status(self) -> str:
+        """The run status this result ends in: succeeded, failed, timed_out or cancelled."""
+        if self.timed_out:
+            return "timed_out"
+        if self.cancelled:
+            return "cancelled"
+        return "succeeded" if self.succeeded else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CLIWrapper:
+    """Runs scripts non-interactively, with timeouts, cancellation and redacted output.
+
+    ``output_sink(stream, line)`` receives every redacted line live ("stdout"/"stderr"), from
+    reader threads, one call at a time. ``cancel_check()`` is polled about every 0.2 s and
+    ``heartbeat()`` called every ``heartbeat_interval`` seconds while the script runs, both on a
+    helper thread (with ``runs`` and no ``heartbeat``, ``runs.heartbeat(run_id)`` is used); the
+    result waits (up to 10 s) for a call still in flight. Killing sends SIGTERM to
+    the process group and SIGKILL after ``kill_grace`` seconds; ``kill_leftovers`` also does it
+    after a normal exit. ``protected_env`` lists the ``env`` names refused (pass ``()`` when the
+    caller is trusted). Use one wrapper per concurrent run: the callbacks belong to the instance.
+
+    When the script has ended, the run store writes of its result are retried while Redis is
+    unreachable, for ``record_patience`` seconds and never past ``give_up_by`` (a
+    :func:`time.monotonic` time, such as a task's hard time limit).
+    """
+
+    def __init__(
+        self,
+        timeout: float = 300,
+        *,
+        allowed_roots: Sequence[Path | str] | None = None,
+        env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
+        protected_env: Sequence[str] = PROTECTED_ENV,
+        output_cap_bytes: int = 1_000_000,
+        tail_bytes: int = 16_384,
+        redactor: Redactor | None = None,
+        bus: EventBus | None = None,
+        runs: RunStore | None = None,
+        state_log: StateLog | None = None,
+        output_sink: Callable[[str, str], None] | None = None,
+        cancel_check: Callable[[], bool] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_interval: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
+        kill_grace: float = 2.0,
+        kill_leftovers: bool = True,
+        record_patience: float = 0.0,
+        give_up_by: float | None = None,
+    ) -> None:
+        _positive("timeout", timeout)
+        _positive("heartbeat_interval", heartbeat_interval)
+        if output_cap_bytes < 0 or tail_bytes < 0 or kill_grace < 0 or not record_patience >= 0:
+            raise ValidationError("output_cap_bytes, tail_bytes, kill_grace and record_patience "
+                                  "must not be negative")
+        self.timeout = float(timeout)
+        self.output_cap_bytes = output_cap_bytes
+        self.tail_bytes = tail_bytes
+        self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
+        self.bus = bus
+        self.runs = runs
+        self.state_log = state_log
+        self.output_sink = output_sink
+        self.cancel_check = cancel_check
+        self.heartbeat = heartbeat
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.kill_grace = float(kill_grace)
+        self.kill_leftovers = kill_leftovers
+        self.record_patience = float(record_patience)
+        self.give_up_by = give_up_by
+        self.host = socket.gethostname()
+        self.policy = ScriptPolicy(allowed_roots=allowed_roots, env_allowlist=env_allowlist,
+                                   protected_env=protected_env, redactor=self.redactor,
+                                   host=self.host)
+        self.allowed_roots = self.policy.allowed_roots
+
+    # --- before anything runs (see pitstop.scripts.policy) ------------------------------------------
+
+    def resolve_script(self, path: str | Path) -> Path:
+        """The real path of an allowed script, or :class:`PathNotAllowed`."""
+        return self.policy.resolve_script(path)
+
+    def resolve_workdir(self, cwd: str | Path) -> Path:
+        """The real path of an existing working directory inside the allowed roots."""
+        return self.policy.resolve_workdir(cwd)
+
+    def command_for(self, script: Path, args: Sequence[str], *,
+                    search_path: str | None = None) -> list[str]:
+        """The argv that runs ``script`` (interpreters looked up on ``search_path``)."""
+        return self.policy.command_for(script, args, search_path=search_path)
+
+    def child_env(self, env: Mapping[str, str] | None = None,
+                  parent: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The script's environment; refuses protected names, learns secret values."""
+        return self.policy.child_env(env, parent)
+
+    # --- before anything runs -------------------------------------------------------------------
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def wrap(
+        self,
+        path: str | Path,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float | None = None,
+        run_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> ExecutionResult:
+        """Run one script to completion, timeout or cancellation.
+
+        Raises :class:`PathNotAllowed`, :class:`InterpreterNotFound` or :class:`ScriptError`
+        before anything runs; afterwards it always returns a result.
+        """
+        if isinstance(args, str):
+            raise ValidationError("args must be a list of strings, not one string")
+        limit = self.timeout if timeout is None else float(timeout)
+        _positive("timeout", limit)
+        script = self.resolve_script(path)
+        child_env = self.child_env(env)
+        argv = self.command_for(script, list(args), search_path=child_env.get("PATH"))
+        workdir = None if cwd is None else self.resolve_workdir(cwd)
+
+        redact = self.redactor.redact_text
+        shown_script = redact(str(script))
+        shown_args = [redact(a) for a in args]
+        run_id = self._start_run(run_id, shown_script, shown_args, trace_id)
+        # Inherited by all the script spawns: scripts can name their run, and a sweep can find
+        # what a SIGKILLed worker left behind (see pitstop.kernel.proc).
+        child_env[RUN_ID_ENV] = run_id
+        child_env[SUPERVISOR_ENV] = supervisor_token()
+        try:
+            invoked = self._publish(
+                EVENT_TOOL_INVOKED,
+                {"run_id": run_id, "script": shown_script, "args": shown_args, "host": self.host},
+                parent=None, trace_id=trace_id, after_run=False)
+            result = self._execute(run_id, argv, env=child_env, cwd=workdir, limit=limit,
+                                   shown_script=shown_script, shown_args=shown_args)
+        except BaseException as exc:
+            self._abandon_run(run_id, exc)
+            raise
+        self._finish(result, trace_id, invoked)
+        return result
+
+    def _execute(self, run_id: str, argv: list[str], *, env: dict[str, str], cwd: Path | None,
+                 limit: float, shown_script: str, shown_args: list[str]) -> ExecutionResult:
+        started_at = self.clock()
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                _with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=cwd, close_fds=True, start_new_session=_POSIX,
+                creationflags=_CREATION_FLAGS,
+            )
+        except OSError as exc:
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+            message = self.redactor.redact_text(f"cannot execute {argv[0]}: {exc.strerror or exc}")
+            return self._result(run_id, script=shown_script, args=shown_args, code=code,
+                                timed_out=False, cancelled=False,
+                                duration=time.monotonic() - start, stdout_tail="",
+                                stderr_tail=message + "\n", started_at=started_at, pid=None)
+
+        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given
+        sink_lock = threading.Lock()
+        readers = [PipeReader(name, pipe, redactor=self.redactor, sink=self.output_sink,
+                              sink_lock=sink_lock, cap_bytes=self.output_cap_bytes,
+                              tail_bytes=self.tail_bytes)
+                   for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+        exited = threading.Event()
+        wake = threading.Event()  # the script exited, or cancellation was asked for
+        ended: list[float] = []
+
+        def reap() -> None:
+            proc.wait()  # blocking waitpid: no polling, wakes the instant the child exits
+            ended.append(time.monotonic())
+            exited.set()
+            wake.set()
+
+        for reader in readers:
+            reader.thread.start()
+        threading.Thread(target=reap, name="cliwrapper-wait", daemon=True).start()
+        callbacks = _Callbacks(self, run_id, wake)
+
+        try:
+            timed_out, cancelled = self._supervise(proc.pid, exited, callbacks, start + limit)
+        except BaseException:
+            # e.g. Celery's soft time limit, raised inside our wait: never orphan the script
+            callbacks.stop()
+            self._kill_group(proc, exited)
+            raise
+        callbacks.stop()
+        if timed_out or cancelled or self.kill_leftovers:
+            self._kill_group(proc, exited)
+        if not exited.wait(_REAP_TIMEOUT):
+            log.error("process %d did not die after SIGKILL (uninterruptible?)", proc.pid)
+        duration = (ended[0] if ended else time.monotonic()) - start
+        drained_by = time.monotonic() + _DRAIN_TIMEOUT
+        stdout_tail, stdout_truncated = readers[0].finish(drained_by)
+        stderr_tail, stderr_truncated = readers[1].finish(drained_by)
+        # No heartbeat may land after the result: wait for a callback still in flight (a stuck
+        # one only delays the bookkeeping; the script was stopped on time).
+        callbacks.join(_CALLBACKS_JOIN_TIMEOUT)
+
+        code = proc.returncode if proc.returncode is not None else -9  # never reaped
+        if timed_out:
+            code = EXIT_TIMEOUT
+        elif cancelled:
+            code = EXIT_CANCELLED
+        elif code < 0:
+            code = 128 - code
+        return self._result(run_id, script=shown_script, args=shown_args, code=code,
+                            timed_out=timed_out, cancelled=cancelled, duration=duration,
+                            stdout_tail=stdout_tail, stderr_tail=stderr_tail,
+                            started_at=started_at, pid=proc.pid,
+                            stdout_truncated=stdout_truncated, stderr_truncated=stderr_truncated)
+
+    @staticmethod
+    def _supervise(pid: int, exited: threading.Event, callbacks: _Callbacks,
+                   deadline: float) -> tuple[bool, bool]:
+        """Wait for the child; returns (timed_out, cancelled). Sleeps only on the wake event
+        (set on exit and on cancellation): the callbacks, which may block on Redis, run on
+        their own thread and cannot hold up the deadline."""
+        callbacks.start()
+        while True:
+            woken = callbacks.wake.wait(max(0.0, deadline - time.monotonic()))
+            if exited.is_set():
+                return False, False
+            if callbacks.cancelled.is_set():
+                log.info("script pid %d cancelled", pid)
+                return False, True
+            if not woken and time.monotonic() >= deadline:
+                log.info("script pid %d timed out", pid)
+                return True, False
+
+    @staticmethod
+    def _safe_call(func: Callable[[], Any], what: str) -> bool:
+        try:
+            return bool(func())
+        except Exception:
+            log.exception("%s raised; the script keeps running", what)
+            return False
+
+    def _kill_group(self, proc: subprocess.Popen[bytes], exited: threading.Event) -> None:
+        """SIGTERM the script's process group, SIGKILL what is left after ``kill_grace``."""
+        if not _POSIX:
+            if not exited.is_set():
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                               capture_output=True, check=False)
+            return
+        pgid = proc.pid  # start_new_session: the child leads its own group
+        if not group_alive(pgid):
+            return
+        if exited.is_set():
+            log.info("killing processes left behind by script pid %d", pgid)
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        pause = 0.005
+        while group_alive(pgid) and time.monotonic() < deadline:
+            # only in the kill path: nothing reports a whole group's death, so poll briefly
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        if group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+
+    def _result(self, run_id: str, *, script: str, args: list[str], code: int, timed_out: bool,
+                cancelled: bool, duration: float, stdout_tail: str, stderr_tail: str,
+                started_at: datetime, pid: int | None, stdout_truncated: bool = False,
+                stderr_truncated: bool = False) -> ExecutionResult:
+        return ExecutionResult(
+            run_id=run_id, script=script, args=args, exit_code=code,
+            succeeded=code == 0 and not timed_out and not cancelled, timed_out=timed_out,
+            cancelled=cancelled, duration=round(duration, 6), stdout_tail=stdout_tail,
+            stderr_tail=stderr_tail, host=self.host, started_at=utc_iso(started_at),
+            finished_at=utc_iso(self.clock()), pid=pid, stdout_truncated=stdout_truncated,
+            stderr_truncated=stderr_truncated,
+        )
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _start_run(self, run_id: str | None, script: str, args: list[str],
+                   trace_id: str | None) -> str:
+        if self.runs is None:
+            return run_id or new_id(int(self.clock().timestamp() * 1000))
+        if run_id is None:
+            run = self.runs.create_run(kind=RUN_KIND_SCRIPT, params={"script": script, "args": args},
+                                       trace_id=trace_id)
+            run_id = run.run_id
+        run = self.runs.update_run(run_id, status="running", host=self.host)
+        if run.terminal:
+            # a redelivered task must not run a finished script a second time
+            raise ScriptError(f"run {run_id} already ended ({run.status}); not running it again")
+        return run_id
+
+    def _abandon_run(self, run_id: str, exc: BaseException) -> None:
+        """Best effort: a run whose execution blew up must not stay ``running``."""
+        if self.runs is None:
+            return
+        try:
+            self.runs.update_run(run_id, status="failed",
+                                 error=self.redactor.redact_text(f"{type(exc).__name__}: {exc}"))
+        except Exception:
+            log.exception("could not mark run %s failed", run_id)
+
+    def _publish(self, event_type: str, data: dict[str, Any], *, parent: Event | None,
+                 trace_id: str | None, after_run: bool) -> Event | None:
+        if self.bus is None:
+            return None
+        bus = self.bus
+        try:
+            return bus.publish(event_type, self.redactor.redact(data), parent=parent,
+                               trace_id=trace_id)
+        except Exception:
+            if not after_run:
+                raise
+            # the script already ran: losing an event beats losing (and re-running) the result
+            log.exception("could not publish %s", event_type)
+            return None
+
+    def _finish(self, result: ExecutionResult, trace_id: str | None,
+                invoked: Event | None) -> None:
+        record = result.to_dict()
+        record["execution_id"] = new_id(int(self.clock().timestamp() * 1000))
+        if trace_id:
+            record["trace_id"] = trace_id
+        if self.state_log is not None:
+            try:
+                self.state_log.append(record)
+            except Exception:
+                log.exception("could not append to the %s log", LOG_CLI_EXECUTIONS)
+        if self.runs is not None:
+            self._record(self.runs, result, record)
+        self._publish(EVENT_TOOL_SUCCEEDED if result.succeeded else EVENT_TOOL_FAILED, {
+            "run_id": result.run_id, "script": result.script, "exit_code": result.exit_code,
+            "duration": result.duration, "timed_out": result.timed_out,
+            "cancelled": result.cancelled, "host": result.host,
+        }, parent=invoked, trace_id=trace_id, after_run=True)
+
+    def _record(self, runs: RunStore, result: ExecutionResult, record: dict[str, Any]) -> None:
+        """The execution record and the final status, retried while Redis is unreachable (both
+        writes are idempotent: a retry after a lost reply changes nothing twice)."""
+        run_id = result.run_id
+
+        def write() -> None:
+            runs.record_cli_execution(run_id, record)
+            runs.update_run(run_id, status=result.status, exit_code=result.exit_code)
+
+        def on_down(exc: BaseException) -> None:
+            if self.record_patience > 0:
+                log.warning("run %s: Redis unreachable while recording its result (%s, exit code "
+                            "%d): retrying for up to %gs (%s)", run_id, result.status,
+                            result.exit_code, self.record_patience, exc)
+
+        outage = RedisOutage(self.record_patience, what=f"recording the result of run {run_id}",
+                             give_up_by=self.give_up_by, on_down=on_down,
+                             on_up=lambda: log.info("run %s: result recorded once Redis was back",
+                                                    run_id))
+        try:
+            outage.call(write)
+        except Exception:
+            log.exception("could not record the result of run %s (%s, exit code %d); the reaper "
+                          "marks it lost", run_id, result.status, result.exit_code)
+
+class _Callbacks:
+    """Polls ``cancel_check`` about every 0.2 s and calls ``heartbeat`` every
+    ``heartbeat_interval`` seconds, on a thread of its own, until stopped. A positive cancel
+    check sets ``cancelled`` and ``wake``."""
+
+    def __init__(self, wrapper: CLIWrapper, run_id: str, wake: threading.Event) -> None:
+        self.wake = wake
+        self.cancelled = threading.Event()
+        self._stopped = threading.Event()
+        self._cancel_check = wrapper.cancel_check
+        self._interval = wrapper.heartbeat_interval
+        self._safe_call = wrapper._safe_call
+        beat = wrapper.heartbeat
+        if beat is None and wrapper.runs is not None:
+            runs = wrapper.runs
+
+            def beat() -> None:
+                runs.heartbeat(run_id)
+        self._beat = beat
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._cancel_check is None and self._beat is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="cliwrapper-callbacks",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is None:
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("a cancel_check or heartbeat call is still running %gs after the script "
+                        "ended; not waiting for it", timeout)
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        next_cancel = now + _CANCEL_POLL
+        next_beat = now + self._interval
+        while True:
+            wake_at = min(next_cancel if self._cancel_check is not None else math.inf,
+                          next_beat if self._beat is not None else math.inf)
+            if self._stopped.wait(max(0.0, wake_at - time.monotonic())):
+                return
+            if self._cancel_check is not None and time.monotonic() >= next_cancel:
+                if self._safe_call(self._cancel_check, "cancel_check"):
+                    self.cancelled.set()
+                    self.wake.set()
+                    return
+                next_cancel = time.monotonic() + _CANCEL_POLL
+            if self._stopped.is_set():
+                return
+            if self._beat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._interval
+                self._safe_call(self._beat, "heartbeat")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

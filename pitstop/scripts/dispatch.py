@@ -1,0 +1,107 @@
+"""Enqueueing a script run: the run record, the sealed secrets and the task message.
+
+Used by ``pitstop run``, and meant for anything else that launches scripts (a workstream step). It
+never imports Celery: the caller hands in ``send``, which is ``celery_app.send_task``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pitstop.kernel.constants import (
+    EXPIRES_SLACK_SECONDS,
+    RUN_KIND_SCRIPT,
+    RUN_TTL_SECONDS,
+    TASK_RUN_SCRIPT,
+)
+from pitstop.kernel.errors import ConfigError, ValidationError
+from pitstop.kernel.redaction import REDACTED, Redactor
+from pitstop.kernel.sealing import Sealer
+from pitstop.kernel.settings import Settings
+from pitstop.runs.store import Run, RunStore
+from pitstop.scripts.policy import check_caller_env
+
+SendTask = Callable[..., Any]
+
+
+class ScriptDispatcher:
+    """Records a queued run and sends ``run_script`` for it; the run id is the task id.
+
+    The run gets a queue deadline (``queue_timeout``, default ``scripts.queue_ttl_seconds``) on
+    Redis's clock: a claim after it, the reaper or the waiting CLI end the run ``expired``. The
+    message's ``expires`` is the same span plus :data:`EXPIRES_SLACK_SECONDS`, so a worker whose
+    clock disagrees with the sender's never drops a message that is still in time.
+    """
+
+    def __init__(self, settings: Settings, runs: RunStore, redactor: Redactor,
+                 send: SendTask) -> None:
+        self._settings = settings
+        self._runs = runs
+        self._redactor = redactor
+        self._send = send
+
+    def enqueue(self, script: str, args: Sequence[str] = (), *, queue: str | None = None,
+                timeout: float | None = None, env: Mapping[str, str] | None = None,
+                cwd: str | None = None, idempotent: bool = False,
+                trace_id: str | None = None, queue_timeout: float | None = None) -> Run:
+        """Validate, record and send. Raises ValidationError / ConfigError before sending."""
+        scripts = self._settings.scripts
+        if script.startswith("-"):
+            raise ValidationError(f"script name may not start with '-': {script!r}")
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ValidationError(f"--timeout {timeout:g}: give a positive number of seconds")
+        if timeout is not None and timeout > scripts.max_timeout:
+            raise ValidationError(f"--timeout {timeout:g} is over scripts.max_timeout "
+                                  f"({scripts.max_timeout:g}s)")
+        if queue_timeout is not None and not (math.isfinite(queue_timeout)
+                                              and 0 < queue_timeout <= RUN_TTL_SECONDS):
+            raise ValidationError(f"--queue-timeout {queue_timeout:g}: give seconds, more than 0 "
+                                  f"and at most {RUN_TTL_SECONDS} (as long as runs are kept)")
+        queue_ttl = scripts.queue_ttl_seconds if queue_timeout is None else queue_timeout
+        env = dict(env or {})
+        check_caller_env(env)  # the worker checks again; this is the early, clear refusal
+        sealer = self._sealer_for(env)
+        self._redactor.add_secrets_from(env)
+        queue = queue or scripts.default_queue
+        limit = timeout or scripts.default_timeout
+        run = self._runs.create_run(
+            kind=RUN_KIND_SCRIPT, queue=queue, trace_id=trace_id, queue_ttl=queue_ttl,
+            params=self._redactor.redact({"script": script, "args": list(args), "cwd": cwd,
+                                          "timeout": limit, "env": sorted(env)}),
+        )
+        # With a key, every --env value travels sealed (a retried message waiting in a worker
+        # shows its arguments in the clear to Flower), bound to this run, script and arguments.
+        sealed = (sealer.seal(env, bound_to=seal_binding(run.run_id, script, list(args), cwd))
+                  if sealer is not None and env else None)
+        plain = {} if sealed else env
+        kwargs: dict[str, Any] = {
+            "run_id": run.run_id, "script": script, "args": list(args), "env": plain,
+            "sealed_env": sealed, "cwd": cwd, "timeout": limit, "idempotent": idempotent,
+            "trace_id": trace_id or run.run_id,
+        }
+        # What worker logs, task events and Flower show: never an environment value.
+        shown = self._redactor.redact({**kwargs, "env": dict.fromkeys(env, REDACTED),
+                                       "sealed_env": REDACTED if sealed else None})
+        self._send(TASK_RUN_SCRIPT, kwargs=kwargs, queue=queue, task_id=run.run_id,
+                   time_limit=limit + self._settings.celery.time_limit_grace,
+                   expires=queue_ttl + EXPIRES_SLACK_SECONDS,
+                   kwargsrepr=repr(shown), argsrepr="()")
+        return run
+
+    def _sealer_for(self, env: Mapping[str, str]) -> Sealer | None:
+        """The sealer, or None when there is no shared key; refuses secret values without one."""
+        sealer = self._settings.sealer()
+        secret = sorted(name for name in env if self._redactor.is_secret_name(name))
+        if secret and sealer is None:
+            raise ConfigError(
+                f"--env {', '.join(secret)}: secret values are encrypted on their way "
+                "through Redis, with a key CI and workers share: set PITSTOP_SECRET_KEY on both "
+                "(make one with `pitstop keygen`)", key_path="secret_key")
+        return sealer
+
+
+def seal_binding(run_id: str, script: str, args: list[str], cwd: str | None) -> dict[str, Any]:
+    """What sealed --env values are bound to: the worker unseals them only for the same."""
+    return {"run_id": run_id, "script": script, "args": args, "cwd": cwd}
