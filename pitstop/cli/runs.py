@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.cli.follow import cancel_requests, exit_code_for, follow_run
+from pitstop.kernel.constants import ENV_NAME_PATTERN
 from pitstop.kernel.errors import NothingToCancel, PitstopError, RunNotFound, ValidationError
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
 from pitstop.runs.store import RUN_STATUSES, Run, RunStore
@@ -28,10 +30,10 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not name or not name.replace("_", "a").isalnum():
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
             # Only the name part: the value may be a secret (--env 'DEPLOY-TOKEN=ghp_...').
-            raise ValidationError(f"--env expects NAME=value or NAME (letters, digits and _), "
-                                  f"got the name {name!r}")
+            raise ValidationError(f"--env expects NAME=value or NAME (letters, digits and _, "
+                                  f"not starting with a digit), got the name {name!r}")
         if not sep:
             if name not in os.environ:
                 raise ValidationError(f"--env {name}: not set in this environment")

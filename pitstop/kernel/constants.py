@@ -89,6 +89,25 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
 )
 """Parent environment names passed to scripts; a trailing ``*`` matches a prefix."""
 
+DEFAULT_CALLER_ENV: tuple[str, ...] = (
+    # build data: versions, SHAs, branches, tags, build names and numbers
+    "CI_*", "BUILD_*", "GIT_SHA", "GIT_COMMIT", "GIT_BRANCH", "GIT_TAG", "*_SHA", "*_COMMIT",
+    "*_BRANCH", "BRANCH", "TAG", "VERSION", "*_VERSION", "RELEASE", "GITHUB_REF",
+    "GITHUB_REF_NAME", "GITHUB_HEAD_REF", "GITHUB_BASE_REF", "GITHUB_RUN_ID",
+    "GITHUB_RUN_NUMBER", "GITHUB_RUN_ATTEMPT", "GITHUB_REPOSITORY", "GITHUB_WORKFLOW",
+    "GITHUB_JOB", "GITHUB_EVENT_NAME", "GITHUB_ACTOR",
+    # secrets handed to the script (sealed on their way, redacted from everything)
+    "*_TOKEN", "*_SECRET", "*_PASSWORD", "*_API_KEY",
+)
+"""Names a caller may set with ``pitstop run --env`` (``scripts.caller_env``, case-sensitive
+globs): plain CI data and secrets, never a name a tool reads to find code (``CC``, ``HOME``,
+``MAKEFLAGS``, ``OPENSSL_CONF``, ``*_PROXY`` …). ``PROTECTED_ENV`` is refused even if listed."""
+QUEUE_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+"""A queue ``pitstop run --queue`` accepts: letters, digits, ``.``, ``_``, ``-`` (Celery, Redis
+keys and ``pitstop worker -Q a,b`` all take it as one name)."""
+ENV_NAME_PATTERN: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+"""A variable name a caller may set with ``--env``: letters, digits and ``_``, no leading digit."""
+
 # --- workstreams ----------------------------------------------------------------------------------
 
 # --- triggers -------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pitstop.kernel.configfile import (
     validate_document,
 )
 from pitstop.kernel.constants import (
+    DEFAULT_CALLER_ENV,
     DEFAULT_ENV_ALLOWLIST,
     DEFAULT_QUEUE,
     DEFAULT_SCRIPT_QUEUE,
@@ -63,6 +64,12 @@ def _directory(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         # Path("") is ".": the working directory, which must never become an allowed root.
         raise ValueError("a directory must not be empty")
+    return value
+
+
+def _env_pattern(value: Any) -> Any:
+    if isinstance(value, str) and (not value or any(c in value for c in "=, \t\n\0")):
+        raise ValueError(f"{value!r} is not a variable name pattern (like CI_* or GIT_SHA)")
     return value
 
 
@@ -115,6 +122,11 @@ class ScriptSettings(_Section):
     max_timeout: float = Field(3600, gt=0)
     default_queue: QueueName = DEFAULT_SCRIPT_QUEUE
     env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
+    caller_env: list[Annotated[str, BeforeValidator(_env_pattern)]] = Field(
+        default_factory=lambda: list(DEFAULT_CALLER_ENV))
+    """Names (case-sensitive globs) a caller may set with ``pitstop run --env``; the worker
+    refuses any other (``PITSTOP_CALLER_ENV=CI_*,MY_FLAG`` overrides). Never opens
+    ``PROTECTED_ENV``."""
     output_cap_bytes: int = Field(1_000_000, ge=1024)
     retry_idempotent: bool = False
     """Re-run a script whose worker died mid-run (only for scripts safe to run twice)."""
@@ -284,6 +296,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PITSTOP_QUEUE_TTL": ("scripts", "queue_ttl_seconds"),
     "PITSTOP_BEAT_LOCK_TTL": ("celery", "beat_lock_ttl"),
     "PITSTOP_DEFAULT_QUEUE": ("scripts", "default_queue"),
+    "PITSTOP_CALLER_ENV": ("scripts", "caller_env"),
 }
 
 
@@ -366,6 +379,8 @@ def load_settings(config_dir: Path | None = None,
         value: Any = raw
         if key_path == ("scripts", "allowed_roots"):
             value = [part for part in raw.split(os.pathsep) if part]
+        elif key_path == ("scripts", "caller_env"):
+            value = [part.strip() for part in raw.split(",") if part.strip()]
         target = data
         for key in key_path[:-1]:
             section = target.get(key)

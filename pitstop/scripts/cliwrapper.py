@@ -164,7 +164,9 @@ class CLIWrapper:
     result waits (up to 10 s) for a call still in flight. Killing sends SIGTERM to
     the process group and SIGKILL after ``kill_grace`` seconds; ``kill_leftovers`` also does it
     after a normal exit. ``protected_env`` lists the ``env`` names refused (pass ``()`` when the
-    caller is trusted). Use one wrapper per concurrent run: the callbacks belong to the instance.
+    caller is trusted); ``caller_env``, when given, the only names (globs) ``env`` may set, as a
+    worker does for whoever enqueued the run (``scripts.caller_env``). Use one wrapper per
+    concurrent run: the callbacks belong to the instance.
 
     When the script has ended, the run store writes of its result are retried while Redis is
     unreachable, for ``record_patience`` seconds and never past ``give_up_by`` (a
@@ -178,6 +180,7 @@ class CLIWrapper:
         allowed_roots: Sequence[Path | str] | None = None,
         env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
         protected_env: Sequence[str] = PROTECTED_ENV,
+        caller_env: Sequence[str] | None = None,
         output_cap_bytes: int = 1_000_000,
         tail_bytes: int = 16_384,
         redactor: Redactor | None = None,
@@ -217,7 +220,8 @@ class CLIWrapper:
         self.give_up_by = give_up_by
         self.host = socket.gethostname()
         self.policy = ScriptPolicy(allowed_roots=allowed_roots, env_allowlist=env_allowlist,
-                                   protected_env=protected_env, redactor=self.redactor,
+                                   protected_env=protected_env, caller_env=caller_env,
+                                   redactor=self.redactor,
                                    host=self.host)
         self.allowed_roots = self.policy.allowed_roots
 

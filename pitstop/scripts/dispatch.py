@@ -7,11 +7,14 @@ never imports Celery: the caller hands in ``send``, which is ``celery_app.send_t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pitstop.kernel.constants import (
     EXPIRES_SLACK_SECONDS,
+    QUEUE_NAME_PATTERN,
     RUN_KIND_SCRIPT,
     RUN_TTL_SECONDS,
     TASK_RUN_SCRIPT,
@@ -21,7 +24,7 @@ from pitstop.kernel.redaction import REDACTED, Redactor
 from pitstop.kernel.sealing import Sealer
 from pitstop.kernel.settings import Settings
 from pitstop.runs.store import Run, RunStore
-from pitstop.scripts.policy import check_caller_env
+from pitstop.scripts.policy import check_caller_env, check_script_path
 
 SendTask = Callable[..., Any]
 
@@ -46,10 +49,20 @@ class ScriptDispatcher:
                 timeout: float | None = None, env: Mapping[str, str] | None = None,
                 cwd: str | None = None, idempotent: bool = False,
                 trace_id: str | None = None, queue_timeout: float | None = None) -> Run:
-        """Validate, record and send. Raises ValidationError / ConfigError before sending."""
+        """Validate, record and send. Raises ValidationError / ConfigError / PathNotAllowed
+        before anything is recorded or sent.
+
+        The checks that need only this side's config come first (the worker checks again): a
+        path that is absolute or climbs out with ``..`` beyond ``scripts.allowed_roots``, a
+        malformed queue name, ``--env`` names outside ``scripts.caller_env``."""
         scripts = self._settings.scripts
         if script.startswith("-"):
             raise ValidationError(f"script name may not start with '-': {script!r}")
+        check_script_path(script, scripts.allowed_roots, cwd=Path.cwd())
+        queue = queue or scripts.default_queue
+        if not re.fullmatch(QUEUE_NAME_PATTERN, queue):
+            raise ValidationError(f"--queue {queue!r}: a queue name is letters, digits, '.', "
+                                  "'_' and '-' (at most 100, starting with a letter or digit)")
         if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
             raise ValidationError(f"--timeout {timeout:g}: give a positive number of seconds")
         if timeout is not None and timeout > scripts.max_timeout:
@@ -61,10 +74,10 @@ class ScriptDispatcher:
                                   f"and at most {RUN_TTL_SECONDS} (as long as runs are kept)")
         queue_ttl = scripts.queue_ttl_seconds if queue_timeout is None else queue_timeout
         env = dict(env or {})
-        check_caller_env(env)  # the worker checks again; this is the early, clear refusal
+        # The worker checks again, with its own config; this is the early, clear refusal.
+        check_caller_env(env, allowed=scripts.caller_env)
         sealer = self._sealer_for(env)
         self._redactor.add_secrets_from(env)
-        queue = queue or scripts.default_queue
         limit = timeout or scripts.default_timeout
         run = self._runs.create_run(
             kind=RUN_KIND_SCRIPT, queue=queue, trace_id=trace_id, queue_ttl=queue_ttl,

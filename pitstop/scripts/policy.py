@@ -6,27 +6,33 @@
 * **Interpreters.** ``.py`` runs with this Python, ``.sh`` with bash, ``.ps1`` with ``pwsh``
   (or ``powershell``) ``-NonInteractive -NoProfile -File``, anything else executable directly.
 * **Environment.** Allowlisted names from the worker's environment, non-interactive flags, then
-  the caller's ``env``, except names that would run other code (:data:`PROTECTED_ENV`).
+  the caller's ``env``: on a worker only names its ``scripts.caller_env`` allows (plain CI data
+  such as ``GIT_SHA`` or ``BUILD_NUMBER``, never ``CC``, ``HOME`` or ``MAKEFLAGS``), and never,
+  allowed or not, names that would run other code (:data:`PROTECTED_ENV`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pitstop.kernel.constants import DEFAULT_ENV_ALLOWLIST
+from pitstop.kernel.constants import DEFAULT_CALLER_ENV, DEFAULT_ENV_ALLOWLIST, ENV_NAME_PATTERN
 from pitstop.kernel.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
 from pitstop.kernel.redaction import Redactor
 
 __all__ = [
+    "DEFAULT_CALLER_ENV",
     "DEFAULT_ENV_ALLOWLIST",
     "NON_INTERACTIVE_ENV",
     "PROTECTED_ENV",
     "ScriptPolicy",
     "check_caller_env",
+    "check_script_path",
 ]
 
 _POSIX = os.name == "posix"
@@ -46,6 +52,14 @@ PROTECTED_ENV: tuple[str, ...] = (
     "GIT_CONFIG*", "GIT_SSH*", "GIT_EXEC_PATH", "GIT_ASKPASS", "SSH_ASKPASS*", "GIT_PROXY_COMMAND",
     "GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR",
     "PAGER", "EDITOR", "VISUAL", "BROWSER",
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR",  # a repository whose config runs fsmonitor
+    # libraries and toolchains that load code named in these
+    "OPENSSL_CONF", "OPENSSL_MODULES", "OPENSSL_ENGINES", "PYTHONPYCACHEPREFIX", "LUA_INIT*",
+    "LUA_PATH*", "LUA_CPATH*", "DOTNET_STARTUP_HOOKS", "DOTNET_ADDITIONAL_DEPS",
+    "CORECLR_PROFILER*", "COR_PROFILER*", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
+    # version managers pick the interpreter or compiler that runs (PYENV_VERSION …)
+    "PYENV_*", "RBENV_*", "NODENV_*", "GOENV_*", "JENV_*", "PLENV_*", "ASDF_*", "MISE_*",
+    "NVM_*", "VOLTA_*", "RUSTUP_*", "SDKMAN_*",
     # pitstop's own markers
     "PITSTOP_RUN_ID", "PITSTOP_SUPERVISOR",
 )
@@ -54,6 +68,7 @@ PROTECTED_ENV: tuple[str, ...] = (
 Whoever can enqueue a run picks only the script's arguments and plain data; these would let them
 run any program on the build machine instead (``BASH_ENV='$(...)'``, ``LD_PRELOAD``,
 ``PATH=/tmp/evil``). The worker's own values (the parent environment allowlist) still pass.
+A hard limit: ``scripts.caller_env`` (the allowlist a worker applies) cannot open these.
 """
 
 NON_INTERACTIVE_ENV: Mapping[str, str] = {
@@ -71,14 +86,18 @@ class ScriptPolicy:
 
     def __init__(self, *, allowed_roots: Sequence[Path | str] | None = None,
                  env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
-                 protected_env: Sequence[str] = PROTECTED_ENV, redactor: Redactor,
+                 protected_env: Sequence[str] = PROTECTED_ENV,
+                 caller_env: Sequence[str] | None = None, redactor: Redactor,
                  host: str) -> None:
+        """``caller_env``: the names (globs) a caller's ``env`` may set; None for a trusted
+        caller (any name but ``protected_env``)."""
         roots = [Path.cwd()] if allowed_roots is None else [Path(r) for r in allowed_roots]
         if not roots:
             raise ValidationError("allowed_roots is empty: no script could ever run")
         self.allowed_roots: tuple[Path, ...] = tuple(r.expanduser().resolve() for r in roots)
         self.env_allowlist = tuple(env_allowlist)
         self.protected_env = tuple(protected_env)
+        self.caller_env = None if caller_env is None else tuple(caller_env)
         self.redactor = redactor
         self.host = host
 
@@ -174,7 +193,7 @@ class ScriptPolicy:
         prefixes = tuple(n[:-1] for n in self.env_allowlist if n.endswith("*"))
         child = {k: v for k, v in source.items() if k in exact or k.startswith(prefixes)}
         child.update(NON_INTERACTIVE_ENV)
-        check_caller_env(env or {}, self.protected_env)
+        check_caller_env(env or {}, self.protected_env, allowed=self.caller_env)
         child.update(env or {})
         self.redactor.add_secrets_from(child)
         return child
@@ -192,9 +211,11 @@ class ScriptPolicy:
         return ", ".join(str(r) for r in self.allowed_roots)
 
 
-def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTED_ENV) -> None:
-    """Refuse (:class:`ValidationError`) a caller's ``--env`` that is malformed or names a
-    ``protected`` variable; the message never holds a value."""
+def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTED_ENV, *,
+                     allowed: Sequence[str] | None = None) -> None:
+    """Refuse (:class:`ValidationError`) a caller's ``--env`` that is malformed, names a
+    ``protected`` variable, or (``allowed`` given: a caller that is not trusted) is not a plain
+    variable name matching one of the ``allowed`` globs. The message never holds a value."""
     refused = []
     for name, value in env.items():
         if (not isinstance(name, str) or not isinstance(value, str) or not name
@@ -208,6 +229,48 @@ def check_caller_env(env: Mapping[str, str], protected: Sequence[str] = PROTECTE
             f"--env {', '.join(sorted(refused))}: may not be set by whoever enqueues a run (it "
             "would make the build machine run other code than the script); set it in the "
             "worker's environment or inside the script")
+    if allowed is None:
+        return
+    malformed = sorted(name for name in env if not _ENV_NAME_RE.fullmatch(name))
+    if malformed:
+        raise ValidationError(f"--env {', '.join(repr(n) for n in malformed)}: a variable name "
+                              "is letters, digits and _, and does not start with a digit")
+    outside = sorted(name for name in env
+                     if not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed))
+    if outside:
+        raise ValidationError(
+            f"--env {', '.join(outside)}: not a name callers may set (scripts.caller_env); "
+            "add it to scripts.caller_env in the workers' config/pitstop.yaml (or "
+            "PITSTOP_CALLER_ENV) if it is plain data, or set it in the worker's environment")
+
+
+_ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
+
+
+def check_script_path(script: str, roots: Sequence[Path | str], *, cwd: Path) -> None:
+    """Refuse (:class:`PathNotAllowed`) a script path that is absolute or climbs out with
+    ``..`` and so lies outside every one of ``roots`` whatever exists there: the fast, early
+    answer a sender can give from its own config. Plain relative paths are left to the worker,
+    which looks them up in its roots (and checks every path again, symlinks resolved)."""
+    given = Path(script)
+    if given.is_absolute():
+        candidates = [given]
+    elif Path(os.path.normpath(given)).parts[:1] == ("..",):
+        candidates = [cwd / given, *(Path(root) / given for root in roots)]
+    else:
+        return
+    inside: list[Path] = []
+    for root in roots:
+        base = Path(root).expanduser()
+        inside += [Path(os.path.normpath(base.absolute())), base.resolve()]
+    for candidate in candidates:
+        lexical = Path(os.path.normpath(candidate.absolute()))
+        for form in (lexical, lexical.resolve()):
+            if any(form.is_relative_to(root) for root in inside):
+                return
+    shown = Path(os.path.normpath(candidates[0].absolute()))
+    raise PathNotAllowed(f"script {script!r} resolves to {shown}, outside the allowed roots "
+                         f"{', '.join(str(r) for r in roots)}")
 
 
 def _protected(name: str, protected: Sequence[str]) -> bool:

@@ -145,6 +145,7 @@ class ScriptRunner:
             timeout=min(request.timeout or scripts.default_timeout, scripts.max_timeout),
             allowed_roots=scripts.allowed_roots,
             env_allowlist=scripts.env_allowlist,
+            caller_env=scripts.caller_env,  # whoever enqueued it sets plain data only
             output_cap_bytes=scripts.output_cap_bytes,
             redactor=redactor,
             bus=self.bus,

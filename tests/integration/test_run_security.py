@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery import Celery
 
-from pitstop.kernel.constants import TASK_RUN_SCRIPT
+from pitstop.kernel.constants import RUN_INDEX, TASK_RUN_SCRIPT
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.settings import load_settings
 from pitstop.runs.store import Run, RunStore
@@ -91,4 +91,40 @@ def test_forged_messages_cannot_reuse_sealed_secrets_or_inject_env(
     assert injected.status == "failed"
     assert "--env LD_PRELOAD, PYTHONINSPECT, PYTHONSTARTUP: may not be set" in (injected.error or "")
     assert injected.executions == []
+
+    # Or names that are no loader variable but still run code: only the worker's own
+    # scripts.caller_env decides what a message may set.
+    home = tmp_path / "home"
+    planted = store.create_run(kind="script", queue="linux")
+    celery_app.send_task(TASK_RUN_SCRIPT, queue="linux", task_id=planted.run_id, kwargs={
+        "run_id": planted.run_id, "script": str(pitstop_home / "scripts" / "deploy.py"),
+        "args": [], "env": {"HOME": str(home), "CC": f"touch {canary}", "GIT_SHA": "abc"}})
+    planted_run = _ended(store, planted.run_id)
+    assert planted_run.status == "failed"
+    assert "--env CC, HOME: not a name callers may set (scripts.caller_env)" in (
+        planted_run.error or "")
+    assert planted_run.executions == []
+    assert not canary.exists()
     assert CANARY_TOKEN not in session_worker.output()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["/etc/passwd"], "outside the allowed roots"),
+    (["../../../../etc/passwd"], "outside the allowed roots"),
+    (["plain.sh", "--queue", "linux,default"], "a queue name is letters"),
+    (["plain.sh", "-e", "1BAD=x"], "--env expects NAME=value or NAME"),
+    (["plain.sh", "-e", "CC=gcc -wrapper,/tmp/x", "-e", "MAKEFLAGS=x"],
+     "--env CC, MAKEFLAGS: not a name callers may set (scripts.caller_env)"),
+])
+def test_the_cli_refuses_before_a_run_is_queued(pitstop_env: dict[str, str], pitstop_home: Path,
+                                                argv: list[str], says: str) -> None:
+    write_script(pitstop_home, "plain.sh", "echo plain\n")
+    client = redis.Redis.from_url(pitstop_env["PITSTOP_REDIS_URL"])
+    before = client.zcard(RUN_INDEX)
+    done = run_cli(["run", *argv, "--wait"], pitstop_env, cwd=pitstop_home)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+    assert "queued" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "/tmp/x" not in done.stderr  # never a value
+    assert client.zcard(RUN_INDEX) == before  # no run recorded, nothing sent

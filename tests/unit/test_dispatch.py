@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 
 from pitstop.kernel.constants import EXPIRES_SLACK_SECONDS, TASK_RUN_SCRIPT
-from pitstop.kernel.errors import ConfigError, ScriptError, ValidationError
+from pitstop.kernel.errors import ConfigError, PathNotAllowed, ScriptError, ValidationError
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.sealing import Sealer, generate_key
 from pitstop.kernel.settings import load_settings
@@ -50,14 +50,14 @@ def test_records_a_queued_run_and_sends_it_under_the_run_id(tmp_path: Path) -> N
 def test_secret_values_are_sealed_never_sent_in_the_clear(tmp_path: Path) -> None:
     key = generate_key()
     dispatch, _, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=key)
-    run = dispatch.enqueue("s.sh", ["--x"], env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
+    run = dispatch.enqueue("s.sh", ["--x"], env={"DEPLOY_TOKEN": "canary-1", "BUILD_MODE": "fast"})
     [(_, options)] = send.calls
     # With a key every value travels sealed: a message Flower shows in the clear holds none.
     assert options["kwargs"]["env"] == {}
     assert "canary-1" not in repr(options) and "fast" not in repr(options)
     sealed = options["kwargs"]["sealed_env"]
     assert Sealer(key).unseal(sealed, bound_to=seal_binding(run.run_id, "s.sh", ["--x"], None)) == {
-        "DEPLOY_TOKEN": "canary-1", "MODE": "fast"}
+        "DEPLOY_TOKEN": "canary-1", "BUILD_MODE": "fast"}
     with pytest.raises(ScriptError, match="sealed for another run"):
         Sealer(key).unseal(sealed, bound_to=seal_binding("another-run", "s.sh", ["--x"], None))
 
@@ -65,8 +65,8 @@ def test_secret_values_are_sealed_never_sent_in_the_clear(tmp_path: Path) -> Non
 def test_without_a_key_plain_values_travel_plain_and_secret_ones_are_refused(
         tmp_path: Path) -> None:
     dispatch, store, send = dispatcher(tmp_path)  # a real Redis URL and no shared key
-    dispatch.enqueue("s.sh", env={"MODE": "fast"})
-    assert send.calls[0][1]["kwargs"]["env"] == {"MODE": "fast"}
+    dispatch.enqueue("s.sh", env={"BUILD_MODE": "fast"})
+    assert send.calls[0][1]["kwargs"]["env"] == {"BUILD_MODE": "fast"}
     assert send.calls[0][1]["kwargs"]["sealed_env"] is None
     with pytest.raises(ConfigError, match="DEPLOY_TOKEN"):
         dispatch.enqueue("s.sh", env={"DEPLOY_TOKEN": "canary-1"})
@@ -84,13 +84,13 @@ def test_env_that_would_run_other_code_is_refused_before_anything_is_recorded(
 def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> None:
     dispatch, store, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=generate_key())
     run = dispatch.enqueue("s.sh", ["--token=canary-1"],
-                           env={"DEPLOY_TOKEN": "canary-1", "MODE": "fast"})
+                           env={"DEPLOY_TOKEN": "canary-1", "BUILD_MODE": "fast"})
     [(_, options)] = send.calls
     assert options["kwargs"]["args"] == ["--token=canary-1"]  # the script needs it
     assert "canary-1" not in options["kwargsrepr"]  # logs, task events, Flower do not
     recorded = store.get_run(run.run_id).params
     assert "canary-1" not in repr(recorded)
-    assert recorded["env"] == ["DEPLOY_TOKEN", "MODE"]  # names only
+    assert recorded["env"] == ["BUILD_MODE", "DEPLOY_TOKEN"]  # names only
 
 
 @pytest.mark.parametrize(
@@ -106,6 +106,16 @@ def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> No
         ({"script": "ok.sh", "queue_timeout": float("nan")}, ValidationError),
         ({"script": "ok.sh", "queue_timeout": float("inf")}, ValidationError),
         ({"script": "ok.sh", "queue_timeout": 10**9}, ValidationError),  # longer than runs live
+        # what the sender's own config already refuses: the worker would only fail it later
+        ({"script": "ok.sh", "env": {"CC": "x"}}, ValidationError),
+        ({"script": "ok.sh", "env": {"HOME": "/tmp/x"}}, ValidationError),
+        ({"script": "ok.sh", "env": {"1BAD": "x"}}, ValidationError),
+        ({"script": "/etc/passwd"}, PathNotAllowed),
+        ({"script": "../../etc/passwd"}, PathNotAllowed),
+        ({"script": "ok.sh", "queue": "a b"}, ValidationError),
+        ({"script": "ok.sh", "queue": "x,y"}, ValidationError),
+        ({"script": "ok.sh", "queue": "-Q"}, ValidationError),
+        ({"script": "ok.sh", "queue": "q\x1b[2J"}, ValidationError),
     ],
 )
 def test_refused_before_anything_is_recorded_or_sent(tmp_path: Path, kwargs: dict[str, Any],
@@ -134,3 +144,12 @@ def test_queue_timeout_overrides_the_configured_ttl_per_run(tmp_path: Path) -> N
     assert [options["expires"] - EXPIRES_SLACK_SECONDS for _, options in send.calls] == [86400, 2.5]
     assert store.get_run(default.run_id).queue_timeout == 86400
     assert store.get_run(override.run_id).queue_timeout == 2.5
+
+
+def test_the_senders_caller_env_setting_decides_its_early_check(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path, PITSTOP_CALLER_ENV="CC,GIT_SHA")
+    dispatch.enqueue("ok.sh", env={"CC": "clang"})
+    with pytest.raises(ValidationError, match="--env BUILD_TYPE: not a name callers may set "
+                                              r"\(scripts.caller_env\)"):
+        dispatch.enqueue("ok.sh", env={"BUILD_TYPE": "release"})
+    assert len(send.calls) == 1 and len(store.list_runs()) == 1

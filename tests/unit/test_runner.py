@@ -175,8 +175,8 @@ def test_an_unexpected_error_before_the_start_never_leaves_the_run_running(world
 
 def test_sealed_values_are_redacted_whatever_their_names(world: World) -> None:
     run = world.runs.create_run(kind="script", queue="linux")
-    script, args = str(FIXTURE_SCRIPTS / "print_secret.py"), ["PLAIN_NAME"]
-    sealed = Sealer(KEY).seal({"PLAIN_NAME": "canary-sealed-77"}, bound_to={
+    script, args = str(FIXTURE_SCRIPTS / "print_secret.py"), ["BUILD_LABEL"]
+    sealed = Sealer(KEY).seal({"BUILD_LABEL": "canary-sealed-77"}, bound_to={
         "run_id": run.run_id, "script": script, "args": args, "cwd": None})
     request = ScriptRequest(run_id=run.run_id, script=script, args=args, sealed_env=sealed)
     runner = world.runner(sealer=Sealer(KEY))
