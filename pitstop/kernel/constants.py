@@ -53,6 +53,14 @@ WEBHOOK_BODY_PREFIX: Final = f"{KEY_PREFIX}:webhook-body:"
 """``pitstop:webhook-body:<sha256 of the body>``: a signed body is accepted once per dedupe window,
 whatever delivery id or event name it comes with (the signature covers only the body)."""
 WEBHOOK_DELIVERY_TTL_SECONDS: Final = 7 * 24 * 3600
+API_EVENT_SOURCE: Final = "api:token"
+"""The ``source`` of events published through ``POST /events`` (``api:token/<what the caller
+says>``): an API event never passes for a verified webhook's (``github``) or a worker's."""
+RESERVED_EVENT_ROOTS: Final = frozenset({
+    "tool", "run", "github", "workstream", "triage", "patch", "deploy", "alerting",
+})
+"""First segments of the event types only pitstop itself or a verified webhook publishes:
+``POST /events`` refuses them (403). A component that publishes a new family adds its root here."""
 
 # --- beat --------------------------------------------------------------------------------------
 BEAT_LOCK_KEY: Final = f"{KEY_PREFIX}:beat:lock"
@@ -109,13 +117,143 @@ ENV_NAME_PATTERN: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 """A variable name a caller may set with ``--env``: letters, digits and ``_``, no leading digit."""
 
 # --- workstreams ----------------------------------------------------------------------------------
+RUN_KIND_WORKSTREAM: Final = "workstream"
+"""Run records of workstream runs (their steps, states, times, attempts and triggering event)."""
+TASK_WORKSTREAM_STEP: Final = "pitstop.workstream_step"
+"""One attempt of one workstream step, sent to the step's queue."""
+TASK_REAP_WORKSTREAMS: Final = "pitstop.reap_workstreams"
+"""Beat's repair of workstream runs: dead step workers, unsent steps, unfinished endings."""
+WS_ACTIVE_RUNS: Final = f"{KEY_PREFIX}:ws:active"
+"""Set of workstream run ids not yet finalized (what the reaper looks at)."""
+WS_SLOT_PREFIX: Final = f"{KEY_PREFIX}:ws:slot:"
+"""``<prefix><workstream>:<key hash>``: the run holding a concurrency slot."""
+WS_SLOT_QUEUE_PREFIX: Final = f"{KEY_PREFIX}:ws:slot-queue:"
+"""``<prefix><workstream>:<key hash>``: runs waiting for that slot (policy ``queue``), in order."""
+WS_LAUNCH_PREFIX: Final = f"{DEDUPE_PREFIX}ws-launch:"
+"""``<prefix><launch key>``: the first launch made with that key (idempotent launches)."""
+WS_STEP_BEAT_PREFIX: Final = f"{KEY_PREFIX}:ws:beat:"
+"""``<prefix><run>:<step>:<attempt>``: set (with a TTL) while a worker executes that attempt."""
+WS_STEP_STOP_PREFIX: Final = f"{KEY_PREFIX}:ws:stop:"
+"""``<prefix><run>:<step>``: set when one running step must stop (a sibling failed)."""
+EVENT_WORKSTREAM_COMPLETED: Final = "workstream.{id}.completed"
+EVENT_WORKSTREAM_FAILED: Final = "workstream.{id}.failed"
+"""Published when a workstream run ends (failed, timed out or cancelled: ``data.status`` says)."""
+PLANNED_STEP_KINDS: Final = ("validate_patch", "triage", "alert", "deploy")
+"""Step kinds other components register: a workstream using one not yet installed is loaded,
+marked unavailable with the reason, instead of failing the whole file."""
+
 
 # --- triggers -------------------------------------------------------------------------------------
+TRIGGERS_FILE: Final = "triggers.yaml"
+"""The trigger rules, under the config directory (``config/triggers.yaml``)."""
+WORKSTREAMS_FILE: Final = "workstreams.yaml"
+"""The workstream definitions the triggers launch (``config/workstreams.yaml``)."""
+TRIGGER_KEY_PREFIX: Final = f"{KEY_PREFIX}:triggers:"
+TRIGGER_DISABLED_KEY: Final = f"{TRIGGER_KEY_PREFIX}disabled"
+"""Hash rule id -> JSON ``{by, at, reason}`` of the rules disabled at run time (every router reads it)."""
+TRIGGER_CONFIG_KEY: Final = f"{TRIGGER_KEY_PREFIX}config"
+"""Hash: the config in force fleet-wide (``version``, the YAML texts, who loaded it and when)."""
+TRIGGER_CONFIG_ERROR_KEY: Final = f"{TRIGGER_KEY_PREFIX}config-error"
+"""Hash: the last refused config edit (``error``, ``at``, ``by``), cleared by the next good load."""
+TRIGGER_DEDUPE_PREFIX: Final = f"{DEDUPE_PREFIX}trigger:"
+"""``pitstop:dedupe:trigger:<rule>:<sha256 of the rendered dedupe key>`` -> the event id that won."""
+TRIGGER_THROTTLE_PREFIX: Final = f"{TRIGGER_KEY_PREFIX}throttle:"
+"""Sorted set per rule (and throttle key): launches in the window, scored by time."""
+TRIGGER_DEBOUNCE_PREFIX: Final = f"{TRIGGER_KEY_PREFIX}debounce:"
+"""``<prefix><rule>:<key hash>``: the last event of a debounced burst (JSON)."""
+TRIGGER_DEBOUNCE_DUE_KEY: Final = f"{TRIGGER_KEY_PREFIX}debounce-due"
+"""Sorted set of pending debounced launches (``<rule>:<key hash>``) scored by due time (ms)."""
+TRIGGER_SLOT_PREFIX: Final = f"{TRIGGER_KEY_PREFIX}slot:"
+"""``<prefix><rule>:<slot epoch>`` set NX by whoever fires a schedule slot: at most once."""
+TRIGGER_CURSOR_KEY: Final = f"{TRIGGER_KEY_PREFIX}schedule-cursor"
+"""Hash rule id -> epoch seconds up to which its schedule slots have been considered."""
+TRIGGER_SLOT_TTL_SECONDS: Final = 8 * 24 * 3600
+TRIGGER_DEDUPE_TTL_SECONDS: Final = 7 * 24 * 3600
+"""How long a launched (event, rule) pair stays remembered when the rule sets no window."""
+TASK_FIRE_SCHEDULES: Final = "pitstop.fire_schedules"
+EVENT_SCHEDULE_FIRED: Final = "schedule.fired"
+"""Published when a schedule slot fires; the launched run's trace starts at it."""
+BEAT_ENTRY_SCHEDULES: Final = "trigger-schedules"
+LOG_TRIGGER_EXECUTIONS: Final = "trigger_executions"
+ROUTER_BLOCK_MS: Final = 500
+"""Longest a router waits on XREADGROUP before it looks at due debounces and config changes."""
+ROUTER_BATCH: Final = 100
+ROUTER_ENV: Final = "PITSTOP_ROUTER"
+"""Set to ``0`` to keep a worker out of the router group (it still runs tasks)."""
 
 # --- triage ---------------------------------------------------------------------------------------
 
 # --- patches --------------------------------------------------------------------------------------
+PATCHES_FILE: Final = "patches.yaml"
+"""Repositories, checks, weights and thresholds of patch validation (``config/patches.yaml``)."""
+PATCH_QUEUE: Final = "patches"
+"""Where ``validate_patch`` tasks go: run a worker with ``-Q patches`` on machines that validate."""
+TASK_VALIDATE_PATCH: Final = "pitstop.validate_patch"
+PATCH_KEY_PREFIX: Final = f"{KEY_PREFIX}:patches:"
+PATCH_LANE_PREFIX: Final = f"{PATCH_KEY_PREFIX}lane:"
+"""``<prefix><repo>:<branch>``: the merge-lane lock of one target branch (one landing at a time)."""
+PATCH_REVIEW_PREFIX: Final = f"{PATCH_KEY_PREFIX}review:"
+"""``<prefix><review id>``: one JSON document per patch waiting for (or past) manual review."""
+PATCH_REVIEW_INDEX: Final = f"{PATCH_KEY_PREFIX}reviews"
+"""Sorted set of review ids scored by creation time (epoch seconds)."""
+PATCH_REVIEW_TTL_SECONDS: Final = 90 * 24 * 3600
+LOG_PATCH_DECISIONS: Final = "patch_decisions"
+EVENT_PATCH_MERGED: Final = "patch.merged"
+EVENT_PATCH_PR_OPENED: Final = "patch.pr_opened"
+EVENT_PATCH_REVIEW_QUEUED: Final = "patch.review_queued"
+EVENT_PATCH_REJECTED: Final = "patch.rejected"
+PATCH_BRANCH_PREFIX: Final = "pitstop/patch/"
+"""Branches pitstop creates for a patch's commit (kept while it waits for review or a PR)."""
+PATCH_WORKTREES_DIR: Final = "patches/worktrees"
+"""Under the state directory: the throw-away worktrees, each with an owner marker."""
+PATCH_MIRRORS_DIR: Final = "patches/mirrors"
+"""Under the state directory: bare clones of repositories declared by URL."""
+PATCH_MIN_GIT_VERSION: Final = (2, 39, 2)
+"""Older ``git apply`` follows symlinks out of the tree (CVE-2023-23946)."""
+PATCH_MAX_BYTES: Final = 5 * 1024 * 1024
+PATCH_GITHUB_LABEL: Final = "pitstop"
 
 # --- alerts ---------------------------------------------------------------------------------------
+ALERTS_GROUP: Final = "alerts"
+"""Consumer group of the alert manager on the event stream."""
+ALERTS_CONFIG_FILE: Final = "alerts.yaml"
+ALERTS_PREFIX: Final = f"{KEY_PREFIX}:alerts:"
+ALERTS_LEADER_KEY: Final = f"{ALERTS_PREFIX}leader"
+"""Held (SET NX PX, renewed) by the one alert manager that processes events; others stand by."""
+ALERT_KEY_PREFIX: Final = f"{ALERTS_PREFIX}alert:"
+"""One JSON document per alert (an open group and its occurrences): ``...alert:<id>``."""
+ALERTS_OPEN: Final = f"{ALERTS_PREFIX}open"
+"""Hash: group key -> id of the open (firing, or resolved and not yet told) alert."""
+ALERTS_INDEX: Final = f"{ALERTS_PREFIX}index"
+"""Sorted set of alert ids scored by creation time (epoch seconds)."""
+ALERT_SEEN_PREFIX: Final = f"{ALERTS_PREFIX}seen:"
+"""``...seen:<event id>``: the event was handled (redelivery is not counted twice)."""
+ALERT_ACK_PREFIX: Final = f"{ALERTS_PREFIX}ack:"
+"""``...ack:<alert id>`` (SET NX): who acknowledged the alert and when."""
+ALERT_DELIVERED_PREFIX: Final = f"{ALERTS_PREFIX}delivered:"
+"""``...delivered:<alert id>`` (SET NX): when a notification of the alert was first delivered."""
+ALERT_NOTIFICATION_PREFIX: Final = f"{ALERTS_PREFIX}notification:"
+ALERT_DELIVERY_PREFIX: Final = f"{ALERTS_PREFIX}delivery:"
+"""The delivery ledger: one hash per (notification, channel)."""
+ALERT_DELIVERIES_DUE: Final = f"{ALERTS_PREFIX}deliveries-due"
+"""Sorted set of unfinished deliveries scored by when the sweeper should look at them again."""
+ALERT_RATE_PREFIX: Final = f"{ALERTS_PREFIX}rate:"
+"""Per webhook (``...rate:<sha256 of the URL, 16 hex>``): the shared rate limit and 429 block."""
+ALERT_SILENCES: Final = f"{ALERTS_PREFIX}silences"
+ALERTS_STORM: Final = f"{ALERTS_PREFIX}storm"
+"""Hash receiver -> JSON: when it was last sent messages, and the alerts waiting for its digest."""
+ALERT_STATS_PREFIX: Final = f"{ALERTS_PREFIX}stats:"
+"""``...stats:<YYYY-MM-DD>``: counters of the alerting pipeline's own health that day."""
+ALERT_SUMMARY_SENT_PREFIX: Final = f"{ALERTS_PREFIX}summary-sent:"
+ALERT_ACK_SIGNING_KEY: Final = f"{ALERTS_PREFIX}ack-signing-key"
+"""Random key (SET NX once) that signs ack links: whoever reads it could ack in Redis anyway."""
+ALERTS_TTL_SECONDS: Final = 30 * 24 * 3600
+TASK_SEND_ALERT: Final = "pitstop.send_alert"
+TASK_ALERTS_SUMMARY: Final = "pitstop.alerts_daily_summary"
+LOG_ALERTS: Final = "alerts"
+"""``.state/alerts.jsonl``: one line per alerting event (and per resolution), written first."""
+LOG_ALERT_ACTIVITY: Final = "alert_activity"
+"""Notifications, delivery outcomes, acks, escalations, silences and summaries."""
+EVENT_ALERTING_DEGRADED: Final = "alerting.degraded"
 
 # --- deploy ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ message and an exit code (``exit_code``) instead of a traceback.
 
     PitstopError
     ├── ConfigError            a config file or setting is invalid (file, key path, line)
+    │   └── WorkstreamUnavailable  a workstream waits for a step kind not installed yet
     ├── ValidationError        an input value is invalid (event type, pattern, payload, argument)
     │   ├── InvalidEventType
     │   ├── InvalidPattern
@@ -17,8 +18,13 @@ message and an exit code (``exit_code``) instead of a traceback.
     ├── RedisUnavailable       no Redis could be reached or started
     ├── RunNotFound
     ├── NothingToCancel        the run has already ended
-    └── WebhookError           a webhook delivery was refused
-        └── SignatureMismatch
+    ├── WebhookError           a webhook delivery was refused
+    │   └── SignatureMismatch
+    └── PatchError             a patch cannot be validated or landed
+        ├── UnsafePatch        refused before anything was written (paths, modes, sizes)
+        ├── GitTooOld          git is missing or older than 2.39.2
+        ├── LandingFailed      a validated patch could not be merged or pushed
+        └── ReviewNotFound
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ class ConfigError(PitstopError):
         if key_path:
             where = f"{where} at {key_path}" if where else key_path
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class WorkstreamUnavailable(ConfigError):
+    """A workstream uses a step kind that is not installed yet: it is loaded, but cannot run."""
 
 
 class ValidationError(PitstopError):
@@ -123,3 +133,29 @@ class WebhookError(PitstopError):
 
 class SignatureMismatch(WebhookError):
     """A webhook signature is missing, malformed or wrong."""
+
+
+class PatchError(PitstopError):
+    """A patch cannot be validated or landed (see :mod:`pitstop.patches`)."""
+
+
+class UnsafePatch(PatchError):
+    """A patch was refused before anything was written: it names paths outside the tree, into
+    ``.git/``, symlink or submodule modes, a binary over the cap, or cannot be parsed safely."""
+
+    exit_code = 2
+
+
+class GitTooOld(PatchError):
+    """git is missing, or older than the version whose ``git apply`` is safe to run."""
+
+    exit_code = 2
+
+
+class LandingFailed(PatchError):
+    """A validated patch could not be merged or pushed (conflict with the moved target, push
+    refused, lane busy)."""
+
+
+class ReviewNotFound(PatchError):
+    """No patch review has the given id."""
