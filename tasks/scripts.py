@@ -27,7 +27,9 @@ TIME_LIMIT_MARGIN = 5.0
 def run_script(self: Task, run_id: str, script: str, args: list[str] | None = None,
                env: dict[str, str] | None = None, cwd: str | None = None,
                timeout: float | None = None, idempotent: bool = False,
-               trace_id: str | None = None, sealed_env: str | None = None) -> dict[str, Any]:
+               trace_id: str | None = None, sealed_env: str | None = None,
+               sealed_args: str | None = None, secret_env: list[str] | None = None
+               ) -> dict[str, Any]:
     """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``.
 
     Returns the execution result when the script succeeded; raises :class:`ScriptFailed` when
@@ -36,7 +38,8 @@ def run_script(self: Task, run_id: str, script: str, args: list[str] | None = No
     started = time.monotonic()
     request = ScriptRequest(run_id=run_id, script=script, args=list(args or []),
                             env=dict(env or {}), cwd=cwd, timeout=timeout, idempotent=idempotent,
-                            trace_id=trace_id, sealed_env=sealed_env)
+                            trace_id=trace_id, sealed_env=sealed_env, sealed_args=sealed_args,
+                            secret_env=list(secret_env or []))
     runner = context.script_runner()
     try:
         skip = runner.claim(request)

@@ -25,18 +25,18 @@ MIN_ID_PART = 4
 """Shortest run id prefix or suffix ``show``/``cancel`` accept."""
 
 
-def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+def parse_env(pairs: tuple[str, ...], option: str = "--env") -> dict[str, str]:
     """``NAME=value`` sets a value; a bare ``NAME`` passes this shell's value through."""
     env: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not re.fullmatch(ENV_NAME_PATTERN, name):
             # Only the name part: the value may be a secret (--env 'DEPLOY-TOKEN=ghp_...').
-            raise ValidationError(f"--env expects NAME=value or NAME (letters, digits and _, "
+            raise ValidationError(f"{option} expects NAME=value or NAME (letters, digits and _, "
                                   f"not starting with a digit), got the name {name!r}")
         if not sep:
             if name not in os.environ:
-                raise ValidationError(f"--env {name}: not set in this environment")
+                raise ValidationError(f"{option} {name}: not set in this environment")
             value = os.environ[name]
         env[name] = value
     return env
@@ -52,7 +52,13 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
                    "was sent: the run ends expired (exit 75 with --wait). Default from config "
                    "(scripts.queue_ttl_seconds).")
 @click.option("--wait", is_flag=True, help="Stream output live; exit with the script's exit code.")
-@click.option("-e", "--env", "env_pairs", multiple=True, help="NAME=value, or NAME to pass through.")
+@click.option("-e", "--env", "env_pairs", multiple=True,
+              help="NAME=value, or NAME to pass through. Only names the workers' "
+                   "scripts.caller_env allows; values of secret-looking names (*_TOKEN …) are "
+                   "redacted from output, others (GIT_SHA) are shown.")
+@click.option("--secret-env", "secret_env_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Like --env, but the value is a secret whatever its name: sent encrypted "
+                   "and redacted from the output, records and logs.")
 @click.option("--cwd", help="Working directory on the worker.")
 @click.option("--idempotent", is_flag=True, help="Safe to re-run if its worker dies mid-run.")
 @click.option("--json", "as_json", is_flag=True,
@@ -60,17 +66,23 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
                    "line of stdout (pitstop run … --wait --json | tail -n 1 | jq).")
 @pass_context
 def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, timeout: float | None,
-        queue_timeout: float | None, wait: bool, env_pairs: tuple[str, ...], cwd: str | None,
-        idempotent: bool, as_json: bool) -> None:
+        queue_timeout: float | None, wait: bool, env_pairs: tuple[str, ...],
+        secret_env_pairs: tuple[str, ...], cwd: str | None, idempotent: bool,
+        as_json: bool) -> None:
     """Run SCRIPT on a build machine: pitstop run scripts/build.sh --wait -- --release
 
     The script's own arguments go after ``--``: an option pitstop does not know is an error,
     never silently handed to the script."""
     env = parse_env(env_pairs)
+    secrets = parse_env(secret_env_pairs, "--secret-env")
+    both = sorted(set(env) & set(secrets))
+    if both:
+        raise ValidationError(f"{', '.join(both)}: given with both --env and --secret-env")
+    env.update(secrets)
     if not wait:
         run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
                                     env=env, cwd=cwd, idempotent=idempotent,
-                                    queue_timeout=queue_timeout)
+                                    queue_timeout=queue_timeout, secret_env=sorted(secrets))
         if as_json:
             print_json(run_record.model_dump(mode="json"))
         else:
@@ -80,7 +92,7 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
     with cancel_requests() as requests:
         run_record = enqueue_script(ctx, script, list(args), queue=queue, timeout=timeout,
                                     env=env, cwd=cwd, idempotent=idempotent,
-                                    queue_timeout=queue_timeout)
+                                    queue_timeout=queue_timeout, secret_env=sorted(secrets))
         click.echo(f"pitstop: run {run_record.run_id} queued on {run_record.queue!r}", err=True)
         final = follow_run(ctx, run_record.run_id, requests)
     if as_json:
@@ -91,13 +103,15 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
 def enqueue_script(ctx: Context, script: str, args: list[str], *, queue: str | None = None,
                    timeout: float | None = None, env: dict[str, str] | None = None,
                    cwd: str | None = None, idempotent: bool = False,
-                   queue_timeout: float | None = None) -> Run:
+                   queue_timeout: float | None = None, secret_env: list[str] | None = None
+                   ) -> Run:
     """Record a queued run and send it to ``queue`` (see :class:`ScriptDispatcher`)."""
     # Enqueueing writes: like emit, it may start the embedded Redis (readers never do).
     dispatcher = ScriptDispatcher(ctx.settings, ctx.run_store(start_embedded=True), ctx.redactor,
                                   ctx.celery_app(start_embedded=True).send_task)
     return dispatcher.enqueue(script, args, queue=queue, timeout=timeout, env=env, cwd=cwd,
-                              idempotent=idempotent, queue_timeout=queue_timeout)
+                              idempotent=idempotent, queue_timeout=queue_timeout,
+                              secret_env=secret_env or ())
 
 
 def _find_run(store: RunStore, run_id: str) -> Run:

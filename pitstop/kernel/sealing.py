@@ -1,10 +1,11 @@
 """Sealing secret values for the trip through Redis.
 
-``pitstop run --env DEPLOY_TOKEN`` must hand the token to a worker on another machine, but the
-task message sits in a Redis list and in its append-only file. Values of secret-named variables
-are therefore encrypted (Fernet: AES-128-CBC + HMAC-SHA256) with a key that CI and workers share
-(``PITSTOP_SECRET_KEY``) and Redis never sees. With the embedded Redis on one machine, a key is
-created on first use in ``<state_dir>/secret.key`` (mode 0600).
+``pitstop run --env DEPLOY_TOKEN`` (or ``-- --token X``) must hand the token to a worker on
+another machine, but the task message sits in a Redis list and in its append-only file. Values of
+secret-named variables and secret arguments are therefore encrypted (Fernet: AES-128-CBC +
+HMAC-SHA256) with a key that CI and workers share (``PITSTOP_SECRET_KEY``) and Redis never sees.
+With the embedded Redis on one machine, a key is created on first use in
+``<state_dir>/secret.key`` (mode 0600).
 
 A token is bound to what it was sealed for (the run id, script, arguments and working
 directory): copied out of Redis into another task message, it does not decrypt there, so the
@@ -23,6 +24,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from pitstop.kernel.errors import ConfigError, ScriptError
+from pitstop.kernel.statelog import private_dir
 
 KEY_FILE = "secret.key"
 
@@ -52,14 +54,15 @@ class Sealer:
             document = json.loads(self._fernet.decrypt(token.encode()))
         except (InvalidToken, ValueError):
             raise ScriptError(
-                "cannot decrypt the secret --env values: the worker's PITSTOP_SECRET_KEY is not "
-                "the one the run was enqueued with") from None
+                "cannot decrypt the secret values (--env, secret arguments): the worker's "
+                "PITSTOP_SECRET_KEY is not the one the run was enqueued with") from None
         if not isinstance(document, dict) or document.get("bound_to") != _canonical(bound_to):
-            raise ScriptError("the encrypted --env values were sealed for another run, script or "
-                              "arguments: refusing to hand them to this one")
+            raise ScriptError("the encrypted values were sealed for another run, script, "
+                              "arguments or part of the message: refusing to hand them to this "
+                              "one")
         values = document.get("values")
         if not isinstance(values, dict):
-            raise ScriptError("the encrypted --env values are malformed")
+            raise ScriptError("the encrypted values are malformed")
         return {str(name): str(value) for name, value in values.items()}
 
 
@@ -79,7 +82,7 @@ def key_file_sealer(state_dir: Path, *, create: bool) -> Sealer | None:
     except FileNotFoundError:
         if not create:
             return None
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     key = generate_key()
     fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".secret-key-")  # mode 0600
     try:

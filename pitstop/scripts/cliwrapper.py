@@ -274,9 +274,10 @@ class CLIWrapper:
         argv = self.command_for(script, list(args), search_path=child_env.get("PATH"))
         workdir = None if cwd is None else self.resolve_workdir(cwd)
 
-        redact = self.redactor.redact_text
-        shown_script = redact(str(script))
-        shown_args = [redact(a) for a in args]
+        # Secret flag values (--token X, --password=X) become *** and are learnt as secrets
+        # before the script starts, so its own output cannot show them either.
+        shown_args = self.redactor.redact_args(list(args))
+        shown_script = self.redactor.redact_text(str(script))
         run_id = self._start_run(run_id, shown_script, shown_args, trace_id)
         # Inherited by all the script spawns: scripts can name their run, and a sweep can find
         # what a SIGKILLed worker left behind (see pitstop.kernel.proc).

@@ -8,9 +8,11 @@ Everything that decides something lives here and never imports Celery:
   finished (skip), running on a live worker (skip), or running on a dead one: then it is re-run
   only when idempotent, and otherwise marked ``lost`` at once. A claim whose reply was lost is
   retried here, in the same process, where claiming again is the same claim.
-* **Run.** Sealed ``--env`` values are opened (bound to this run, script and arguments) and
-  redacted whatever their names; the script runs under a :class:`CLIWrapper` that streams its
-  lines through an :class:`OutputWriter` and heart-beats the run.
+* **Run.** Sealed ``--env`` values and secret arguments are opened (bound to this run, script
+  and arguments); values secret by name or marked secret by the caller (``secret_env``) are
+  redacted from everything, plain ones (``GIT_SHA``) are not; the script runs under a
+  :class:`CLIWrapper` that streams its lines through an :class:`OutputWriter` and heart-beats
+  the run.
 * **Report.** Refused before it ran, failed, timed out, cancelled: the run record says so, the
   output ends with the result's own status, and :class:`ScriptFailed` tells Celery.
 """
@@ -56,6 +58,8 @@ class ScriptRequest:
     idempotent: bool = False
     trace_id: str | None = None
     sealed_env: str | None = None
+    sealed_args: str | None = None
+    secret_env: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,8 @@ class ScriptRunner:
             give_up_by=give_up_by,
         )
         try:
-            env = {**request.env, **self._unseal(request, redactor)}
-            result = wrapper.wrap(request.script, request.args, env=env,
+            args, env = self._unseal(request, redactor)
+            result = wrapper.wrap(request.script, args, env=env,
                                   cwd=Path(request.cwd) if request.cwd else None, run_id=run_id,
                                   trace_id=request.trace_id)
         except PitstopError as exc:
@@ -186,22 +190,50 @@ class ScriptRunner:
                                + (" (timed out)" if result.timed_out else ""))
         return result
 
-    def _unseal(self, request: ScriptRequest, redactor: Redactor) -> dict[str, str]:
-        if not request.sealed_env:
-            return {}
-        sealer = self._sealer()
-        if sealer is None:
-            raise ScriptError("this run carries encrypted --env values but this worker has no "
-                              "PITSTOP_SECRET_KEY to decrypt them")
-        values = sealer.unseal(request.sealed_env, bound_to=seal_binding(
-            request.run_id, request.script, request.args, request.cwd))
-        for value in values.values():
-            # Sealed by the sender because it is (or may be) secret: redact it whatever its name.
-            redactor.add_secret(value)
-        return values
+    def _unseal(self, request: ScriptRequest, redactor: Redactor
+                ) -> tuple[list[str], dict[str, str]]:
+        """The script's real arguments and ``env``; teaches ``redactor`` the secret ones."""
+        args, env = list(request.args), dict(request.env)
+        if request.sealed_env or request.sealed_args:
+            sealer = self._sealer()
+            if sealer is None:
+                raise ScriptError("this run carries encrypted values (--env or secret "
+                                  "arguments) but this worker has no PITSTOP_SECRET_KEY to "
+                                  "decrypt them")
+            if request.sealed_env:
+                env.update(sealer.unseal(request.sealed_env, bound_to=seal_binding(
+                    request.run_id, request.script, request.args, request.cwd,
+                    secret_env=request.secret_env)))
+            if request.sealed_args:
+                hidden = sealer.unseal(request.sealed_args, bound_to=seal_binding(
+                    request.run_id, request.script, request.args, request.cwd, part="args"))
+                args = _restore_args(args, hidden, redactor)
+        for name in request.secret_env:
+            # Marked secret by the caller (--secret-env): redacted whatever its name. Values
+            # secret by name are learnt when the environment is built; plain ones stay readable.
+            if name in env:
+                redactor.add_secret(env[name])
+        return args, env
 
     def _end_abruptly(self, run_id: str, why: str) -> None:
         try:
             self.runs.update_run(run_id, status="failed", error=f"the worker gave up: {why}")
         except Exception:
             log.exception("run %s: could not record how it ended", run_id)
+
+
+def _restore_args(shown: list[str], hidden: dict[str, str], redactor: Redactor) -> list[str]:
+    """``shown`` with the sealed secret arguments put back; a value the run's own redactor would
+    not hide (a secret the sender knew from its environment) is taught to it."""
+    args = list(shown)
+    for key, value in hidden.items():
+        index = int(key) if key.isdigit() else -1
+        if not 0 <= index < len(args):
+            raise ScriptError("the encrypted arguments are malformed")
+        args[index] = value
+    recognised = redactor.redact_args(args)
+    for key in hidden:
+        index = int(key)
+        if recognised[index] == args[index]:
+            redactor.add_secret(args[index])
+    return args

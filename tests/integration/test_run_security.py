@@ -128,3 +128,71 @@ def test_the_cli_refuses_before_a_run_is_queued(pitstop_env: dict[str, str], pit
     assert len(done.stderr.strip().splitlines()) == 1
     assert "/tmp/x" not in done.stderr  # never a value
     assert client.zcard(RUN_INDEX) == before  # no run recorded, nothing sent
+
+
+SECRET_ARGS_SCRIPT = """
+    import hashlib, os, sys
+    # Proof that the real values arrived, without printing them.
+    print("received", hashlib.sha256("\\0".join(sys.argv[1:]).encode()).hexdigest())
+    print("args:", " ".join(sys.argv[1:]))
+    print(f"building {os.environ['BUILD_TYPE']} for sha {os.environ['GIT_SHA']}")
+    print("label:", os.environ["BUILD_LABEL"], "token:", os.environ["DEPLOY_TOKEN"])
+"""
+
+
+@pytest.mark.timeout(150)
+def test_secret_arguments_never_leak_and_plain_env_values_stay_readable(
+        pitstop_env: dict[str, str], pitstop_home: Path, tmp_path: Path) -> None:
+    """Issue 6 items 2 and 3, end to end on a Redis with its append-only file on."""
+    import hashlib
+    import uuid
+
+    from pitstop.connection.server import RedisServer
+    from tests.support import running, task_outcome
+
+    tag = uuid.uuid4().hex[:10]
+    canaries = [f"canary{n}-{tag}" for n in range(6)]
+    args = ["--token", canaries[0], "--api-key", canaries[1], "--secret", canaries[2],
+            "--password", canaries[3], f"--password={canaries[4]}", "--release"]
+    path = write_script(pitstop_home, f"secret_args_{tag}.py", SECRET_ARGS_SCRIPT)
+    server = RedisServer(tmp_path / "aof-redis", appendonly=True)
+    info = server.start()
+    state = tmp_path / "state"
+    env = {**pitstop_env, "PITSTOP_REDIS_URL": info.url, "PITSTOP_STATE_DIR": str(state)}
+    try:
+        with running(["worker", "-Q", "linux", "-c", "1", "-n", f"aof-{tag}@%h"], env,
+                     tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
+            done = run_cli(["run", path, "--wait", "--json", "-e", "GIT_SHA=abc123",
+                            "-e", "BUILD_TYPE=release", "-e", f"DEPLOY_TOKEN={canaries[5]}x",
+                            "--secret-env", f"BUILD_LABEL={canaries[5]}", "--", *args], env)
+            assert done.returncode == 0, done.stderr
+            run_id = json.loads(done.stdout.splitlines()[-1])["run_id"]
+            client = redis.Redis.from_url(info.url)
+            outcome = wait_for(lambda: task_outcome(client, run_id), 10,
+                               message="the task result")
+            assert outcome["status"] == "SUCCESS"
+            shown = [run_cli(command, env) for command in (
+                ["show", run_id], ["show", run_id, "--json", "--output"], ["events", "--json"],
+                ["log", "cli_executions"], ["log", "runs"], ["runs", "--json"])]
+            worker_log = worker.output()
+        aof = (tmp_path / "aof-redis" / "appendonly.aof").read_bytes()
+    finally:
+        server.stop()
+    expected = hashlib.sha256("\0".join(args).encode()).hexdigest()
+    lines = done.stdout.splitlines()
+    assert f"received {expected}" in lines  # the script got the real values
+    assert "args: --token *** --api-key *** --secret *** --password *** --password=*** --release" \
+        in lines
+    # Plain --env values are data, not secrets: shown as they are (issue 6 item 3).
+    assert "building release for sha abc123" in lines
+    assert "label: *** token: ***" in lines  # marked secret, or secret by name
+    assert aof and b"abc123" in aof  # the AOF holds what Redis was sent
+    places = {"cli output": done.stdout + done.stderr, "worker log": worker_log,
+              "aof": aof.decode(errors="replace"), "result": json.dumps(outcome),
+              **{f"pitstop {i}": c.stdout + c.stderr for i, c in enumerate(shown)},
+              **{log.name: log.read_text() for log in state.glob("*.jsonl")}}
+    assert {"runs.jsonl", "cli_executions.jsonl"} <= set(places)
+    assert all(c.returncode == 0 for c in shown), [c.stderr for c in shown]
+    for canary in canaries:
+        leaks = [where for where, text in places.items() if canary in text]
+        assert not leaks, (canary, leaks)

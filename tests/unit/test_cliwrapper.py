@@ -915,6 +915,37 @@ def test_canary_secret_never_leaves_redacted(tmp_path: Path) -> None:
     assert w.redactor.redact_text(f"x {CANARY} y") == "x *** y"
 
 
+def test_secret_flag_arguments_reach_the_script_and_are_redacted_everywhere(
+        tmp_path: Path) -> None:
+    import hashlib
+
+    args = ["--token", CANARY + "1", "--api-key", CANARY + "2", "--secret", CANARY + "3",
+            "--password", CANARY + "4", f"--password={CANARY}5", "--release"]
+    digest = hashlib.sha256("\0".join(args).encode()).hexdigest()
+    script = tmp_path / "check_args.py"
+    script.write_text(textwrap.dedent(f"""
+        import hashlib, sys
+        got = hashlib.sha256("\\0".join(sys.argv[1:]).encode()).hexdigest()
+        print(" ".join(sys.argv[1:]))
+        sys.exit(0 if got == {digest!r} else 9)
+    """))
+    client = fakeredis.FakeRedis()
+    streamed: list[str] = []
+    w = CLIWrapper(allowed_roots=[tmp_path], redactor=Redactor(), bus=EventBus(client),
+                   runs=RunStore(client), state_log=StateLog("cli_executions", tmp_path),
+                   output_sink=lambda _s, ln: streamed.append(ln))
+    result = w.wrap(script, args)
+    assert result.exit_code == 0  # the real values arrived
+    shown = ["--token", "***", "--api-key", "***", "--secret", "***", "--password", "***",
+             "--password=***", "--release"]
+    assert result.args == shown
+    assert streamed == [" ".join(shown)]
+    everywhere = json.dumps(result.to_dict()) + (tmp_path / "cli_executions.jsonl").read_text() \
+        + json.dumps([e.to_dict() for e in EventBus(client).replay()]) \
+        + repr([(k, client.dump(k)) for k in client.keys("*")])
+    assert CANARY not in everywhere
+
+
 def test_secret_like_parent_variable_allowlisted_is_redacted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_API_TOKEN", CANARY)

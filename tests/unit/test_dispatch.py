@@ -86,8 +86,8 @@ def test_a_secret_value_is_redacted_wherever_else_it_shows(tmp_path: Path) -> No
     run = dispatch.enqueue("s.sh", ["--token=canary-1"],
                            env={"DEPLOY_TOKEN": "canary-1", "BUILD_MODE": "fast"})
     [(_, options)] = send.calls
-    assert options["kwargs"]["args"] == ["--token=canary-1"]  # the script needs it
-    assert "canary-1" not in options["kwargsrepr"]  # logs, task events, Flower do not
+    assert options["kwargs"]["args"] == ["--token=***"]  # the real one travels sealed
+    assert "canary-1" not in repr(options)  # logs, task events, Flower, the AOF do not
     recorded = store.get_run(run.run_id).params
     assert "canary-1" not in repr(recorded)
     assert recorded["env"] == ["BUILD_MODE", "DEPLOY_TOKEN"]  # names only
@@ -153,3 +153,62 @@ def test_the_senders_caller_env_setting_decides_its_early_check(tmp_path: Path) 
                                               r"\(scripts.caller_env\)"):
         dispatch.enqueue("ok.sh", env={"BUILD_TYPE": "release"})
     assert len(send.calls) == 1 and len(store.list_runs()) == 1
+
+
+SECRET_ARGS = ["--token", "canary-a", "--api-key", "canary-b", "--secret", "canary-c",
+               "--password", "canary-d", "--password=canary-e", "--pat", "canary-f", "--release"]
+
+
+def test_secret_arguments_travel_sealed_and_show_masked(tmp_path: Path) -> None:
+    key = generate_key()
+    dispatch, store, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=key)
+    run = dispatch.enqueue("s.sh", SECRET_ARGS)
+    [(_, options)] = send.calls
+    shown = ["--token", "***", "--api-key", "***", "--secret", "***", "--password", "***",
+             "--password=***", "--pat", "***", "--release"]
+    assert options["kwargs"]["args"] == shown
+    assert store.get_run(run.run_id).params["args"] == shown
+    assert options["kwargs"]["sealed_env"] is None
+    assert not [c for c in "abcdef" if f"canary-{c}" in repr(options) + repr(
+        store.get_run(run.run_id).model_dump())]
+    binding = seal_binding(run.run_id, "s.sh", shown, None, part="args")
+    assert Sealer(key).unseal(options["kwargs"]["sealed_args"], bound_to=binding) == {
+        "1": "canary-a", "3": "canary-b", "5": "canary-c", "7": "canary-d",
+        "8": "--password=canary-e", "10": "canary-f"}
+    # Bound to its part of the message: it does not open as --env values.
+    with pytest.raises(ScriptError, match="sealed for another run"):
+        Sealer(key).unseal(options["kwargs"]["sealed_args"],
+                           bound_to=seal_binding(run.run_id, "s.sh", shown, None))
+
+
+def test_secret_arguments_without_a_shared_key_are_refused(tmp_path: Path) -> None:
+    dispatch, store, send = dispatcher(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        dispatch.enqueue("s.sh", ["--password", "canary-d", "--release"])
+    assert "(--password *** --release)" in str(err.value)
+    assert "canary-d" not in str(err.value) and "PITSTOP_SECRET_KEY" in str(err.value)
+    assert send.calls == [] and store.list_runs() == []
+    dispatch.enqueue("s.sh", ["--release", "--password-stdin"])  # nothing secret: plain
+
+
+def test_secret_env_marks_values_secret_whatever_their_names(tmp_path: Path) -> None:
+    key = generate_key()
+    dispatch, _, send = dispatcher(tmp_path, PITSTOP_SECRET_KEY=key)
+    run = dispatch.enqueue("s.sh", ["--label", "canary-label"],
+                           env={"BUILD_LABEL": "canary-label", "GIT_SHA": "abc123"},
+                           secret_env=["BUILD_LABEL"])
+    [(_, options)] = send.calls
+    kwargs = options["kwargs"]
+    assert kwargs["secret_env"] == ["BUILD_LABEL"]
+    assert kwargs["args"] == ["--label", "***"]  # a known secret, wherever it shows
+    assert "canary-label" not in repr(options)
+    binding = seal_binding(run.run_id, "s.sh", ["--label", "***"], None,
+                           secret_env=["BUILD_LABEL"])
+    assert Sealer(key).unseal(kwargs["sealed_env"], bound_to=binding)["GIT_SHA"] == "abc123"
+    with pytest.raises(ScriptError, match="sealed for another run"):  # marks cannot be dropped
+        Sealer(key).unseal(kwargs["sealed_env"], bound_to={**binding, "secret_env": []})
+    with pytest.raises(ValidationError, match="secret_env names NOPE"):
+        dispatch.enqueue("s.sh", env={"GIT_SHA": "x"}, secret_env=["NOPE"])
+    keyless, _, _ = dispatcher(tmp_path / "keyless")
+    with pytest.raises(ConfigError, match="--env BUILD_LABEL: secret values"):
+        keyless.enqueue("s.sh", env={"BUILD_LABEL": "x"}, secret_env=["BUILD_LABEL"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import fakeredis
@@ -16,6 +18,7 @@ from pitstop.kernel.settings import load_settings
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
 from pitstop.runs.store import RunStore
+from pitstop.scripts.dispatch import seal_binding
 from pitstop.scripts.runner import ScriptRequest, ScriptRunner, Skip
 from tests.support import FIXTURE_SCRIPTS
 
@@ -173,16 +176,59 @@ def test_an_unexpected_error_before_the_start_never_leaves_the_run_running(world
     assert "the worker gave up: RuntimeError: a bug" in (run.error or "")
 
 
-def test_sealed_values_are_redacted_whatever_their_names(world: World) -> None:
+def _sealed_request(world: World, script: str, args: list[str], *,
+                    env: dict[str, str] | None = None, secret_env: list[str] | None = None,
+                    hidden: dict[str, str] | None = None) -> ScriptRequest:
     run = world.runs.create_run(kind="script", queue="linux")
-    script, args = str(FIXTURE_SCRIPTS / "print_secret.py"), ["BUILD_LABEL"]
-    sealed = Sealer(KEY).seal({"BUILD_LABEL": "canary-sealed-77"}, bound_to={
-        "run_id": run.run_id, "script": script, "args": args, "cwd": None})
-    request = ScriptRequest(run_id=run.run_id, script=script, args=args, sealed_env=sealed)
+    path = str(FIXTURE_SCRIPTS / script)
+    sealer = Sealer(KEY)
+    return ScriptRequest(
+        run_id=run.run_id, script=path, args=args, secret_env=secret_env or [],
+        sealed_env=env and sealer.seal(env, bound_to=seal_binding(
+            run.run_id, path, args, None, secret_env=secret_env or [])),
+        sealed_args=hidden and sealer.seal(hidden, bound_to=seal_binding(
+            run.run_id, path, args, None, part="args")))
+
+
+def test_sealed_values_are_redacted_only_when_secret(world: World) -> None:
+    request = _sealed_request(world, "env_dump.py", [], env={
+        "GIT_SHA": "abc123", "BUILD_TYPE": "release", "BUILD_LABEL": "canary-marked-77",
+        "DEPLOY_TOKEN": "canary-named-78"}, secret_env=["BUILD_LABEL"])
     runner = world.runner(sealer=Sealer(KEY))
     runner.claim(request)
     result = runner.execute(request)
     lines, _ = world.stream(request.run_id)
-    assert "the value is ***" in lines  # it reached the script, and no log shows it
-    assert "canary-sealed-77" not in "\n".join(lines) + result.stdout_tail + result.stderr_tail
-    assert "canary-sealed-77" not in world.runs.get_run(request.run_id).model_dump_json()
+    shown = json.loads(lines[0])
+    # Plain CI data reads as it is; marked or secret-named values never show anywhere.
+    assert (shown["GIT_SHA"], shown["BUILD_TYPE"]) == ("abc123", "release")
+    assert shown["BUILD_LABEL"] == shown["DEPLOY_TOKEN"] == "***"
+    everything = "\n".join(lines) + result.stdout_tail + world.runs.get_run(
+        request.run_id).model_dump_json()
+    assert "canary-marked-77" not in everything and "canary-named-78" not in everything
+
+
+def test_sealed_secret_arguments_reach_the_script_and_nothing_else(world: World) -> None:
+    shown_args = ["--token", "***", "--password=***", "***", "--release"]
+    request = _sealed_request(world, "echo_args.py", shown_args, hidden={
+        "1": "canary-tok-1", "2": "--password=canary-pw-2", "3": "canary-env-3"})
+    runner = world.runner(sealer=Sealer(KEY))
+    runner.claim(request)
+    result = runner.execute(request)
+    lines, _ = world.stream(request.run_id)
+    assert json.loads(lines[0]) == shown_args  # what the script printed, redacted
+    assert lines[1:] == ["--token", "***", "--password=***", "***", "--release"]
+    assert result.args == shown_args
+    record = world.runs.get_run(request.run_id)
+    assert record.status == "succeeded"
+    assert "canary" not in "\n".join(lines) + result.stdout_tail + record.model_dump_json()
+    assert "canary" not in (world.tmp_path / "cli_executions.jsonl").read_text()
+
+
+def test_a_forged_message_cannot_move_sealed_values_between_parts(world: World) -> None:
+    request = _sealed_request(world, "echo_args.py", ["***"], hidden={"0": "canary-arg"})
+    swapped = replace(request, sealed_env=request.sealed_args, sealed_args=None)
+    runner = world.runner(sealer=Sealer(KEY))
+    runner.claim(swapped)
+    with pytest.raises(ScriptFailed, match="sealed for another run"):
+        runner.execute(swapped)
+    assert world.runs.get_run(request.run_id).executions == []
