@@ -24,6 +24,7 @@ import redis
 from pitstop.bus.consumer import DeadLetter, GroupConsumer
 from pitstop.bus.events import (
     Event,
+    check_ids,
     check_source,
     default_source,
     encode_data,
@@ -32,6 +33,7 @@ from pitstop.bus.events import (
 from pitstop.bus.patterns import Pattern, compile_pattern, normalize_type
 from pitstop.bus.streamcodec import (
     EVENT_FIELD,
+    Fields,
     decode_entry,
     decode_event,
     encode_event,
@@ -221,6 +223,7 @@ class EventBus:
         """Publish an already-built event after the same checks as :meth:`publish`."""
         normalized = normalize_type(event.type)
         check_source(event.source)
+        check_ids(event)
         encode_data(event.data, max_bytes=self.max_data_bytes)
         if event.hops > self.max_hops:
             raise HopLimitExceeded(
@@ -298,20 +301,22 @@ class EventBus:
 
     # --- history -------------------------------------------------------------------------------
     def replay(self, *, since: datetime | str | None = None, pattern: str = "**",
-               limit: int | None = None, reverse: bool = False) -> Iterator[Event]:
+               limit: int | None = None, reverse: bool = False,
+               on_skip: Callable[[str, ValidationError], None] | None = None) -> Iterator[Event]:
         """Events from the stream, oldest first (newest first with ``reverse``).
 
         ``since`` is a datetime, an ISO-8601 time or a duration such as ``10m``, ``2h`` or ``1d``
-        before the bus clock; ``limit`` caps the number of matching events returned.
+        before the bus clock; ``limit`` caps the number of matching events returned. An entry
+        that is not an event is skipped; ``on_skip(stream_id, error)`` is told of it.
         """
         compiled = compile_pattern(pattern)
         if limit is not None and limit < 0:
             raise ValidationError(f"limit must not be negative, got {limit}")
         start = "-" if since is None else stream_id_at(parse_since(since, now=self.clock()))
-        return self._replay(start, compiled, limit, reverse)
+        return self._replay(start, compiled, limit, reverse, on_skip)
 
-    def _replay(self, start: str, pattern: Pattern, limit: int | None,
-                reverse: bool) -> Iterator[Event]:
+    def _replay(self, start: str, pattern: Pattern, limit: int | None, reverse: bool,
+                on_skip: Callable[[str, ValidationError], None] | None) -> Iterator[Event]:
         if limit == 0:
             return
         page = _REPLAY_PAGE
@@ -333,6 +338,8 @@ class EventBus:
                     event = decode_entry(fields or {})
                 except ValidationError as exc:
                     log.debug("replay skips malformed entry %s: %s", text_of(entry_id), exc)
+                    if on_skip is not None:
+                        on_skip(text_of(entry_id), exc)
                     continue
                 if pattern.matches(event.type):
                     yield event
@@ -346,6 +353,40 @@ class EventBus:
                 high = _previous_id(last)
             else:
                 low = _next_id(last)
+
+    def last_stream_id(self) -> str:
+        """The id of the newest entry in the stream (``0-0`` when it is empty): reading after
+        it gives exactly the events published from now on."""
+        try:
+            entries = self.client.xrevrange(self.stream, count=1)
+        except redis.RedisError as exc:
+            raise unavailable(self.client, exc, "read the stream") from exc
+        return text_of(entries[0][0]) if entries else "0-0"
+
+    def read_after(self, stream_id: str, *, count: int = 100,
+                   block_ms: int | None = None) -> list[tuple[str, Fields]]:
+        """Up to ``count`` raw entries with ids after ``stream_id``, oldest first; with
+        ``block_ms`` wait that long for one to arrive. Decode them with
+        :func:`~pitstop.bus.streamcodec.decode_entry`."""
+        if count < 1:
+            raise ValidationError(f"count must be at least 1, got {count}")
+        try:
+            response: Any = self.client.xread({self.stream: stream_id}, count=count,
+                                              block=block_ms or None)  # BLOCK 0: forever
+        except redis.RedisError as exc:
+            raise unavailable(self.client, exc, "read events") from exc
+        if not response:
+            return []
+        streams = response.values() if isinstance(response, dict) else (
+            item[1] for item in response)
+        return [(text_of(entry[0]), entry[1] or {}) for entries in streams for entry in entries]
+
+    def has_entry(self, stream_id: str) -> bool:
+        """Whether the entry ``stream_id`` is still in the stream (not trimmed, not lost)."""
+        try:
+            return bool(self.client.xrange(self.stream, min=stream_id, max=stream_id, count=1))
+        except redis.RedisError as exc:
+            raise unavailable(self.client, exc, "read the stream") from exc
 
     def stream_length(self) -> int:
         try:

@@ -6,6 +6,7 @@ Pure data and validation; publishing lives in :mod:`pitstop.bus.eventbus`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pitstop.kernel.constants import (
 from pitstop.kernel.errors import HopLimitExceeded, PayloadTooLarge, ValidationError
 from pitstop.kernel.ids import compact_json, new_id, utc_iso
 
+ID_MAX_CHARS = 200
+"""The longest id, time or trace id an envelope may carry."""
 SEVERITIES = ("debug", "info", "warning", "error", "critical", "failed")
 _SEVERITY_SEGMENTS = {"error": "error", "critical": "critical", "failed": "failed",
                       "warning": "warning"}
@@ -63,29 +66,110 @@ class Event:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
-        try:
-            return cls(
-                id=str(raw["id"]),
-                type=str(raw["type"]),
-                source=str(raw.get("source", "")),
-                time=str(raw["time"]),
-                data=dict(raw.get("data") or {}),
-                trace_id=str(raw.get("trace_id") or raw["id"]),
-                parent_id=raw.get("parent_id"),
-                hops=int(raw.get("hops", 0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError(f"not an event envelope: {exc}") from exc
+        """The event in a decoded envelope, checked field by field as :meth:`to_dict` writes it.
+
+        Raises :class:`ValidationError` (nothing else) naming the first field that is wrong.
+        """
+        if not isinstance(raw, dict):
+            raise ValidationError(f"not an event envelope: a JSON object is needed, got "
+                                  f"{type(raw).__name__}")
+        event_id = _text_field(raw, "id")
+        data = raw.get("data")
+        if data is None:
+            data = {}
+        elif not isinstance(data, dict):
+            raise ValidationError(f"not an event envelope: 'data' must be an object, got "
+                                  f"{type(data).__name__}")
+        source = raw.get("source", "")
+        if not isinstance(source, str):
+            raise ValidationError(f"not an event envelope: 'source' must be a string, got "
+                                  f"{type(source).__name__}")
+        hops = raw.get("hops", 0)
+        if type(hops) is not int or hops < 0:
+            raise ValidationError(f"not an event envelope: 'hops' must be a whole number >= 0, "
+                                  f"got {_shown(hops)}")
+        event_type = raw.get("type")
+        if not isinstance(event_type, str):
+            raise ValidationError(f"not an event envelope: 'type' must be a string, got "
+                                  f"{type(event_type).__name__}")
+        parent_id = raw.get("parent_id")
+        return cls(
+            id=event_id,
+            type=normalize_type(event_type),
+            source=check_source(source),
+            time=_text_field(raw, "time"),
+            data=dict(data),
+            trace_id=_text_field(raw, "trace_id") if raw.get("trace_id") else event_id,
+            parent_id=None if parent_id is None else _text_field(raw, "parent_id"),
+            hops=hops,
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
+        """Decode an envelope; :class:`ValidationError` (nothing else) when it is not one."""
+        if not isinstance(text, str | bytes):
+            raise ValidationError(f"event JSON must be text, got {type(text).__name__}")
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd numbers
             raise ValidationError(f"event is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ValidationError("event JSON must be an object")
+        if isinstance(text, bytes):
+            opened = text.count(b"[") + text.count(b"{")
+        else:
+            opened = text.count("[") + text.count("{")
+        if opened > EVENT_DATA_MAX_DEPTH:  # else it cannot be nested too deeply
+            check_depth(raw.get("data"))
         return cls.from_dict(raw)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: short, whatever it is."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text_field(raw: dict[str, Any], name: str) -> str:
+    """``raw[name]``: a non-empty, printable string of at most :data:`ID_MAX_CHARS`."""
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        got = "nothing" if value is None else _shown(value)
+        raise ValidationError(f"not an event envelope: {name!r} must be a non-empty string, "
+                              f"got {got}")
+    return check_text(value, what=f"event {name}")
+
+
+def check_ids(event: Event) -> None:
+    """Check what :meth:`Event.from_dict` will check of an event built by hand: its id, time,
+    trace and parent ids are short printable strings. Raises :class:`ValidationError`."""
+    _text_field({"id": event.id}, "id")
+    _text_field({"time": event.time}, "time")
+    if event.trace_id:
+        check_text(event.trace_id, what="event trace_id")
+    if event.parent_id is not None:
+        _text_field({"parent_id": event.parent_id}, "parent_id")
+
+
+def check_text(value: str, *, what: str, max_chars: int = ID_MAX_CHARS) -> str:
+    """``value`` if it is at most ``max_chars`` printable characters (ids, times, traces);
+    :class:`ValidationError` otherwise, never quoting the value."""
+    if len(value) > max_chars:
+        raise ValidationError(f"{what} is {len(value)} characters, over the limit of {max_chars}")
+    if not value.isprintable():
+        raise ValidationError(f"{what} must be printable text (no control characters)")
+    return value
 
 
 def check_depth(value: Any, *, max_depth: int = EVENT_DATA_MAX_DEPTH,
@@ -168,6 +252,8 @@ def make_event(
     normalized = normalize_type(event_type)
     if source:
         check_source(source)
+    if trace_id:
+        check_text(trace_id, what="trace id")
     encode_data(data, max_bytes=max_data_bytes)
     moment = now or datetime.now(UTC)
     event_id = new_id(int(moment.timestamp() * 1000))

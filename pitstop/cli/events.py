@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -13,9 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from pitstop.bus.events import Event, check_depth
-from pitstop.bus.patterns import compile_pattern
+from pitstop.bus.patterns import compile_pattern, normalize_type
+from pitstop.bus.tail import StreamTail
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.kernel.errors import ValidationError
+from pitstop.kernel.timeparse import parse_since
 
 
 def parse_data(data_json: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -58,6 +61,7 @@ def _event_line(event: Event) -> str:
 def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str | None,
          source: str | None, as_json: bool) -> None:
     """Publish an event: pitstop emit phase.1.completed --data '{"x": 1}'  (or x=1 y=two)."""
+    normalize_type(event_type)  # a bad type is refused before Redis is started or reached
     data = ctx.redactor.redact(parse_data(data_json, pairs))
     event = ctx.bus(start_embedded=True).publish(event_type, data, source=source)
     if as_json:
@@ -74,24 +78,31 @@ def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str |
 @pass_context
 def watch(ctx: Context, pattern: str, as_json: bool, count: int | None,
           timeout: float | None) -> None:
-    """Print events live as they are published ('phase.*.completed', '**.failed', …)."""
+    """Print events live as they are published ('phase.*.completed', '**.failed', …).
+
+    Follows the durable stream: a Redis restart is ridden out (for up to
+    scripts.lost_after_seconds) and what was published meanwhile is still printed.
+    """
     compile_pattern(pattern)
     deadline = None if timeout is None else time.monotonic() + timeout
+    tail = StreamTail(ctx.bus(), pattern, patience=ctx.settings.scripts.lost_after_seconds,
+                      notify=_note)
+    tail.start()
+    click.echo(f"watching {pattern} (Ctrl-C to stop)", err=True)
     seen = 0
-    with ctx.bus().subscribe(pattern) as subscription:
-        click.echo(f"watching {pattern} (Ctrl-C to stop)", err=True)
-        while count is None or seen < count:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            event = subscription.get(timeout=min(remaining, 1.0) if remaining else 1.0)
-            if event is None:
-                continue
+    while count is None or seen < count:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        for event in tail.poll(1.0 if remaining is None else min(remaining, 1.0)):
+            click.echo(event.to_json() if as_json else _event_line(event))
             seen += 1
-            if as_json:
-                click.echo(event.to_json())
-            else:
-                click.echo(_event_line(event))
+            if count is not None and seen >= count:
+                break
+
+
+def _note(message: str) -> None:
+    click.echo(f"pitstop: {message}", err=True)
 
 
 @click.command()
@@ -104,7 +115,10 @@ def watch(ctx: Context, pattern: str, as_json: bool, count: int | None,
 def events(ctx: Context, pattern: str, since: str | None, limit: int, as_json: bool) -> None:
     """Show event history from the durable stream, oldest first."""
     compile_pattern(pattern)
-    found = list(ctx.bus().replay(since=since, pattern=pattern, limit=limit, reverse=True))
+    moment = None if since is None else parse_since(since, now=datetime.now(UTC), what="--since")
+    found = list(ctx.bus().replay(since=moment, pattern=pattern, limit=limit, reverse=True,
+                                  on_skip=lambda stream_id, exc: _note(
+                                      f"skipped stream entry {stream_id}: {exc}")))
     found.reverse()
     if as_json:
         for event in found:
