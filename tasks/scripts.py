@@ -24,22 +24,26 @@ TIME_LIMIT_MARGIN = 5.0
 # worker as one line rather than as a crash with a traceback.
 @shared_task(name=TASK_RUN_SCRIPT, bind=True, acks_late=True, reject_on_worker_lost=True,
              max_retries=5, default_retry_delay=2, throws=(ScriptFailed,))
-def run_script(self: Task, run_id: str, script: str, args: list[str] | None = None,
+def run_script(self: Task, run_id: str = "", script: str = "", args: list[str] | None = None,
                env: dict[str, str] | None = None, cwd: str | None = None,
                timeout: float | None = None, idempotent: bool = False,
                trace_id: str | None = None, sealed_env: str | None = None,
-               sealed_args: str | None = None, secret_env: list[str] | None = None
-               ) -> dict[str, Any]:
+               sealed_args: str | None = None, secret_env: list[str] | None = None,
+               **unknown: Any) -> dict[str, Any]:
     """Run ``script`` for run ``run_id``; never starts a script twice unless ``idempotent``.
 
     Returns the execution result when the script succeeded; raises :class:`ScriptFailed` when
-    it ran and failed, was refused or was lost, after the run record says so.
+    it ran and failed, was refused or was lost, after the run record says so. The fields are
+    passed on as they came (the runner checks them once the run is claimed, so a malformed
+    message ends its run ``failed`` saying why, never ``running`` or ``queued``).
     """
     started = time.monotonic()
-    request = ScriptRequest(run_id=run_id, script=script, args=list(args or []),
-                            env=dict(env or {}), cwd=cwd, timeout=timeout, idempotent=idempotent,
+    request = ScriptRequest(run_id=run_id, script=script,
+                            args=[] if args is None else args, env={} if env is None else env,
+                            cwd=cwd, timeout=timeout, idempotent=idempotent,
                             trace_id=trace_id, sealed_env=sealed_env, sealed_args=sealed_args,
-                            secret_env=list(secret_env or []))
+                            secret_env=[] if secret_env is None else secret_env,
+                            unknown=tuple(unknown))
     runner = context.script_runner()
     try:
         skip = runner.claim(request)

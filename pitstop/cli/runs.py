@@ -132,12 +132,22 @@ def _find_run(store: RunStore, run_id: str) -> Run:
         raise
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC, CR, C1, bidi overrides …) become
+    visible escapes (``\\x1b``), so a script name cannot rewrite the screen or the title."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
+
+
 def _run_row(run: Run) -> list[str]:
     script = str(run.params.get("script", "")) if run.params else ""
     duration = f"{run.duration:.2f}s" if run.duration is not None else ""
-    return [run.run_id, run.kind, run.status, "" if run.exit_code is None else str(run.exit_code),
-            duration, run.queue or "", run.host or "", script,
-            run.created_at.isoformat(timespec="seconds")]
+    return [printable(cell) for cell in (
+        run.run_id, run.kind, run.status, "" if run.exit_code is None else str(run.exit_code),
+        duration, run.queue or "", run.host or "", script,
+        run.created_at.isoformat(timespec="seconds"))]
 
 
 @click.command()
@@ -188,7 +198,8 @@ def show(ctx: Context, run_id: str, as_json: bool, with_output: bool, follow: bo
             if key == "executions":
                 continue
             if value not in (None, "", [], {}):
-                click.echo(f"{key:>14}: {value if not isinstance(value, dict) else json.dumps(value)}")
+                shown = json.dumps(value) if isinstance(value, dict) else printable(str(value))
+                click.echo(f"{key:>14}: {shown}")
         for number, execution in enumerate(item.executions, start=1):
             click.echo(f"  execution {number}: exit {execution.get('exit_code')} in "
                        f"{execution.get('duration', 0):.3f}s on {execution.get('host')}")

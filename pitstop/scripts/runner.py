@@ -20,6 +20,8 @@ Everything that decides something lives here and never imports Celery:
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +30,13 @@ from typing import Any
 
 from pitstop.bus.eventbus import EventBus
 from pitstop.connection.outage import RedisOutage
-from pitstop.kernel.errors import PitstopError, RunNotFound, ScriptError, ScriptFailed
+from pitstop.kernel.errors import (
+    PitstopError,
+    RunNotFound,
+    ScriptError,
+    ScriptFailed,
+    ValidationError,
+)
 from pitstop.kernel.proc import pid_alive
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.sealing import Sealer
@@ -43,6 +51,8 @@ log = logging.getLogger(__name__)
 
 CLAIM_PATIENCE_SECONDS = 10.0
 """How long a claim is retried in-process while Redis is unreachable, before Celery's retry."""
+
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,15 @@ class ScriptRequest:
     sealed_env: str | None = None
     sealed_args: str | None = None
     secret_env: list[str] = field(default_factory=list)
+    unknown: tuple[str, ...] = ()
+    """Fields the message had that ``run_script`` does not take (a forged message)."""
+
+    def check(self) -> None:
+        """Raise :class:`ValidationError` naming the first field that is not what a sender
+        writes: the message may come from anyone who can write to Redis."""
+        problem = _request_problem(self)
+        if problem is not None:
+            raise ValidationError(f"the task message is malformed: {problem}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,11 @@ class ScriptRunner:
         Raises :class:`ScriptFailed` when the run is found lost (its worker died and it is not
         idempotent), :class:`RedisUnavailable` when Redis stays unreachable.
         """
+        if not isinstance(request.run_id, str) or not _RUN_ID_RE.fullmatch(request.run_id):
+            # No run to report to: the message names none (forged or corrupt).
+            log.error("a run_script message without a valid run id (%.80r): not running it",
+                      request.run_id)
+            return Skip(str(request.run_id)[:80], "invalid")
         outage = RedisOutage(CLAIM_PATIENCE_SECONDS, what=f"claiming run {request.run_id}")
         try:
             return outage.call(lambda: self._claim(request))
@@ -145,24 +169,27 @@ class ScriptRunner:
         redactor = self._new_redactor()
         patience = scripts.lost_after_seconds
         writer = OutputWriter(self.output, run_id, patience=patience, give_up_by=give_up_by)
-        wrapper = CLIWrapper(
-            timeout=min(request.timeout or scripts.default_timeout, scripts.max_timeout),
-            allowed_roots=scripts.allowed_roots,
-            env_allowlist=scripts.env_allowlist,
-            caller_env=scripts.caller_env,  # whoever enqueued it sets plain data only
-            output_cap_bytes=scripts.output_cap_bytes,
-            redactor=redactor,
-            bus=self.bus,
-            runs=self.runs,  # also heart-beats the run while the script runs
-            state_log=self._state_log(redactor),
-            output_sink=writer.write,
-            cancel_check=lambda: self.output.cancel_requested(run_id),
-            # Several beats per reaper window, so a live run is never mistaken for a lost one.
-            heartbeat_interval=max(0.5, min(5.0, patience / 4)),
-            record_patience=patience,
-            give_up_by=give_up_by,
-        )
         try:
+            # Everything from here on is inside the try: a message the sender never wrote
+            # (timeout -5, a list where a string belongs) ends the run failed, saying why.
+            request.check()
+            wrapper = CLIWrapper(
+                timeout=min(request.timeout or scripts.default_timeout, scripts.max_timeout),
+                allowed_roots=scripts.allowed_roots,
+                env_allowlist=scripts.env_allowlist,
+                caller_env=scripts.caller_env,  # whoever enqueued it sets plain data only
+                output_cap_bytes=scripts.output_cap_bytes,
+                redactor=redactor,
+                bus=self.bus,
+                runs=self.runs,  # also heart-beats the run while the script runs
+                state_log=self._state_log(redactor),
+                output_sink=writer.write,
+                cancel_check=lambda: self.output.cancel_requested(run_id),
+                # Several beats per reaper window, so a live run is never mistaken for lost.
+                heartbeat_interval=max(0.5, min(5.0, patience / 4)),
+                record_patience=patience,
+                give_up_by=give_up_by,
+            )
             args, env = self._unseal(request, redactor)
             result = wrapper.wrap(request.script, args, env=env,
                                   cwd=Path(request.cwd) if request.cwd else None, run_id=run_id,
@@ -237,3 +264,38 @@ def _restore_args(shown: list[str], hidden: dict[str, str], redactor: Redactor) 
         if recognised[index] == args[index]:
             redactor.add_secret(args[index])
     return args
+
+
+def _request_problem(request: ScriptRequest) -> str | None:
+    """What is wrong with a message's fields, or None (never quoting a whole value)."""
+
+    def shown(value: object) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def strings(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    optional_strings = {"cwd": request.cwd, "trace_id": request.trace_id,
+                        "sealed_env": request.sealed_env, "sealed_args": request.sealed_args}
+    timeout = request.timeout
+    if request.unknown:
+        return f"unknown fields {', '.join(sorted(request.unknown)[:10])}"
+    if not isinstance(request.script, str) or not request.script:
+        return f"script {shown(request.script)} is not a path"
+    if not strings(request.args):
+        return "args is not a list of strings"
+    if not isinstance(request.env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in request.env.items()):
+        return "env is not a mapping of strings to strings"
+    if not strings(request.secret_env):
+        return "secret_env is not a list of names"
+    for name, value in optional_strings.items():
+        if value is not None and not isinstance(value, str):
+            return f"{name} {shown(value)} is not a string"
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not math.isfinite(timeout) or timeout <= 0):
+        return f"timeout {shown(timeout)} is not a positive number of seconds"
+    if not isinstance(request.idempotent, bool):
+        return f"idempotent {shown(request.idempotent)} is not true or false"
+    return None

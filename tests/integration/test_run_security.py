@@ -105,6 +105,17 @@ def test_forged_messages_cannot_reuse_sealed_secrets_or_inject_env(
         planted_run.error or "")
     assert planted_run.executions == []
     assert not canary.exists()
+
+    # Or fields no sender writes: the run ends failed at once, never left running.
+    for fields, says in (({"timeout": -5}, "timeout -5 is not a positive number"),
+                         ({"args": "--flag"}, "args is not a list of strings"),
+                         ({"shell": True}, "unknown fields shell")):
+        odd = store.create_run(kind="script", queue="linux")
+        celery_app.send_task(TASK_RUN_SCRIPT, queue="linux", task_id=odd.run_id, kwargs={
+            "run_id": odd.run_id, "script": str(pitstop_home / "scripts" / "deploy.py"),
+            **fields})
+        ended = _ended(store, odd.run_id)
+        assert ended.status == "failed" and says in (ended.error or ""), ended.error
     assert CANARY_TOKEN not in session_worker.output()
 
 

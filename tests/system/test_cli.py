@@ -235,6 +235,27 @@ def test_events_and_runs_tables_print_markup_like_text_verbatim(
     assert "scripts/[/]odd[bold].sh" in runs.stdout
 
 
+def test_runs_and_show_escape_terminal_control_sequences(
+        pitstop_env: dict[str, str], celery_redis: ServerInfo) -> None:
+    evil = "scripts/x\x1b]0;pwned\x07\x1b[2J\r\u202eevil\x9b31m.sh"
+    client = redis.Redis.from_url(celery_redis.url)
+    try:
+        store = RunStore(client)
+        run = store.create_run(kind="script", queue="lin\x1b[5mux", params={"script": evil})
+        store.update_run(run.run_id, status="failed", host="h\x1b[2Jost",
+                         error=f"script {evil!s} not found")
+    finally:
+        client.close()
+    listed = run_cli(["runs", "--limit", "5"], pitstop_env)
+    shown = run_cli(["show", run.run_id], pitstop_env)
+    for done in (listed, shown):
+        assert done.returncode == 0, done.stderr
+        assert not any(c in done.stdout for c in "\x1b\x07\x9b\r\u202e"), done.stdout
+    assert "x\\x1b]0;pwned\\x07\\x1b[2J" in listed.stdout.replace("\n", "")
+    assert "h\\x1b[2Jost" in listed.stdout
+    assert "\\x1b[2J\\r\\u202eevil" in shown.stdout
+
+
 def test_a_bad_env_name_is_refused_without_echoing_the_value(pitstop_env: dict[str, str]
                                                              ) -> None:
     done = run_cli(["run", "scripts/hello.sh", "--env", "DEPLOY-TOKEN=ghp_s3cretvalue"],

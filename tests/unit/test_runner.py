@@ -232,3 +232,47 @@ def test_a_forged_message_cannot_move_sealed_values_between_parts(world: World) 
     with pytest.raises(ScriptFailed, match="sealed for another run"):
         runner.execute(swapped)
     assert world.runs.get_run(request.run_id).executions == []
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"timeout": -5}, "timeout -5 is not a positive number"),
+    ({"timeout": 0}, "timeout 0 is not a positive number"),
+    ({"timeout": float("nan")}, "timeout nan is not"),
+    ({"timeout": float("inf")}, "timeout inf is not"),
+    ({"timeout": "300"}, "timeout '300' is not"),
+    ({"timeout": True}, "timeout True is not"),
+    ({"args": "0"}, "args is not a list of strings"),
+    ({"args": [0]}, "args is not a list of strings"),
+    ({"env": [["GIT_SHA", "x"]]}, "env is not a mapping"),
+    ({"env": {"GIT_SHA": 1}}, "env is not a mapping"),
+    ({"script": ["x.py"]}, "script ['x.py'] is not a path"),
+    ({"script": ""}, "script '' is not a path"),
+    ({"cwd": 5}, "cwd 5 is not a string"),
+    ({"sealed_env": {"A": "b"}}, "sealed_env {'A': 'b'} is not a string"),
+    ({"secret_env": "A_TOKEN"}, "secret_env is not a list"),
+    ({"idempotent": "yes"}, "idempotent 'yes' is not true or false"),
+    ({"unknown": ("evil", "x")}, "unknown fields evil, x"),
+])
+def test_a_malformed_message_ends_its_run_failed_at_once(world: World, fields: dict[str, object],
+                                                          says: str) -> None:
+    run = world.runs.create_run(kind="script", queue="linux")
+    base: dict[str, object] = {"run_id": run.run_id,
+                               "script": str(FIXTURE_SCRIPTS / "exit_code.py"), "args": ["0"]}
+    request = ScriptRequest(**{**base, **fields})  # type: ignore[arg-type]
+    runner = world.runner()
+    assert runner.claim(request) is None
+    with pytest.raises(ScriptFailed, match="refused: the task message is malformed"):
+        runner.execute(request)
+    record = world.runs.get_run(run.run_id)
+    assert record.status == "failed" and says in (record.error or ""), record.error
+    assert record.executions == []  # nothing ran
+    lines, end = world.stream(run.run_id)
+    assert any(says in line for line in lines)
+    assert end is not None and end.status == "failed"
+
+
+@pytest.mark.parametrize("run_id", [None, 5, "", "x" * 500, "a b", "a\nb"])
+def test_a_message_without_a_usable_run_id_is_skipped(world: World, run_id: object) -> None:
+    request = ScriptRequest(run_id=run_id, script="x.py")  # type: ignore[arg-type]
+    skip = world.runner().claim(request)
+    assert skip is not None and skip.status == "invalid"
