@@ -154,7 +154,7 @@ class CheckRunner:
     def run_one(self, name: str, spec: CheckConfig, worktree: Path, changed: ChangedFiles,
                 scratch: Path) -> CheckResult:
         scratch.mkdir(parents=True, exist_ok=True)
-        values = {"{python}": self.python, "{worktree}": str(worktree),
+        values = {"{python}": self.python, "{worktree}": str(worktree), "{scratch}": str(scratch),
                   "{coverage_data}": str(scratch / "coverage.data"),
                   "{coverage_json}": str(scratch / "coverage.json")}
         lists = {"{changed_py}": changed.python, "{changed_files}": changed.files}
@@ -168,7 +168,7 @@ class CheckRunner:
                                f"{missing} is not installed")
         started = time.monotonic()
         deadline = started + spec.timeout
-        env = self._env(scratch)
+        env = {**self._env(scratch), **spec.env}
         ran = self._run(argv, worktree, env, deadline, scratch, "run")
         report: CommandRun | None = None
         if spec.report and not ran.timed_out:

@@ -34,7 +34,8 @@ class CheckConfig(_Model):
     """One check: an argument list (never a shell line) run in the worktree.
 
     Placeholders expand inside arguments: ``{python}`` (the worker's interpreter),
-    ``{worktree}``, ``{coverage_data}``, ``{coverage_json}``; an argument that is exactly
+    ``{worktree}``, ``{scratch}`` (a private directory outside it), ``{coverage_data}``,
+    ``{coverage_json}``; an argument that is exactly
     ``{changed_py}`` or ``{changed_files}`` expands to that many arguments (the check passes with
     "nothing to check" when the list is empty).
     """
@@ -48,6 +49,8 @@ class CheckConfig(_Model):
     min_ratio: float = Field(default=0.8, ge=0, le=1)
     """For ``coverage``: the share of changed executable lines that must run."""
     enabled: bool = True
+    env: dict[str, str] = {}
+    """Extra environment for this check (the worker's own environment is never passed)."""
 
 
 def default_checks() -> dict[str, CheckConfig]:

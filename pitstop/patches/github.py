@@ -56,7 +56,8 @@ class GitHubClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, method: str, url: str, body: dict[str, Any]) -> Any:
+        """The JSON reply (an object, or a list for the labels endpoint)."""
         try:
             response = self._http.request(method, url, json=body)
         except httpx.HTTPError as exc:
@@ -68,8 +69,6 @@ class GitHubClient:
             data = response.json()
         except ValueError:
             raise PatchError(f"GitHub API {url}: the reply is not JSON") from None
-        if not isinstance(data, dict):
-            raise PatchError(f"GitHub API {url}: unexpected reply")
         return data
 
     def open_pull_request(self, repository: str, *, head: str, base: str, title: str,
@@ -79,6 +78,8 @@ class GitHubClient:
         created = self._call("POST", f"/repos/{repository}/pulls",
                              {"title": title, "head": head, "base": base, "body": body,
                               "maintainer_can_modify": True})
+        if not isinstance(created, dict) or "number" not in created:
+            raise PatchError("GitHub API: the pull request reply has no number")
         pr = PullRequest(int(created["number"]), str(created.get("html_url", "")),
                          str(created.get("node_id", "")))
         try:
@@ -91,7 +92,7 @@ class GitHubClient:
                                {"query": _AUTO_MERGE,
                                 "variables": {"id": pr.node_id,
                                               "method": self.config.merge_method}})
-            errors = reply.get("errors")
+            errors = reply.get("errors") if isinstance(reply, dict) else ["unexpected reply"]
             if errors:
                 pr.notes.append("auto-merge not enabled: " + "; ".join(
                     str(e.get("message", e)) for e in errors if isinstance(e, dict))[:300])

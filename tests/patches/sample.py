@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pitstop.patches.config import PatchesConfig
+from pitstop.patches.config import PatchesConfig, default_checks
 
 CALC = '''\
 """A tiny module the sample tests cover."""
@@ -136,7 +136,20 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def sample_checks() -> dict[str, Any]:
+    """The shipped default checks (real pytest, ruff, mypy, bandit, coverage), with pytest's
+    plugin autoload off: the sample needs none and the test venv has many slow ones."""
+    checks = {}
+    for name, check in default_checks().items():
+        data = check.model_dump()
+        if check.kind in ("pytest", "coverage"):
+            data["env"] = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+        checks[name] = data
+    return checks
+
+
 def patches_config(sample: Sample, **repo: Any) -> PatchesConfig:
     """A config declaring the sample as ``sample`` (``repo`` adds or overrides its keys)."""
     return PatchesConfig.model_validate(
-        {"repos": {"sample": {"path": str(sample.path), "target": "main", **repo}}})
+        {"repos": {"sample": {"path": str(sample.path), "target": "main",
+                              "checks": sample_checks(), **repo}}})
