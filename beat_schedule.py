@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pitstop.kernel.constants import DEFAULT_QUEUE, TASK_REAP_RUNS
+from pitstop.kernel.constants import (
+    DEFAULT_QUEUE,
+    TASK_ALERTS_SUMMARY,  # alerts
+    TASK_REAP_RUNS,
+)
 from pitstop.kernel.settings import Settings
 
 
@@ -16,5 +20,10 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": TASK_REAP_RUNS,
             "schedule": reap_every,
             "options": {"queue": DEFAULT_QUEUE, "expires": reap_every},
+        },
+        "alerts-daily-summary": {  # alerts: sends yesterday's summary once, after summary.at
+            "task": TASK_ALERTS_SUMMARY,
+            "schedule": 300.0,
+            "options": {"queue": DEFAULT_QUEUE, "expires": 300.0},
         },
     }

@@ -26,8 +26,8 @@ TASK_MODULES = [
     # workstreams
     # triggers
     # triage
-    # patches
-    # alerts
+    "tasks.patches",  # patches
+    "tasks.alerts",  # alerts
     # deploy
 ]
 

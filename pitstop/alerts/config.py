@@ -1,0 +1,519 @@
+"""``config/alerts.yaml``: channels, receivers, the routing tree, inhibition, delivery, summary.
+
+Loaded with :mod:`pitstop.kernel.configfile` (safe YAML, errors naming file, key path and line).
+Secrets (webhook URLs, SMTP passwords, header values, Apprise URLs) must be ``${ENV_NAME}``
+references: a literal value in one of those keys is refused, and an unset variable is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from pitstop.alerts.labels import SEVERITY_RANK, Matcher
+from pitstop.bus.patterns import compile_pattern
+from pitstop.kernel.configfile import (
+    Document,
+    FieldProblem,
+    KeyPath,
+    format_key_path,
+    parse_yaml,
+    validate_document,
+)
+from pitstop.kernel.constants import ALERTS_CONFIG_FILE
+from pitstop.kernel.errors import ConfigError, InvalidPattern
+
+__all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_duration"]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+DEFAULT_SUBSCRIPTIONS = ("**.error", "**.critical", "**.failed", "alert.**")
+DEFAULT_RESOLVE_ON = ("**.succeeded", "**.success", "**.completed", "**.passed", "**.ok",
+                      "**.resolved", "**.recovered", "**.fixed")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``5m``, ``1h30m``, ``250ms``, ``2d``, ``1w`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be like 30s, 5m, 1h30m (or a number of seconds)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if not text or _DURATION_PART.sub("", text):
+            raise ValueError(f"{value!r} is not a duration: use 30s, 5m, 1h30m, 2d "
+                             "(or a number of seconds)")
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        raise ValueError("a duration must be like 30s, 5m, 1h30m (or a number of seconds)")
+    if not 0 <= seconds <= 366 * 86400:
+        raise ValueError(f"duration {value!r} must be between 0 and a year")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
+
+
+def _no_crlf(value: Any) -> Any:
+    if isinstance(value, str) and ("\r" in value or "\n" in value):
+        raise ValueError("must not contain CR or LF (it would go into a message header)")
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+HeaderSafe = Annotated[str, BeforeValidator(_no_crlf)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MatchModel(_Strict):
+    type: StrList = Field(default_factory=list)
+    severity: StrList = Field(default_factory=list)
+    source: StrList = Field(default_factory=list)
+    data: dict[str, Annotated[list[str | int | float | bool], BeforeValidator(_as_list)]] = \
+        Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                compile_pattern(text)
+            except InvalidPattern as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("severity")
+    @classmethod
+    def _severities(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.lower() not in SEVERITY_RANK:
+                raise ValueError(f"unknown severity {name!r} (known: "
+                                 f"{', '.join(SEVERITY_RANK)})")
+        return [name.lower() for name in value]
+
+    def matcher(self) -> Matcher:
+        return Matcher.build(self.type, self.severity, self.source,
+                             {k: [str(v).lower() if isinstance(v, bool) else str(v) for v in vs]
+                              for k, vs in self.data.items()})
+
+
+class RouteModel(_Strict):
+    match: MatchModel | None = None
+    receiver: str | None = None
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    continue_: bool = Field(False, alias="continue")
+    send_resolved: bool | None = None
+    escalate_after: Duration | None = None
+    escalate_to: str | None = None
+    throttle_window: Duration | None = None
+    dedupe_by: list[str] | None = None
+    routes: list[RouteModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _escalation_pair(self) -> RouteModel:
+        if (self.escalate_after is None) != (self.escalate_to is None):
+            raise FieldProblem(("escalate_to" if self.escalate_to is None else "escalate_after",),
+                               "escalate_after and escalate_to go together")
+        return self
+
+
+class RateLimit(_Strict):
+    per_second: float = Field(1.0, gt=0)
+    burst: int = Field(3, ge=1)
+
+
+class _Channel(_Strict):
+    fallback: str | None = None
+    """Channel that takes a notification this one could not deliver."""
+    max_attempts: int | None = Field(None, ge=1, le=50)
+    title: str | None = None
+    """Jinja2 template (sandboxed) of the title / subject."""
+    text: str | None = None
+    """Jinja2 template (sandboxed) of the body."""
+    timeout: Duration = 10.0
+
+
+class SlackChannel(_Channel):
+    type: Literal["slack"]
+    webhook_url: str
+    rate_limit: RateLimit | None = RateLimit()
+
+
+class WebhookChannel(_Channel):
+    type: Literal["webhook"]
+    url: str
+    headers: dict[str, HeaderSafe] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must be letters, digits and '-'")
+        return value
+
+
+class EmailChannel(_Channel):
+    type: Literal["email"]
+    host: HeaderSafe
+    port: int | None = Field(None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "plain"]
+    """Explicit: ``starttls`` (587), ``ssl`` (465, TLS from the start) or ``plain`` (25)."""
+    username: HeaderSafe | None = None
+    password: str | None = None
+    sender: HeaderSafe = Field(alias="from")
+    to: Annotated[list[HeaderSafe], BeforeValidator(_as_list)]
+    allow_plain_auth: bool = False
+    """Log in over an unencrypted connection (``security: plain``): only for a local relay."""
+    verify_tls: bool = True
+
+    @field_validator("sender", "to")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in value if isinstance(value, list) else [value]:
+            if "@" not in address or any(c in address for c in ",;\t"):
+                raise ValueError(f"{address!r} is not one e-mail address")
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one recipient")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_needs_tls(self) -> EmailChannel:
+        if self.security == "plain" and self.password is not None and not self.allow_plain_auth:
+            raise FieldProblem(("password",), "would be sent in the clear with security: plain "
+                               "(use starttls or ssl, or set allow_plain_auth for a local relay)")
+        if (self.username is None) != (self.password is None):
+            raise FieldProblem(("username",), "username and password go together")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"starttls": 587, "ssl": 465, "plain": 25}[self.security]
+
+
+class AppriseChannel(_Channel):
+    type: Literal["apprise"]
+    urls: Annotated[list[str], BeforeValidator(_as_list)]
+
+
+ChannelModel = Annotated[SlackChannel | EmailChannel | WebhookChannel | AppriseChannel,
+                         Field(discriminator="type")]
+
+SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "slack": ("webhook_url",), "webhook": ("url", "headers"), "email": ("password",),
+    "apprise": ("urls",),
+}
+"""Per channel type, the keys whose values are secrets: ``${ENV}`` references only."""
+
+
+class StormControl(_Strict):
+    max_messages: int = Field(10, ge=1)
+    """Messages a receiver gets per window; past that, due groups wait for one digest."""
+    window: Duration = 60.0
+
+
+class ReceiverModel(_Strict):
+    channels: list[str] = Field(default_factory=list)
+    storm: StormControl = StormControl()
+
+
+class InhibitRule(_Strict):
+    source: MatchModel
+    target: MatchModel
+    equal: list[str] = Field(default_factory=list)
+
+
+class AckSettings(_Strict):
+    base_url: str = "http://127.0.0.1:8787"
+    """Where ``pitstop serve`` is reached; ack links in messages point there."""
+    link_ttl: Duration = 7 * 86400
+
+
+class DeliverySettings(_Strict):
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_base: Duration = 2.0
+    backoff_max: Duration = 300.0
+    lease: Duration = 60.0
+    """How long a send may take before the sweeper looks at it (longer than any channel timeout)."""
+    requeue_after: Duration = 30.0
+    """A queued delivery no worker claimed this long is sent to the queue again."""
+
+
+class SummarySettings(_Strict):
+    receiver: str | None = None
+    at: str = "08:00"
+    """UTC time of day after which yesterday's summary is sent."""
+
+    @field_validator("at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("must be HH:MM (UTC)")
+        return value
+
+
+class AlertsFile(_Strict):
+    enabled: bool = True
+    subscriptions: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBSCRIPTIONS))
+    resolve_on: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVE_ON))
+    min_severity: Literal["debug", "info", "warning", "error", "critical"] = "warning"
+    leader_ttl: Duration = 10.0
+    ack: AckSettings = AckSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    summary: SummarySettings = SummarySettings()
+    channels: dict[str, ChannelModel] = Field(default_factory=dict)
+    receivers: dict[str, ReceiverModel] = Field(default_factory=dict)
+    route: RouteModel = RouteModel()
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+
+    @field_validator("subscriptions", "resolve_on")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                compile_pattern(text)
+            except InvalidPattern as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> AlertsFile:
+        for name, receiver in self.receivers.items():
+            for index, wanted in enumerate(receiver.channels):
+                if wanted not in self.channels:
+                    raise FieldProblem(("receivers", name, "channels", index),
+                                       f"unknown channel {wanted!r} (defined: "
+                                       f"{', '.join(self.channels) or 'none'})")
+        for name, channel in self.channels.items():
+            seen = {name}
+            target = channel.fallback
+            while target is not None:
+                if target not in self.channels:
+                    raise FieldProblem(("channels", name, "fallback"),
+                                       f"unknown channel {target!r}")
+                if target in seen:
+                    raise FieldProblem(("channels", name, "fallback"),
+                                       f"fallbacks loop back to {target!r}")
+                seen.add(target)
+                target = self.channels[target].fallback
+        for path, route in _walk_models(self.route, ("route",)):
+            for key in ("receiver", "escalate_to"):
+                value = getattr(route, key)
+                if value is not None and value not in self.receivers:
+                    raise FieldProblem((*path, key), f"unknown receiver {value!r} (defined: "
+                                       f"{', '.join(self.receivers) or 'none'})")
+        if self.route.match is not None:
+            raise FieldProblem(("route", "match"), "the root route matches every alert: "
+                               "put matchers on its routes")
+        if self.summary.receiver is not None and self.summary.receiver not in self.receivers:
+            raise FieldProblem(("summary", "receiver"),
+                               f"unknown receiver {self.summary.receiver!r}")
+        return self
+
+
+def _walk_models(route: RouteModel, path: KeyPath) -> Iterator[tuple[KeyPath, RouteModel]]:
+    yield path, route
+    for index, child in enumerate(route.routes):
+        yield from _walk_models(child, (*path, "routes", index))
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node of the routing tree with its settings inherited from its parents."""
+
+    id: str
+    matcher: Matcher
+    receiver: str
+    group_by: tuple[str, ...]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    continue_: bool
+    send_resolved: bool
+    escalate_after: float | None
+    escalate_to: str | None
+    throttle_window: float
+    dedupe_by: tuple[str, ...]
+    routes: tuple[Route, ...] = ()
+
+    def match(self, labels: Mapping[str, str]) -> list[Route]:
+        """The routes ``labels`` end up at below (and including) this matching node."""
+        found: list[Route] = []
+        for child in self.routes:
+            if child.matcher.matches(labels):
+                found.extend(child.match(labels))
+                if not child.continue_:
+                    break
+        return found or [self]
+
+    def walk(self) -> Iterator[Route]:
+        yield self
+        for child in self.routes:
+            yield from child.walk()
+
+
+_ROOT_DEFAULTS = RouteModel(receiver="log", group_by=["subject"], group_wait=30.0,
+                            group_interval=300.0, repeat_interval=4 * 3600.0,
+                            send_resolved=True, throttle_window=0.0,
+                            dedupe_by=["type", "source"])
+
+
+def _compile(model: RouteModel, parent: Route | None, route_id: str) -> Route:
+    def pick(name: str) -> Any:
+        value = getattr(model, name)
+        if value is not None:
+            return value
+        return getattr(parent, name) if parent is not None else getattr(_ROOT_DEFAULTS, name)
+
+    node = Route(
+        id=route_id, matcher=model.match.matcher() if model.match else Matcher(),
+        receiver=pick("receiver"), group_by=tuple(pick("group_by")),
+        group_wait=pick("group_wait"), group_interval=pick("group_interval"),
+        repeat_interval=pick("repeat_interval"), continue_=model.continue_,
+        send_resolved=pick("send_resolved"),
+        escalate_after=model.escalate_after, escalate_to=model.escalate_to,
+        throttle_window=pick("throttle_window"), dedupe_by=tuple(pick("dedupe_by")))
+    children = tuple(_compile(child, node, f"{route_id}.{index}")
+                     for index, child in enumerate(model.routes))
+    return Route(**{**node.__dict__, "routes": children})
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The validated file plus what is derived from it (the compiled tree, the secrets)."""
+
+    file: AlertsFile
+    root: Route
+    path: str = ""
+    secrets: tuple[str, ...] = ()
+    """Every value resolved into a secret key: the redactor must know them."""
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, file: AlertsFile, *, path: str = "", secrets: tuple[str, ...] = ()
+              ) -> AlertsConfig:
+        root = _compile(file.route, None, "root")
+        return cls(file=file, root=root, path=path, secrets=secrets,
+                   routes={route.id: route for route in root.walk()})
+
+    def receiver_channels(self, receiver: str) -> list[str]:
+        model = self.file.receivers.get(receiver)
+        return list(model.channels) if model is not None else []
+
+    def storm(self, receiver: str) -> StormControl:
+        model = self.file.receivers.get(receiver)
+        return model.storm if model is not None else StormControl()
+
+
+class _Probe(Mapping[str, str]):
+    """An environment in which every variable is set, to a marker: it shows which values came
+    from ``${ENV}`` references."""
+
+    def __getitem__(self, name: str) -> str:
+        return f"\x00{name}\x00"
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _check_secret_references(probe: Document) -> None:
+    channels = probe.data.get("channels") if isinstance(probe.data, dict) else None
+    if not isinstance(channels, dict):
+        return
+    for name, channel in channels.items():
+        if not isinstance(channel, dict):
+            continue
+        for key in SECRET_KEYS.get(str(channel.get("type")), ()):
+            value = channel.get(key)
+            items: list[tuple[KeyPath, Any]]
+            if isinstance(value, dict):
+                items = [(("channels", name, key, k), v) for k, v in value.items()]
+            elif isinstance(value, list):
+                items = [(("channels", name, key, i), v) for i, v in enumerate(value)]
+            else:
+                items = [(("channels", name, key), value)] if value is not None else []
+            for path, item in items:
+                if isinstance(item, str) and "\x00" not in item:
+                    raise ConfigError("is a secret: write it as a ${ENV_NAME} reference and "
+                                      "set the variable, never the value in the file",
+                                      file=probe.file, key_path=format_key_path(path),
+                                      line=probe.line_of(path))
+
+
+def _secret_values(file: AlertsFile) -> tuple[str, ...]:
+    values: list[str] = []
+    for channel in file.channels.values():
+        if isinstance(channel, SlackChannel):
+            values.append(channel.webhook_url)
+        elif isinstance(channel, WebhookChannel):
+            values += [channel.url, *channel.headers.values()]
+        elif isinstance(channel, EmailChannel) and channel.password:
+            values.append(channel.password)
+        elif isinstance(channel, AppriseChannel):
+            values += channel.urls
+    return tuple(v for v in values if v)
+
+
+def parse_alerts_config(text: str, *, file: str,
+                        environ: Mapping[str, str] | None = None) -> AlertsConfig:
+    """Validate the text of an alerts file; ConfigError names file, key path and line."""
+    probe = parse_yaml(text, file=file, environ=_Probe())
+    _check_secret_references(probe)
+    doc = parse_yaml(text, file=file, environ=environ)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise ConfigError("the top level must be a mapping of keys", file=file, line=1)
+    model = validate_document(doc, AlertsFile)
+    config = AlertsConfig.build(model, path=file, secrets=_secret_values(model))
+    from pitstop.alerts.templates import check_templates
+
+    check_templates(config, doc)
+    return config
+
+
+def alerts_config_path(config_dir: Path) -> Path:
+    return config_dir / ALERTS_CONFIG_FILE
+
+
+def load_alerts_config(config_dir: Path, *, environ: Mapping[str, str] | None = None,
+                       missing_ok: bool = True) -> AlertsConfig | None:
+    """``<config_dir>/alerts.yaml`` validated; None when it does not exist (and ``missing_ok``)."""
+    path = alerts_config_path(config_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+    return parse_alerts_config(text, file=str(path), environ=environ)
+
+
+def default_config() -> AlertsConfig:
+    """What applies with an empty file: default subscriptions, everything to the log only."""
+    return AlertsConfig.build(AlertsFile())

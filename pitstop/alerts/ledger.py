@@ -1,0 +1,248 @@
+"""The delivery ledger in Redis: one record per (notification, channel), so a restart neither
+loses a pending alert nor sends a delivered one twice.
+
+States: ``pending`` → ``sending`` (phase ``claimed``, then ``posting`` once the request may have
+reached the service) → ``delivered`` | ``retrying`` (→ ``sending`` …) | ``failed``; a send whose
+lease ran out in phase ``posting`` becomes ``in_doubt`` and is *not* sent again.
+
+The idempotency point is the ``posting`` mark: it is written after the connection (and TLS,
+and SMTP login) is up and before the first byte of the message goes out. A worker that dies
+before it resends safely (nothing was sent); one that dies after it may or may not have been
+heard, and we prefer a missing chat message (the alert is in ``.state/alerts.jsonl`` and
+``pitstop alerts list`` shows the delivery ``in_doubt``) to a duplicate. That window, from the
+first byte sent to the reply recorded, is the residual risk.
+
+Unfinished records sit in a sorted set scored by when the sweeper should look again; the sweeper
+puts overdue ones back on the queue (a claim is a compare-and-set, so duplicates are harmless).
+A per-webhook rate limit (GCRA) and the ``Retry-After`` of a 429 are shared by every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from pitstop.kernel.constants import (
+    ALERT_DELIVERIES_DUE,
+    ALERT_DELIVERY_PREFIX,
+    ALERT_NOTIFICATION_PREFIX,
+    ALERT_RATE_PREFIX,
+    ALERT_STATS_PREFIX,
+    ALERTS_TTL_SECONDS,
+)
+
+__all__ = ["Claim", "DeliveryLedger", "delivery_id", "stats_key"]
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'channel', ARGV[2], 'notification', ARGV[3],
+           'attempts', 0, 'created_at', ARGV[4], 'next_at', ARGV[4], 'fallback_of', ARGV[5],
+           'receiver', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[1])
+return 1
+"""
+
+_CLAIM = """
+local s = redis.call('HMGET', KEYS[1], 'state', 'phase', 'lease_until', 'next_at')
+local state = s[1]
+if not state then return {'missing', ''} end
+local now = tonumber(ARGV[2])
+if state == 'sending' then
+  if tonumber(s[3] or '0') > now then return {'busy', ''} end
+  if s[2] == 'posting' then
+    redis.call('HSET', KEYS[1], 'state', 'in_doubt')
+    redis.call('ZREM', KEYS[2], ARGV[4])
+    return {'in_doubt', ''}
+  end
+elseif state == 'pending' or state == 'retrying' then
+  if tonumber(s[4] or '0') > now + 0.25 then return {'early', s[4]} end
+else
+  return {state, ''}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'sending', 'phase', 'claimed', 'token', ARGV[1],
+           'lease_until', tostring(now + tonumber(ARGV[3])))
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+return {'claimed', tostring(attempts)}
+"""
+
+_POSTING = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and
+   redis.call('HGET', KEYS[1], 'state') == 'sending' then
+  redis.call('HSET', KEYS[1], 'phase', 'posting')
+  return 1
+end
+return 0
+"""
+
+# ARGV: token, state, now, next_at, error, undo_attempt, requeue_after, did
+_FINISH = """
+local s = redis.call('HMGET', KEYS[1], 'token', 'state')
+if s[1] ~= ARGV[1] or (s[2] ~= 'sending' and not (s[2] == 'in_doubt' and ARGV[2] == 'delivered'))
+then return 0 end
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', '', 'error', ARGV[5],
+           'updated_at', ARGV[3])
+if ARGV[2] == 'delivered' then
+  redis.call('HSET', KEYS[1], 'delivered_at', ARGV[3])
+  redis.call('ZREM', KEYS[2], ARGV[8])
+elseif ARGV[2] == 'retrying' then
+  redis.call('HSET', KEYS[1], 'next_at', ARGV[4])
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[8])
+else
+  redis.call('ZREM', KEYS[2], ARGV[8])
+end
+return 1
+"""
+
+# GCRA: ARGV now, interval (1/rate), burst. Returns seconds to wait ("0": go).
+_RATE = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '0')
+if blocked > now then return tostring(blocked - now) end
+if interval <= 0 then return '0' end
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > interval * burst then return tostring(new_tat - now - interval * burst) end
+redis.call('HSET', KEYS[1], 'tat', tostring(new_tat))
+redis.call('EXPIRE', KEYS[1], math.ceil(interval * burst) + 3600)
+return '0'
+"""
+
+_BLOCK = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'blocked_until', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 3600)
+end
+return 1
+"""
+
+
+def delivery_id(notification_id: str, channel: str) -> str:
+    return f"{notification_id}:{channel}"
+
+
+def stats_key(epoch: float) -> str:
+    return ALERT_STATS_PREFIX + datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d")
+
+
+def rate_key(url: str) -> str:
+    """The rate-limit key of a webhook: a hash, so the URL (a secret) is never a key name."""
+    return ALERT_RATE_PREFIX + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str
+    """``claimed``, ``busy``, ``early``, ``in_doubt``, ``missing``, or a final state."""
+    attempt: int = 0
+    next_at: float | None = None
+
+
+class DeliveryLedger:
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int = ALERTS_TTL_SECONDS) -> None:
+        self.client = client
+        self.ttl = ttl_seconds
+        self._create = client.register_script(_CREATE)
+        self._claim = client.register_script(_CLAIM)
+        self._posting = client.register_script(_POSTING)
+        self._finish = client.register_script(_FINISH)
+        self._rate = client.register_script(_RATE)
+        self._block = client.register_script(_BLOCK)
+
+    # --- writes the alert manager makes inside its fenced transaction ---------------------------
+    def queue_notification(self, pipe: Any, notification: dict[str, Any], channels: list[str],
+                           *, now: float, requeue_after: float, fallback_of: str = "") -> list[str]:
+        """Store ``notification`` and a pending delivery per channel on ``pipe``; returns the
+        delivery ids (existing ones are left as they are: the same flush redone is no resend)."""
+        pipe.set(ALERT_NOTIFICATION_PREFIX + notification["id"], json.dumps(notification),
+                 ex=self.ttl, nx=True)
+        ids = []
+        for channel in channels:
+            did = delivery_id(notification["id"], channel)
+            self._create(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+                         args=[did, channel, notification["id"], now, fallback_of,
+                               notification.get("receiver", ""), requeue_after, self.ttl],
+                         client=pipe)
+            ids.append(did)
+        return ids
+
+    def add_delivery(self, notification_id: str, channel: str, *, now: float,
+                     requeue_after: float, fallback_of: str = "", receiver: str = "") -> str | None:
+        """A delivery of an existing notification (a fallback); None when it existed already."""
+        did = delivery_id(notification_id, channel)
+        created = self._create(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+                               args=[did, channel, notification_id, now, fallback_of, receiver,
+                                     requeue_after, self.ttl])
+        return did if created else None
+
+    # --- the sender's side ----------------------------------------------------------------------
+    def claim(self, did: str, token: str, *, now: float, lease: float) -> Claim:
+        reply = self._claim(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+                            args=[token, now, lease, did])
+        outcome, extra = _text(reply[0]), _text(reply[1])
+        if outcome == "claimed":
+            return Claim(outcome, attempt=int(extra))
+        if outcome == "early":
+            return Claim(outcome, next_at=float(extra))
+        return Claim(outcome)
+
+    def mark_posting(self, did: str, token: str) -> bool:
+        return bool(self._posting(keys=[ALERT_DELIVERY_PREFIX + did], args=[token]))
+
+    def finish(self, did: str, token: str, state: str, *, now: float, next_at: float = 0.0,
+               error: str = "", undo_attempt: bool = False, requeue_after: float = 30.0) -> bool:
+        return bool(self._finish(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+                                 args=[token, state, now, next_at, error[:500],
+                                       "1" if undo_attempt else "0", requeue_after, did]))
+
+    def get(self, did: str) -> dict[str, str]:
+        raw = self.client.hgetall(ALERT_DELIVERY_PREFIX + did)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def notification(self, notification_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(ALERT_NOTIFICATION_PREFIX + notification_id)
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else None
+
+    def overdue(self, now: float, *, limit: int = 200) -> list[str]:
+        return [_text(member) for member in
+                self.client.zrangebyscore(ALERT_DELIVERIES_DUE, "-inf", now, start=0, num=limit)]
+
+    def postpone(self, dids: list[str], until: float) -> None:
+        if dids:
+            self.client.zadd(ALERT_DELIVERIES_DUE, dict.fromkeys(dids, until), xx=True)
+
+    # --- shared rate limits -----------------------------------------------------------------------
+    def rate_wait(self, url: str, *, per_second: float | None, burst: int, now: float) -> float:
+        """Seconds to wait before posting to ``url`` (0: go, and the slot is taken); with no
+        rate (``per_second`` None) only a 429's block holds it up."""
+        interval = 1.0 / per_second if per_second else 0.0
+        return float(_text(self._rate(keys=[rate_key(url)], args=[now, interval, burst])))
+
+    def block(self, url: str, *, until: float, now: float) -> None:
+        """Every worker holds off ``url`` until ``until`` (a 429's Retry-After)."""
+        self._block(keys=[rate_key(url)], args=[until, max(1.0, until - now)])
+
+    def count(self, field: str, *, now: float, amount: int = 1) -> None:
+        key = stats_key(now)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(key, field, amount)
+        pipe.expire(key, 40 * 86400)
+        pipe.execute()
