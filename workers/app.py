@@ -26,7 +26,7 @@ TASK_MODULES = [
     # workstreams
     # triggers
     # triage
-    "tasks.patches",  # patches
+    # patches
     "tasks.alerts",  # alerts
     # deploy
 ]
