@@ -26,7 +26,7 @@ TASK_MODULES = [
     # workstreams
     # triggers
     # triage
-    # patches
+    "tasks.patches",  # patches
     "tasks.alerts",  # alerts
     # deploy
 ]

@@ -43,7 +43,7 @@ COMPONENT_CLI_MODULES: list[str] = [
     # workstreams
     # triggers
     # triage
-    # patches
+    "pitstop.cli.patches",  # patches
     # alerts
     # deploy
 ]

@@ -44,7 +44,7 @@ BUILTIN_STEP_MODULES: list[str] = [
     # each entry: a module whose import registers step kinds (one line per component)
     # workstreams
     # triage
-    # patches
+    "pitstop.patches.steps",  # patches
     # alerts
     # deploy
 ]

@@ -66,8 +66,8 @@ CORPUS: dict[str, bytes] = {
     "traversal via subdir": _new_file("tests/../../outside/pwned").encode(),
     "dot component": ("diff --git a/./calc.py b/./calc.py\n--- a/./calc.py\n+++ b/./calc.py\n"
                       + CALC_EDIT_HUNK).encode(),
-    "empty component": ("diff --git a/tests//x.py b/tests//x.py\nnew file mode 100644\n"
-                        "--- /dev/null\n+++ b/tests//x.py\n@@ -0,0 +1 @@\n+x = 1\n").encode(),
+    "empty component": (b"diff --git a/tests//x.py b/tests//x.py\nnew file mode 100644\n"
+                        b"--- /dev/null\n+++ b/tests//x.py\n@@ -0,0 +1 @@\n+x = 1\n"),
     "bare dotdot": _new_file("..").encode(),
     "octal-quoted dotdot": _new_quoted('"a/\\056\\056/outside/pwned"',
                                        '"b/\\056\\056/outside/pwned"').encode(),
@@ -87,9 +87,9 @@ CORPUS: dict[str, bytes] = {
     "drive letter": _new_file("C:/Windows/pwned").encode(),
     "home relative": _new_file("~/.bashrc").encode(),
     # --- .git ------------------------------------------------------------------------------------
-    ".git config": ("diff --git a/.git/config b/.git/config\n--- a/.git/config\n"
-                    "+++ b/.git/config\n@@ -1 +1,2 @@\n [core]\n+\tfsmonitor = touch /tmp/x\n"
-                    ).encode(),
+    ".git config": (b"diff --git a/.git/config b/.git/config\n--- a/.git/config\n"
+                    b"+++ b/.git/config\n@@ -1 +1,2 @@\n [core]\n+\tfsmonitor = touch /tmp/x\n"
+                    ),
     ".git hook": _new_file(".git/hooks/post-checkout", "#!/bin/sh\ntouch /tmp/pwned",
                            "100755").encode(),
     ".GIT case": _new_file(".GIT/hooks/pre-commit").encode(),

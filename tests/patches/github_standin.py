@@ -31,7 +31,7 @@ def github_standin(*, allow_auto_merge: bool = True) -> Iterator[GitHubStandIn]:
     state = GitHubStandIn(url="", allow_auto_merge=allow_auto_merge)
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_POST(self) -> None:
