@@ -157,6 +157,9 @@ def build_config(models: Iterable[tuple[RuleModel, KeyPath]], *, catalog: Catalo
     if catalog is not None:
         cycle = find_cycle(config.rules.values(), catalog, config.index)
         if cycle is not None:
+            order = list(paths)
+            start = min(range(len(cycle)), key=lambda i: order.index(cycle[i].id))
+            cycle = cycle[start:] + cycle[:start]  # told from the rule written first
             chain = " -> ".join(f"{rule.id} ({rule.workstream})" for rule in cycle)
             first = cycle[0]
             raise _problem(doc, (*paths[first.id], "event"),

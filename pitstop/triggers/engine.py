@@ -66,7 +66,7 @@ class TriggerEngine:
         self.max_hops = max_hops if max_hops is not None else getattr(event_bus, "max_hops",
                                                                       EVENT_MAX_HOPS)
         self._clock = clock or self.state.now
-        self._config = config or TriggerConfig([], version="api")
+        self._config = config if config is not None else TriggerConfig([], version="api")
 
     # --- the config in force --------------------------------------------------------------------
     @property
@@ -314,7 +314,7 @@ class TriggerEngine:
                                   catch_up=schedule.catch_up)
         out: builtins.list[Decision] = []
         if due.missed_from is not None and due.missed_to is not None and \
-                self.state.fence_slot(rule.id, int(due.missed_to.timestamp()), f"missed:{token}"):
+                self.state.fence_slot(f"{rule.id}:missed", int(due.missed_to.timestamp()), token):
             what = "fired once for them" if due.caught_up else "skipped"
             out.append(self._decision(
                 rule, None, config, "missed", f"slots from {utc_iso(due.missed_from)} to "

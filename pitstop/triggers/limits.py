@@ -55,12 +55,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: burst hash, due set. ARGV: member, event id, event json, due ms, ttl ms.
+# KEYS: burst hash, due set. ARGV: member, event id, event json, due ms, ttl ms, event's ms.
+# The latest is the one published last (ids start with their millisecond); within one
+# millisecond, the one that arrived last.
 _PUSH = """
-local latest = redis.call('HGET', KEYS[1], 'id')
+local latest = redis.call('HGET', KEYS[1], 'ms')
 redis.call('HINCRBY', KEYS[1], 'count', 1)
-if (not latest) or latest <= ARGV[2] then
-  redis.call('HSET', KEYS[1], 'id', ARGV[2], 'event', ARGV[3])
+if (not latest) or latest <= ARGV[6] then
+  redis.call('HSET', KEYS[1], 'id', ARGV[2], 'event', ARGV[3], 'ms', ARGV[6])
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -146,7 +148,8 @@ class Limits:
         window_ms = int(window_s * 1000)
         count = self._run(self._push, [TRIGGER_DEBOUNCE_PREFIX + member, TRIGGER_DEBOUNCE_DUE_KEY],
                           [member, event.id, event.to_json(), now_ms + window_ms,
-                           window_ms + 7 * 86400 * 1000], "store a debounced event")
+                           window_ms + 7 * 86400 * 1000, event.id[:13]],
+                          "store a debounced event")
         return int(count)
 
     def next_due_ms(self) -> int | None:

@@ -39,9 +39,9 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
                     out.append("(?:[^/]*/)*")
                     i += 1
                 else:
+                    while pattern.startswith("*", i):  # "***" is "**"
+                        i += 1
                     out.append(".*")
-                while pattern.startswith("*", i):  # "***" is "**"
-                    i += 1
                 continue
             out.append("[^/]*")
         elif char == "?":
