@@ -41,7 +41,7 @@ def bench_wrapper(n: int = 200) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-") as tmp:
         script = Path(tmp, "trivial.py")
         script.write_text(TRIVIAL_SCRIPT)
-        wrapper = CLIWrapper(allowed_roots=[tmp])
+        wrapper = CLIWrapper(allowed_roots=[tmp], project=False)  # the wrapper alone
         bare: list[float] = []
         wrapped: list[float] = []
         for _ in range(3):  # warm the page cache and imports for both

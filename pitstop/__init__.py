@@ -6,6 +6,7 @@ The public API; everything else is internal.
     bus = EventBus(connect(load_settings()))
     bus.publish("phase.1.completed", {"x": 1})
     result = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
+    # inside a project: logged to .state/cli_executions.jsonl, tool.* events while Redis is up
 """
 
 from pitstop.bus.consumer import GroupConsumer

@@ -4,8 +4,11 @@
 interpreter from the extension, runs the script in its own session with a filtered environment and
 no stdin, streams redacted output lines live, enforces the timeout and cancellation by killing the
 whole process group, and reports an :class:`ExecutionResult`. State log, event bus and run store
-are optional: without them it is a plain library. The rules applied before anything runs live in
-:mod:`pitstop.scripts.policy`; draining the pipes in :mod:`pitstop.scripts.outputreader`.
+are optional: given none of them, a wrapper used inside a pitstop project records there
+(``.state/cli_executions.jsonl``, and ``tool.*`` events while the project's Redis is up: see
+:mod:`pitstop.scripts.project`); outside one, or with ``project=False``, it is a plain library.
+The rules applied before anything runs live in :mod:`pitstop.scripts.policy`; draining the
+pipes in :mod:`pitstop.scripts.outputreader`.
 
 Decisions worth knowing:
 
@@ -75,6 +78,7 @@ from pitstop.scripts.policy import (
     ScriptPolicy,
     check_caller_env,
 )
+from pitstop.scripts.project import ProjectRecording, project_recording
 
 if TYPE_CHECKING:
     from pitstop.bus.eventbus import EventBus
@@ -171,6 +175,12 @@ class CLIWrapper:
     When the script has ended, the run store writes of its result are retried while Redis is
     unreachable, for ``record_patience`` seconds and never past ``give_up_by`` (a
     :func:`time.monotonic` time, such as a task's hard time limit).
+
+    Given none of ``bus``, ``runs`` and ``state_log`` (the seed's ``CLIWrapper(timeout=300)``),
+    :meth:`wrap` records in the project found from the working directory, as git finds
+    ``.git``: it appends to its ``cli_executions`` log and publishes ``tool.*`` events while its
+    Redis answers (it never starts the embedded one, and a failing publish only costs the
+    events). ``project=False`` turns that off.
     """
 
     def __init__(
@@ -196,6 +206,7 @@ class CLIWrapper:
         kill_leftovers: bool = True,
         record_patience: float = 0.0,
         give_up_by: float | None = None,
+        project: bool = True,
     ) -> None:
         _positive("timeout", timeout)
         _positive("heartbeat_interval", heartbeat_interval)
@@ -206,6 +217,10 @@ class CLIWrapper:
         self.output_cap_bytes = output_cap_bytes
         self.tail_bytes = tail_bytes
         self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
+        self._own_redactor = redactor is None
+        # The seed's plain CLIWrapper() records where its project is (see pitstop.scripts.project).
+        self._project_pending = project and bus is None and runs is None and state_log is None
+        self._recording: ProjectRecording | None = None
         self.bus = bus
         self.runs = runs
         self.state_log = state_log
@@ -269,6 +284,8 @@ class CLIWrapper:
             raise ValidationError("args must be a list of strings, not one string")
         limit = self.timeout if timeout is None else float(timeout)
         _positive("timeout", limit)
+        if self._project_pending:
+            self._use_project()
         script = self.resolve_script(path)
         child_env = self.child_env(env)
         argv = self.command_for(script, list(args), search_path=child_env.get("PATH"))
@@ -465,11 +482,30 @@ class CLIWrapper:
             return bus.publish(event_type, self.redactor.redact(data), parent=parent,
                                trace_id=trace_id)
         except Exception:
+            if self._recording is not None:
+                # A bus found in the project, not one the caller relies on: run without it.
+                log.warning("could not publish %s to the project's Redis; no more tool.* "
+                            "events from this call", event_type, exc_info=True)
+                self.bus = self._recording.bus = None
+                return None
             if not after_run:
                 raise
             # the script already ran: losing an event beats losing (and re-running) the result
             log.exception("could not publish %s", event_type)
             return None
+
+    def _use_project(self) -> None:
+        """Record in the project found from the working directory: its ``cli_executions``
+        log, and its bus while its Redis answers (connected again on a later call if not)."""
+        if self._recording is None:
+            recording = project_recording(None if self._own_redactor else self.redactor)
+            if recording is None:
+                self._project_pending = False  # not in a project: a plain library
+                return
+            self._recording = recording
+            self.redactor = self.policy.redactor = recording.redactor
+            self.state_log = recording.state_log
+        self.bus = self._recording.connect_bus()
 
     def _finish(self, result: ExecutionResult, trace_id: str | None,
                 invoked: Event | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import redis
 from pitstop.bus.eventbus import EventBus
 from pitstop.kernel.constants import LOG_CLI_EXECUTIONS, LOG_RUNS
 from pitstop.kernel.redaction import Redactor
+from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
 from pitstop.runs.store import RunStore
@@ -143,3 +145,63 @@ def test_live_output_and_cancellation_through_redis(redis_client: redis.Redis) -
     stored = runs.get_run(run.run_id)
     assert stored.status == "cancelled" and stored.exit_code == EXIT_CANCELLED
     assert stored.started_at is not None and stored.finished_at is not None
+
+
+# --- the seed's plain API, inside a project (issue 6 item 18) --------------------------------------
+
+
+def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project as `pitstop` would find it, entered with cd, no PITSTOP_* variables."""
+    project = tmp_path / "proj"
+    (project / "config").mkdir(parents=True)
+    (project / "scripts").mkdir()
+    (project / "config" / "pitstop.yaml").write_text("log_level: info\n")
+    (project / "scripts" / "my_script.py").write_text(
+        "import sys\nprint('got', *sys.argv[1:])\n")
+    for name in [n for n in os.environ if n.startswith("PITSTOP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(project)
+    return project
+
+
+def _recorded(project: Path) -> list[dict[str, Any]]:
+    path = project / ".state" / f"{LOG_CLI_EXECUTIONS}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_seeds_plain_wrapper_records_in_its_project(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: ServerInfo,
+        redis_client: redis.Redis) -> None:
+    project = _project(tmp_path, monkeypatch)
+    monkeypatch.setenv("PITSTOP_REDIS_URL", redis_server.url)
+    result = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
+    assert result.succeeded and result.stdout_tail == "got --flag\n"
+    [record] = _recorded(project)
+    assert (record["run_id"], record["args"], record["exit_code"]) == (result.run_id,
+                                                                       ["--flag"], 0)
+    events = [e for e in EventBus(redis_client).replay() if e.data.get("run_id") == result.run_id]
+    assert [e.type for e in events] == ["tool.invoked", "tool.succeeded"]
+    assert events[0].source.startswith("cliwrapper@")
+
+
+def test_the_plain_wrapper_uses_the_embedded_redis_only_when_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pitstop.connection.server import RedisServer
+
+    project = _project(tmp_path, monkeypatch)
+    redis_dir = project / ".state" / "redis"
+    first = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
+    assert [r["run_id"] for r in _recorded(project)] == [first.run_id]  # logged all the same
+    assert not (redis_dir / "server.json").exists()  # and no Redis started for it
+    server = RedisServer(redis_dir)
+    info = server.start()
+    try:
+        second = CLIWrapper(timeout=300).wrap("scripts/my_script.py", args=["--flag"])
+        client = redis.Redis.from_url(info.url)
+        events = list(EventBus(client).replay())
+        client.close()
+    finally:
+        server.stop()
+    assert [r["run_id"] for r in _recorded(project)] == [first.run_id, second.run_id]
+    assert [(e.type, e.data["run_id"]) for e in events] == [
+        ("tool.invoked", second.run_id), ("tool.succeeded", second.run_id)]

@@ -71,6 +71,16 @@ def reap_pids() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.fixture(autouse=True)
+def _own_project(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrappers built without a state log or bus record in the project they find: give each
+    test an empty one of its own, never the repository's (nor a developer's PITSTOP_*)."""
+    for name in [n for n in os.environ if n.startswith("PITSTOP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PITSTOP_HOME", str(tmp_path_factory.mktemp("project")))
+
+
 def wrapper(**kwargs: Any) -> CLIWrapper:
     kwargs.setdefault("allowed_roots", [FIXTURES])
     kwargs.setdefault("redactor", Redactor())
@@ -1080,3 +1090,30 @@ def test_recording_never_waits_past_give_up_by() -> None:
         FIXTURES / "exit_code.py", ["0"], run_id="r-3")
     assert time.monotonic() - started < 5
     assert [name for name, _ in runs.calls].count("record_cli_execution:unreachable") == 1
+
+
+# --- where a plain wrapper records (issue 6 item 18; with Redis: tests/integration) ---------------
+
+
+def test_a_plain_wrapper_records_in_its_project_and_nowhere_else(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PITSTOP_HOME")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    CLIWrapper(allowed_roots=[FIXTURES]).wrap(FIXTURES / "exit_code.py", ["0"])
+    assert list(outside.iterdir()) == []  # not a project: a plain library
+
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "pitstop.yaml").write_text("secret_names: ['*_LABEL']\n")
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")  # found from a subdirectory, as git finds .git
+    monkeypatch.setenv("BUILD_LABEL", CANARY)
+    result = CLIWrapper(allowed_roots=[FIXTURES]).wrap(FIXTURES / "echo_args.py", [CANARY])
+    log = (project / ".state" / "cli_executions.jsonl").read_text()
+    assert result.run_id in log and CANARY not in log  # the project's secret_names apply
+    assert not (project / ".state" / "redis").exists()  # no embedded Redis started
+    CLIWrapper(allowed_roots=[FIXTURES], project=False).wrap(FIXTURES / "exit_code.py", ["0"])
+    assert len(log.splitlines()) == len(
+        (project / ".state" / "cli_executions.jsonl").read_text().splitlines())
