@@ -1,0 +1,135 @@
+"""A real worker: ``pitstop patch validate --wait`` through the queue, the review CLI, and a
+worker SIGKILLed mid-check whose worktree is pruned when a worker starts again.
+
+Each test has a redis-server of its own (a worker consumes the ``default`` queue too, and must
+not take other tests' tasks) and a project directory with its ``config/patches.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from pitstop.connection.server import RedisServer
+from pitstop.kernel.constants import PATCH_WORKTREES_DIR
+from pitstop.kernel.serverinfo import ServerInfo
+from pitstop.patches.worktree import processes_inside
+from tests.patches.sample import CALC, Sample, git, make_sample, sample_checks
+from tests.support import Proc, pid_alive, run_cli, running, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.timeout(90)]
+
+MUL = CALC + "\n\ndef mul(a: int, b: int) -> int:\n    return a * b\n"
+MUL_TEST = "from calc import mul\n\n\ndef test_mul() -> None:\n    assert mul(2, 3) == 6\n"
+
+
+def project(tmp_path: Path, pitstop_env: dict[str, str], info: ServerInfo, sample: Sample,
+            checks: dict[str, Any]) -> dict[str, str]:
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    config = {"repos": {"sample": {"path": str(sample.path), "target": "main",
+                                   "checks": checks}}}
+    (home / "config" / "patches.yaml").write_text(yaml.safe_dump(config))
+    return {**pitstop_env, "PITSTOP_REDIS_URL": info.url,
+            "PITSTOP_CONFIG_DIR": str(home / "config"), "PITSTOP_STATE_DIR": str(home / ".state")}
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    info = server.start()
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+def worker(env: dict[str, str], log: Path, name: str) -> Any:
+    return running(["worker", "-Q", "patches", "-c", "1", "-n", f"{name}@%h"], env, log,
+                   ready="ready.", timeout=60)
+
+
+def test_validate_wait_through_a_worker_and_the_review_cli(
+        tmp_path: Path, pitstop_env: dict[str, str], private_redis: ServerInfo) -> None:
+    sample = make_sample(tmp_path)
+    env = project(tmp_path, pitstop_env, private_redis, sample, sample_checks())
+    good = tmp_path / "good.diff"
+    good.write_bytes(sample.patch({"calc.py": MUL, "tests/test_mul.py": MUL_TEST},
+                                  scratch=tmp_path))
+    bad = tmp_path / "bad.diff"
+    bad.write_bytes(sample.patch({"calc.py": CALC.replace("a + b", "a - b")}, scratch=tmp_path))
+
+    with worker(env, tmp_path / "worker.log", "patches1"):
+        merged = run_cli(["patch", "validate", str(good), "--repo", str(sample.path), "--wait"],
+                         env)
+        assert merged.returncode == 0, merged.stdout + merged.stderr
+        assert "merged as" in merged.stdout
+        for check in ("tests", "lint", "types", "security", "coverage"):
+            assert check in merged.stdout
+        assert "def mul" in sample.file_at("main", "calc.py", remote=True)
+
+        queued = run_cli(["patch", "validate", str(bad), "--repo", "sample", "--wait", "--json"],
+                         env)
+        assert queued.returncode == 1, queued.stderr
+        outcome = json.loads(queued.stdout)
+        assert outcome["result"] == "review_queued"
+        review_id = outcome["landing"]["review_id"]
+
+    listed = run_cli(["review", "list"], env)
+    assert review_id[-12:] in listed.stdout, listed.stdout + listed.stderr
+    shown = run_cli(["review", "show", review_id[-12:]], env)
+    assert "tests/test_calc.py::test_add" in shown.stdout
+    refused = run_cli(["review", "reject", review_id], env)
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    rejected = run_cli(["review", "reject", review_id, "--reason", "breaks add"], env)
+    assert rejected.returncode == 0, rejected.stderr
+    assert run_cli(["review", "list"], env).stdout.strip() == ""
+    again = run_cli(["review", "approve", review_id], env)
+    assert again.returncode == 2 and "rejected" in again.stderr
+    assert git(sample.path, "branch", "--list", "pitstop/*") == ""
+
+
+def test_a_worker_killed_mid_check_leaves_no_worktree_once_a_worker_starts(
+        tmp_path: Path, pitstop_env: dict[str, str], private_redis: ServerInfo) -> None:
+    sample = make_sample(tmp_path)
+    # A check that never ends, with a child of its own that outlives it.
+    checks = {"tests": {"kind": "pytest", "weight": 100, "timeout": 120,
+                        "command": ["sh", "-c", "sleep 300 & exec sleep 301"]}}
+    env = project(tmp_path, pitstop_env, private_redis, sample, checks)
+    patch = tmp_path / "good.diff"
+    patch.write_bytes(sample.patch({"calc.py": MUL}, scratch=tmp_path))
+    worktrees = Path(env["PITSTOP_STATE_DIR"]) / PATCH_WORKTREES_DIR
+
+    first = Proc(["worker", "-Q", "patches", "-c", "1", "-n", "doomed@%h"], env,
+                 tmp_path / "doomed.log")
+    try:
+        first.wait_for_output("ready.", timeout=60)
+        sent = run_cli(["patch", "validate", str(patch), "--repo", "sample"], env)
+        assert sent.returncode == 0, sent.stderr
+        tree = wait_for(lambda: next((p for p in worktrees.glob("patch-*") if p.is_dir()), None),
+                        timeout=30, message="the validation's worktree")
+        inside = wait_for(lambda: processes_inside(tree), timeout=30,
+                          message="the check running in the worktree")
+    finally:
+        first.kill()  # SIGKILL the worker and its pool process mid-check
+
+    assert tree.exists()
+    with worker(env, tmp_path / "second.log", "restarted"):
+        wait_for(lambda: not tree.exists(), timeout=30, message="the stale worktree pruned")
+    assert not any(worktrees.glob("*.owner"))
+    listed = git(sample.path, "worktree", "list", "--porcelain")
+    assert listed.count("worktree ") == 1, listed
+    wait_for(lambda: not any(pid_alive(pid) for pid in inside), timeout=10,
+             message="the check's processes gone")
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    assert os.path.exists(sample.path / "calc.py")
