@@ -44,7 +44,7 @@ COMPONENT_CLI_MODULES: list[str] = [
     # triggers
     # triage
     "pitstop.cli.patches",  # patches
-    # alerts
+    "pitstop.cli.alerts",  # alerts
     # deploy
 ]
 for _module in COMPONENT_CLI_MODULES:
