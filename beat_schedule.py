@@ -7,9 +7,12 @@ from typing import Any
 from pitstop.kernel.constants import (
     DEFAULT_QUEUE,
     TASK_ALERTS_SUMMARY,  # alerts
+    TASK_FIRE_SCHEDULES,  # triggers
     TASK_REAP_RUNS,
 )
 from pitstop.kernel.settings import Settings
+from pitstop.triggers.feed import ScheduleFeed  # triggers
+from pitstop.triggers.schedules import ScheduleTicker  # triggers
 
 
 def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -26,4 +29,16 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": 300.0,
             "options": {"queue": DEFAULT_QUEUE, "expires": 300.0},
         },
+        "trigger-schedules": {  # triggers: due at each slot of the schedules in force
+            "task": TASK_FIRE_SCHEDULES,
+            "schedule": ScheduleTicker(_trigger_schedules(settings)),
+            "options": {"queue": DEFAULT_QUEUE, "expires": 60.0},
+        },
     }
+
+
+def _trigger_schedules(settings: Settings) -> ScheduleFeed:  # triggers
+    """The schedules of the trigger config in force, read through Redis when Beat asks."""
+    from pitstop.connection.connect import connect
+
+    return ScheduleFeed(settings.config_dir, lambda: connect(settings, check=False))

@@ -24,7 +24,7 @@ TASK_MODULES = [
     "tasks.scripts",
     "tasks.maintenance",
     # workstreams
-    # triggers
+    "tasks.triggers",  # triggers
     # triage
     "tasks.patches",  # patches
     "tasks.alerts",  # alerts

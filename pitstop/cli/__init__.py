@@ -41,7 +41,7 @@ for command in (up, worker, beat, flower, serve, redis_group, emit, watch, event
 # Each component's commands live in its own module exporting ``COMMANDS`` (a list of click commands).
 COMPONENT_CLI_MODULES: list[str] = [
     # workstreams
-    # triggers
+    "pitstop.cli.triggers",  # triggers
     # triage
     "pitstop.cli.patches",  # patches
     "pitstop.cli.alerts",  # alerts
