@@ -9,6 +9,7 @@ from pitstop.kernel.constants import (
     TASK_ALERTS_SUMMARY,  # alerts
     TASK_FIRE_SCHEDULES,  # triggers
     TASK_REAP_RUNS,
+    TASK_REAP_WORKSTREAMS,  # workstreams
 )
 from pitstop.kernel.settings import Settings
 from pitstop.triggers.feed import ScheduleFeed  # triggers
@@ -21,6 +22,11 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "reap-lost-runs": {
             "task": TASK_REAP_RUNS,
+            "schedule": reap_every,
+            "options": {"queue": DEFAULT_QUEUE, "expires": reap_every},
+        },
+        "reap-workstreams": {  # workstreams: dead step workers, unsent steps, unfinished ends
+            "task": TASK_REAP_WORKSTREAMS,
             "schedule": reap_every,
             "options": {"queue": DEFAULT_QUEUE, "expires": reap_every},
         },

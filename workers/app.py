@@ -23,7 +23,7 @@ from workers.transport import install as install_redis_transport
 TASK_MODULES = [
     "tasks.scripts",
     "tasks.maintenance",
-    # workstreams
+    "tasks.workstreams",  # workstreams
     "tasks.triggers",  # triggers
     # triage
     "tasks.patches",  # patches

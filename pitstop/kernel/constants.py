@@ -182,6 +182,22 @@ ROUTER_ENV: Final = "PITSTOP_ROUTER"
 """Set to ``0`` to keep a worker out of the router group (it still runs tasks)."""
 
 # --- triage ---------------------------------------------------------------------------------------
+TRIAGE_CONFIG_FILE: Final = "triage.yaml"
+"""Known-flaky tests, flaky history window, action overrides (``config/triage.yaml``, optional)."""
+TASK_TRIAGE: Final = "pitstop.triage"
+TRIAGE_QUEUE: Final = DEFAULT_QUEUE
+"""Where ``triage`` tasks go (every worker consumes it)."""
+STEP_KIND_TRIAGE: Final = "triage"
+LOG_TEST_TRIAGE: Final = "test_triage"
+EVENT_TRIAGE_AUTO_FIXABLE: Final = "triage.auto_fixable"
+"""One per auto-fixable group of a batch: what error recovery needs (test id, file, line, error)."""
+EVENT_TRIAGE_COMPLETED: Final = "triage.completed"
+TRIAGE_HISTORY_PREFIX: Final = f"{KEY_PREFIX}:triage:history:"
+"""List per test (canonical id): its latest results as compact JSON, newest first."""
+TRIAGE_FLAKY_INDEX: Final = f"{KEY_PREFIX}:triage:flaky"
+"""Sorted set of test ids seen both passing and failing on one commit, scored by last time."""
+TRIAGE_MAX_EVENT_TESTS: Final = 50
+"""Test ids listed in one ``triage.auto_fixable`` event (the count says how many there were)."""
 
 # --- patches --------------------------------------------------------------------------------------
 PATCHES_FILE: Final = "patches.yaml"
@@ -255,5 +271,8 @@ LOG_ALERTS: Final = "alerts"
 LOG_ALERT_ACTIVITY: Final = "alert_activity"
 """Notifications, delivery outcomes, acks, escalations, silences and summaries."""
 EVENT_ALERTING_DEGRADED: Final = "alerting.degraded"
+ALERT_STEP_DEDUPE_PREFIX: Final = f"{DEDUPE_PREFIX}alert-step:"
+"""``...alert-step:<run>:<step>:<attempt>`` -> the event an ``alert`` step published (once)."""
+STEP_KIND_ALERT: Final = "alert"
 
 # --- deploy ---------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ message and an exit code (``exit_code``) instead of a traceback.
     │   ├── InvalidEventType
     │   ├── InvalidPattern
     │   ├── PayloadTooLarge
-    │   └── HopLimitExceeded
+    │   ├── HopLimitExceeded
+    │   └── TriageInputError   a file to triage is binary, too large, or bad/unsafe XML
     ├── ScriptError            a script cannot be run at all
     │   ├── PathNotAllowed     outside the allowed roots, or not a script
     │   └── InterpreterNotFound
@@ -133,6 +134,11 @@ class WebhookError(PitstopError):
 
 class SignatureMismatch(WebhookError):
     """A webhook signature is missing, malformed or wrong."""
+
+
+class TriageInputError(ValidationError):
+    """A file given to triage cannot be read as test output: binary, too large, not
+    well-formed XML, or XML that declares entities (a possible XML bomb)."""
 
 
 class PatchError(PitstopError):

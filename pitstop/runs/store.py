@@ -17,7 +17,12 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
 import pydantic
 import redis
 
-from pitstop.kernel.constants import RUN_INDEX, RUN_KEY_PREFIX, RUN_TTL_SECONDS
+from pitstop.kernel.constants import (
+    RUN_INDEX,
+    RUN_KEY_PREFIX,
+    RUN_KIND_WORKSTREAM,
+    RUN_TTL_SECONDS,
+)
 from pitstop.kernel.errors import PitstopError, RedisUnavailable, RunNotFound
 from pitstop.kernel.ids import new_id, utc_iso
 from pitstop.kernel.statelog import StateLog
@@ -70,6 +75,15 @@ class Run(pydantic.BaseModel):
     exit_code: int | None = None
     error: str | None = None
     attempts: int = 0
+    parent_run_id: str | None = None
+    """The run this one is part of: a workstream step's script run, a sub-workstream's run."""
+    event: dict[str, Any] | None = None
+    """The event that launched the run (a workstream run), as its envelope."""
+    steps: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+    """A workstream run's steps by id, in order: state, times, attempts, outputs."""
+    orchestration: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """A workstream run's own bookkeeping (its definition as launched, phase, concurrency slot,
+    trigger …), owned by :mod:`pitstop.workstreams`."""
 
     @pydantic.field_validator(*_DATETIME_FIELDS)
     @classmethod
@@ -161,16 +175,18 @@ class RunStore:
 
     @_redis_errors
     def list_runs(
-        self, *, limit: int = 50, status: str | None = None, kind: str | None = None
+        self, *, limit: int = 50, status: str | None = None, kind: str | None = None,
+        workstream_id: str | None = None,
     ) -> list[Run]:
-        """Runs newest first, optionally only those with ``status`` and/or ``kind``."""
+        """Runs newest first, optionally only those with ``status``, ``kind``, ``workstream_id``."""
         if status is not None and status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}: one of {', '.join(RUN_STATUSES)}")
         runs: list[Run] = []
         if limit <= 0:
             return runs
         for run in self._iter_runs():
-            if (status is None or run.status == status) and (kind is None or run.kind == kind):
+            if ((status is None or run.status == status) and (kind is None or run.kind == kind)
+                    and (workstream_id is None or run.workstream_id == workstream_id)):
                 runs.append(run)
                 if len(runs) >= limit:
                     break
@@ -219,6 +235,7 @@ class RunStore:
         queue: str | None = None,
         run_id: str | None = None,
         queue_ttl: float | None = None,
+        parent_run_id: str | None = None,
     ) -> Run:
         """A new ``queued`` run. With an explicit ``run_id`` that already exists, the existing run
         is returned unchanged (so a redelivered "create" is harmless).
@@ -245,6 +262,7 @@ class RunStore:
             queue=queue,
             queue_deadline=None if queue_ttl is None else now + timedelta(seconds=queue_ttl),
             params=json.loads(json.dumps(params or {}, default=str)),
+            parent_run_id=parent_run_id,
         )
         pipe = self._client.pipeline(transaction=True)
         pipe.set(_run_key(run.run_id), run.model_dump_json(), ex=self._ttl, nx=True)
@@ -255,6 +273,25 @@ class RunStore:
             return self.get_run(run.run_id)
         self._log("create", run)
         return run
+
+    @property
+    def ttl_seconds(self) -> int:
+        """How long run records are kept."""
+        return self._ttl
+
+    def note(self, op: str, run: Run) -> None:
+        """Append ``run`` to the runs log under ``op`` (for records written outside this store,
+        such as a workstream launch made in one Redis script)."""
+        self._log(op, run)
+
+    @_redis_errors
+    def mutate(self, run_id: str, change: Callable[[Run, datetime], Run | None], *,
+               op: str | Callable[[Run], str] = "update") -> Run:
+        """A compare-and-set of one run: ``change(run, now)`` returns the new run, or None to
+        leave it as is. It may be called more than once (another writer got there first), so it
+        must not act outside its return value. ``op`` names the change in runs.jsonl (empty: not
+        logged). Raises :class:`RunNotFound`."""
+        return self._mutate(run_id, op, change)
 
     def _mutate(self, run_id: str, op: str | Callable[[Run], str],
                 change: Callable[[Run, datetime], Run | None]) -> Run:
@@ -419,7 +456,9 @@ class RunStore:
         """
 
         def due(run: Run, now: datetime) -> bool:
-            return run.status == "running" and _last_sign_of_life(run) < now - stale_after
+            # A workstream run has no worker of its own: its steps are watched by its reaper.
+            return (run.status == "running" and run.kind != RUN_KIND_WORKSTREAM
+                    and _last_sign_of_life(run) < now - stale_after)
 
         return self._transition_many("reap", b'"running"', run_ids, due,
                                      functools.partial(_lost, stale_after=stale_after))
