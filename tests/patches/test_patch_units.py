@@ -30,12 +30,12 @@ index 1111111..2222222 100644
 @@ -1,3 +1,4 @@
  import os
 +import sys
- 
+~
  def main() -> None:
 @@ -10,2 +11,3 @@ def main() -> None:
      pass
 +    return None
- 
+~
 diff --git a/old name.py b/new name.py
 similarity index 90%
 rename from old name.py
@@ -49,7 +49,7 @@ new file mode 100644
 +++ "b/caf\\303\\251.txt"
 @@ -0,0 +1 @@
 +caf\xc3\xa9 \r
-"""
+""".replace(b"\n~\n", b"\n \n")  # "~": an empty context line
 
 
 def test_a_git_diff_is_parsed_as_git_reads_it() -> None:
