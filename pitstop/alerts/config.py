@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pitstop.alerts.labels import SEVERITY_RANK, Matcher
@@ -21,6 +22,7 @@ from pitstop.kernel.configfile import (
     Document,
     FieldProblem,
     KeyPath,
+    error_key_path,
     format_key_path,
     parse_yaml,
     validate_document,
@@ -33,6 +35,8 @@ __all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_duration"]
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+LOG_RECEIVER = "log"
+"""The built-in receiver with no channels: ``.state/alerts.jsonl`` only."""
 DEFAULT_SUBSCRIPTIONS = ("**.error", "**.critical", "**.failed", "alert.**")
 DEFAULT_RESOLVE_ON = ("**.succeeded", "**.success", "**.completed", "**.passed", "**.ok",
                       "**.resolved", "**.recovered", "**.fixed")
@@ -213,8 +217,36 @@ class AppriseChannel(_Channel):
     urls: Annotated[list[str], BeforeValidator(_as_list)]
 
 
-ChannelModel = Annotated[SlackChannel | EmailChannel | WebhookChannel | AppriseChannel,
-                         Field(discriminator="type")]
+ChannelModel = SlackChannel | EmailChannel | WebhookChannel | AppriseChannel
+CHANNEL_TYPES: dict[str, type[BaseModel]] = {
+    "slack": SlackChannel, "email": EmailChannel, "webhook": WebhookChannel,
+    "apprise": AppriseChannel}
+
+
+def _channel_models(value: Any) -> Any:
+    """Validate each channel with the model its ``type`` names, so an error's key path is the
+    channel's own (``channels.mail.to[0]``), not pydantic's union tag."""
+    if not isinstance(value, dict):
+        return value
+    built: dict[str, Any] = {}
+    for name, raw in value.items():
+        if not isinstance(raw, dict):
+            raise FieldProblem((name,), "a channel must be a mapping with a type")
+        model = CHANNEL_TYPES.get(str(raw.get("type")))
+        if model is None:
+            raise FieldProblem((name, "type"), f"unknown channel type {raw.get('type')!r} "
+                               f"(known: {', '.join(CHANNEL_TYPES)})")
+        try:
+            built[name] = model.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif error["type"] == "missing":
+                message = "required key is missing"
+            raise FieldProblem((name, *error_key_path(error)), message) from None
+    return built
 
 SECRET_KEYS: dict[str, tuple[str, ...]] = {
     "slack": ("webhook_url",), "webhook": ("url", "headers"), "email": ("password",),
@@ -278,7 +310,8 @@ class AlertsFile(_Strict):
     ack: AckSettings = AckSettings()
     delivery: DeliverySettings = DeliverySettings()
     summary: SummarySettings = SummarySettings()
-    channels: dict[str, ChannelModel] = Field(default_factory=dict)
+    channels: Annotated[dict[str, ChannelModel], BeforeValidator(_channel_models)] = \
+        Field(default_factory=dict)
     receivers: dict[str, ReceiverModel] = Field(default_factory=dict)
     route: RouteModel = RouteModel()
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
@@ -316,7 +349,7 @@ class AlertsFile(_Strict):
         for path, route in _walk_models(self.route, ("route",)):
             for key in ("receiver", "escalate_to"):
                 value = getattr(route, key)
-                if value is not None and value not in self.receivers:
+                if value is not None and value not in self.receivers and value != LOG_RECEIVER:
                     raise FieldProblem((*path, key), f"unknown receiver {value!r} (defined: "
                                        f"{', '.join(self.receivers) or 'none'})")
         if self.route.match is not None:
@@ -369,7 +402,7 @@ class Route:
             yield from child.walk()
 
 
-_ROOT_DEFAULTS = RouteModel(receiver="log", group_by=["subject"], group_wait=30.0,
+_ROOT_DEFAULTS = RouteModel(receiver=LOG_RECEIVER, group_by=["subject"], group_wait=30.0,
                             group_interval=300.0, repeat_interval=4 * 3600.0,
                             send_resolved=True, throttle_window=0.0,
                             dedupe_by=["type", "source"])
@@ -511,7 +544,15 @@ def load_alerts_config(config_dir: Path, *, environ: Mapping[str, str] | None = 
         raise ConfigError("file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_alerts_config(text, file=str(path), environ=environ)
+    return parse_alerts_config(text, file=_shown(path), environ=environ)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as errors name it: relative when it lies under the working directory."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def default_config() -> AlertsConfig:

@@ -461,3 +461,6 @@ def create_app(
 def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Run ``app`` under uvicorn until interrupted."""
     uvicorn.run(app, host=host, port=port, log_level="warning")
+    from pitstop.alerts.web import ack_routes  # alerts
+
+            *ack_routes(client),  # alerts: signed ack links (GET shows, POST acknowledges)

@@ -45,7 +45,7 @@ BUILTIN_STEP_MODULES: list[str] = [
     # workstreams
     # triage
     "pitstop.patches.steps",  # patches
-    # alerts
+    "pitstop.alerts.steps",  # alerts
     # deploy
 ]
 
