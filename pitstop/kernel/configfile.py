@@ -7,6 +7,7 @@ YAML), and an unset variable is an error naming where it was referenced.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -69,40 +70,134 @@ class Document:
         return None
 
 
-def _construct(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, int],
-               environ: Mapping[str, str]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists a config file may have."""
+MAX_ALIAS_NODES = 100_000
+"""How many nodes aliases (``*name``) may repeat in all: a few anchors nested in each other
+would otherwise expand to billions ("billion laughs")."""
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than :data:`MAX_DEPTH` while composing (PyYAML
+    composes recursively: a few hundred ``[`` would end in RecursionError)."""
+
+    def __init__(self, stream: str, file: str) -> None:
+        super().__init__(stream)
+        self.file = file
+        self.path: list[str | int] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # ``index`` is the key node for a mapping value, the position for a list item.
+        part = index.value if isinstance(index, yaml.ScalarNode) else index
+        self.path.append(part if isinstance(part, str | int) else "?")
+        try:
+            if len(self.path) > MAX_DEPTH + 1:  # the top-level node is depth 1, its values 2 ...
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                where = format_key_path(tuple(self.path[1:4]))
+                raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=self.file,
+                                  key_path=where + ("…" if len(self.path) > 4 else ""),
+                                  line=mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.path.pop()
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, noting the line of every key path."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.lines: dict[KeyPath, int] = {}
+        self.scalars = yaml.SafeLoader("")  # its constructors turn scalar text into values
+        self.seen: set[int] = set()
+        self.repeated = 0
+        self.open: set[int] = set()
+
+    def close(self) -> None:
+        self.scalars.dispose()
+
+    def error(self, message: str, path: KeyPath, node: yaml.Node) -> ConfigError:
+        return ConfigError(message, file=self.file, key_path=format_key_path(path),
+                           line=node.start_mark.line + 1)
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self.seen:  # an alias: the anchored node once more
+            if id(node) in self.open:
+                raise self.error("an alias refers to a node that contains it", path, node)
+            self.repeated += 1
+            if self.repeated > MAX_ALIAS_NODES:
+                raise self.error(f"aliases repeat more than {MAX_ALIAS_NODES} nodes", path, node)
+        self.seen.add(id(node))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            expected = _MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG
+            if node.tag != expected:
+                raise self.error(f"unsupported YAML tag {node.tag} (plain mappings and lists "
+                                 "only)", path, node)
+            self.open.add(id(node))
+            try:
+                if isinstance(node, yaml.SequenceNode):
+                    return [self.build(item, (*path, index))
+                            for index, item in enumerate(node.value)]
+                return self.mapping(node, path)
+            finally:
+                self.open.discard(id(node))
+        if not isinstance(node, yaml.ScalarNode):  # pragma: no cover - the three kinds above
+            raise self.error(f"unsupported YAML node {node.tag}", path, node)
+        return self.scalar(node, path)
+
+    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise ConfigError("YAML merge keys (<<) are not supported", file=file,
-                                  key_path=format_key_path(path), line=key_node.start_mark.line + 1)
+            if key_node.tag == _MERGE_TAG:
+                raise self.error("YAML merge keys (<<) are not supported", path, key_node)
             if not isinstance(key_node, yaml.ScalarNode):
-                raise ConfigError("mapping keys must be plain strings", file=file,
-                                  key_path=format_key_path(path), line=key_node.start_mark.line + 1)
+                raise self.error("mapping keys must be plain strings", path, key_node)
             key = str(key_node.value)
             if key in result:
-                raise ConfigError(f"duplicate key {key!r}", file=file,
-                                  key_path=format_key_path((*path, key)),
-                                  line=key_node.start_mark.line + 1)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, (*path, key), file, lines, environ)
+                raise self.error(f"duplicate key {key!r}", (*path, key), key_node)
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, index), file, lines, environ)
-                for index, item in enumerate(node.value)]
-    if not isinstance(node, yaml.ScalarNode):  # aliases resolve to one of the three kinds
-        raise ConfigError(f"unsupported YAML node {node.tag}", file=file,
-                          key_path=format_key_path(path), line=node.start_mark.line + 1)
-    loader = yaml.SafeLoader("")
-    try:
-        value = loader.construct_object(node)
-    finally:
-        loader.dispose()
-    if isinstance(value, str) and "${" in value:
-        value = _interpolate(value, environ, file=file, path=path, line=node.start_mark.line + 1)
-    return value
+
+    def scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        try:
+            value = self.scalars.construct_object(node)
+        except Exception as exc:
+            # The safe constructors are pure functions of the scalar's text; whatever they
+            # raise (ValueError for 2001-02-30, KeyError for !!bool maybe, ConstructorError for
+            # !!binary zz or an unknown tag ...) means this value is not what its tag says.
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            message = f"{_shown(node.value)} is not a valid {tag} value"
+            if isinstance(exc, yaml.YAMLError | ValueError):  # else an internal detail
+                detail = getattr(exc, "problem", None) or str(exc)
+                message += f": {detail}" if detail else ""
+            raise self.error(message, path, node) from None
+        if ((isinstance(value, float) and not math.isfinite(value))
+                or (isinstance(value, str) and node.style is None and _overflows(value))):
+            # YAML 1.1 reads 1e400 as a string, which a pydantic float field would turn into
+            # inf all the same: a timeout of inf ends in OverflowError far from this file.
+            raise self.error(f"{_shown(node.value)} is not a finite number", path, node)
+        if isinstance(value, str) and "${" in value:
+            value = _interpolate(value, self.environ, file=self.file, path=path,
+                                 line=node.start_mark.line + 1)
+        return value
+
+
+_NUMBER = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)", re.ASCII)
+
+
+def _overflows(text: str) -> bool:
+    """Whether a plain scalar is a number in exponent form too large for a float."""
+    return bool(_NUMBER.fullmatch(text)) and math.isinf(float(text.replace("_", "")))
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
 
 
 def _interpolate(text: str, environ: Mapping[str, str], *, file: str, path: KeyPath,
@@ -122,8 +217,10 @@ def _interpolate(text: str, environ: Mapping[str, str], *, file: str, path: KeyP
 def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None) -> Document:
     """Parse one YAML document safely, keeping the line of every key path."""
     env = os.environ if environ is None else environ
+    loader: _DepthLimitedLoader | None = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _DepthLimitedLoader(text, file)  # reads the text: may raise already
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc)
@@ -131,9 +228,17 @@ def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None
                           line=(mark.line + 1) if mark else None) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
-    lines: dict[KeyPath, int] = {}
-    data = {} if node is None else _construct(node, (), file, lines, env)
-    return Document(file, data, lines)
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if node is None:
+        return Document(file, {}, {})
+    builder = _Builder(file, env)
+    try:
+        data = builder.build(node, ())
+    finally:
+        builder.close()
+    return Document(file, data, builder.lines)
 
 
 def validation_error(exc: pydantic.ValidationError, doc: Document) -> ConfigError:

@@ -159,3 +159,24 @@ def test_watch_says_when_redis_stays_away_and_exits_3(env: dict[str, str],
     assert "Redis unreachable, retrying" in err
     assert "lost Redis while watching events" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2001-02-30", "'2001-02-30' is not a valid !!timestamp value"),
+        ("!!float x", "'x' is not a valid !!float value"),
+        ("!!binary zz", "'zz' is not a valid !!binary value"),
+        ("[" * 5000, "nested deeper than 64 levels"),
+    ],
+)
+def test_a_config_value_yaml_cannot_construct_is_exit_2_naming_file_line_and_key(
+        tmp_path: Path, pitstop_env: dict[str, str], value: str, expected: str) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "pitstop.yaml").write_text(f"scripts:\n  default_timeout: {value}\n")
+    env = {key: item for key, item in pitstop_env.items() if key != "PITSTOP_CONFIG_DIR"}
+    done = run_cli(["events"], env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "pitstop.yaml:2 at scripts.default_timeout" in done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
