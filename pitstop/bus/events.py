@@ -110,7 +110,7 @@ class Event:
         if not isinstance(text, str | bytes):
             raise ValidationError(f"event JSON must be text, got {type(text).__name__}")
         try:
-            raw = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+            raw = _DECODER.decode(text.decode() if isinstance(text, bytes) else text)
         except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd numbers
             raise ValidationError(f"event is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
@@ -133,6 +133,10 @@ def _finite_float(text: str) -> float:
 
 def _no_constant(text: str) -> float:
     raise ValueError(f"{text} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+"""Strict JSON: NaN, Infinity and numbers beyond a float's range are refused."""
 
 
 def _shown(value: Any) -> str:
