@@ -99,8 +99,9 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
 
 DEFAULT_CALLER_ENV: tuple[str, ...] = (
     # build data: versions, SHAs, branches, tags, build names and numbers
-    "CI_*", "BUILD_*", "GIT_SHA", "GIT_COMMIT", "GIT_BRANCH", "GIT_TAG", "*_SHA", "*_COMMIT",
-    "*_BRANCH", "BRANCH", "TAG", "VERSION", "*_VERSION", "RELEASE", "GITHUB_REF",
+    "CI_*", "BUILD_NUMBER", "BUILD_ID", "BUILD_TYPE", "BUILD_NAME", "BUILD_TAG", "BUILD_URL",
+    "BUILD_MODE", "BUILD_LABEL", "GIT_SHA", "GIT_COMMIT", "GIT_BRANCH", "GIT_TAG", "*_SHA",
+    "*_COMMIT", "*_BRANCH", "BRANCH", "TAG", "VERSION", "*_VERSION", "RELEASE", "GITHUB_REF",
     "GITHUB_REF_NAME", "GITHUB_HEAD_REF", "GITHUB_BASE_REF", "GITHUB_RUN_ID",
     "GITHUB_RUN_NUMBER", "GITHUB_RUN_ATTEMPT", "GITHUB_REPOSITORY", "GITHUB_WORKFLOW",
     "GITHUB_JOB", "GITHUB_EVENT_NAME", "GITHUB_ACTOR",
@@ -109,7 +110,8 @@ DEFAULT_CALLER_ENV: tuple[str, ...] = (
 )
 """Names a caller may set with ``pitstop run --env`` (``scripts.caller_env``, case-sensitive
 globs): plain CI data and secrets, never a name a tool reads to find code (``CC``, ``HOME``,
-``MAKEFLAGS``, ``OPENSSL_CONF``, ``*_PROXY`` …). ``PROTECTED_ENV`` is refused even if listed."""
+``MAKEFLAGS``, ``OPENSSL_CONF``, ``*_PROXY``, and so no ``BUILD_*``: ``BUILD_CC`` is glibc's
+build compiler). ``PROTECTED_ENV`` is refused even if listed."""
 QUEUE_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 """A queue ``pitstop run --queue`` accepts: letters, digits, ``.``, ``_``, ``-`` (Celery, Redis
 keys and ``pitstop worker -Q a,b`` all take it as one name)."""
