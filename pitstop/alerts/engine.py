@@ -160,7 +160,7 @@ class AlertEngine:
                                           detail=f"silence {silence.id} until "
                                                  f"{iso(silence.ends_at)}: {silence.reason}"))
                 continue
-            inhibitor = self._inhibitor(labels, key)
+            inhibitor = self._inhibitor(labels)
             if inhibitor is not None:
                 decisions.append(Decision(route.id, route.receiver, channels, group, "inhibited",
                                           detail=f"by firing alert {inhibitor.id} "
@@ -207,13 +207,13 @@ class AlertEngine:
         outcome = "new" if fresh else ("grouped" if counted else "throttled")
         return Decision(route.id, route.receiver, channels, group, outcome, alert.id)
 
-    def _inhibitor(self, labels: dict[str, str], key: str) -> Alert | None:
+    def _inhibitor(self, labels: dict[str, str]) -> Alert | None:
         for rule in self.config.file.inhibit_rules:
             if not rule.target.matcher().matches(labels):
                 continue
             source = rule.source.matcher()
             for alert in self.open.values():
-                if alert.status != "firing" or alert.group_key == key:
+                if alert.status != "firing":
                     continue
                 their = {**alert.labels, "severity": alert.severity}
                 if source.matches(their) and all(their.get(n, "") == labels.get(n, "")
