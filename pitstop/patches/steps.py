@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pitstop.kernel.constants import PATCH_WORKTREES_DIR
 from pitstop.kernel.errors import PatchError, ValidationError
+from pitstop.kernel.settings import Settings
 from pitstop.patches.checks import CheckRunner
+from pitstop.patches.config import load_patches_config
 from pitstop.patches.fixer import LintFixer
 from pitstop.patches.service import build_validator
 from pitstop.patches.validator import PatchRequest
@@ -29,9 +31,17 @@ class FixLintParams(BaseModel):
     """Where to fix (default: the repository's target branch)."""
 
 
+def _patches_queue(settings: Settings) -> str:
+    """Where patch steps run: the workers of ``config/patches.yaml``'s queue have the repos."""
+    return load_patches_config(settings.config_dir).queue
+
+
 class FixLintStep:
     name = "fix_lint"
     params_model: type[BaseModel] = FixLintParams
+
+    def default_queue(self, settings: Settings) -> str:
+        return _patches_queue(settings)
 
     def execute(self, ctx: StepContext) -> StepResult:
         params = ctx.params
@@ -68,6 +78,9 @@ class ValidatePatchParams(BaseModel):
 class ValidatePatchStep:
     name = "validate_patch"
     params_model: type[BaseModel] = ValidatePatchParams
+
+    def default_queue(self, settings: Settings) -> str:
+        return _patches_queue(settings)
 
     def execute(self, ctx: StepContext) -> StepResult:
         params = ctx.params
