@@ -140,7 +140,7 @@ WS_STEP_STOP_PREFIX: Final = f"{KEY_PREFIX}:ws:stop:"
 EVENT_WORKSTREAM_COMPLETED: Final = "workstream.{id}.completed"
 EVENT_WORKSTREAM_FAILED: Final = "workstream.{id}.failed"
 """Published when a workstream run ends (failed, timed out or cancelled: ``data.status`` says)."""
-PLANNED_STEP_KINDS: Final = ("validate_patch", "triage", "alert", "deploy")
+PLANNED_STEP_KINDS: Final = ("validate_patch", "fix_lint", "triage", "alert", "deploy")
 """Step kinds other components register: a workstream using one not yet installed is loaded,
 marked unavailable with the reason, instead of failing the whole file."""
 

@@ -1,7 +1,8 @@
 """The one error tree of pitstop.
 
 Every error a user can cause derives from :class:`PitstopError`; the CLI turns it into one clear
-message and an exit code (``exit_code``) instead of a traceback.
+message and an exit code (``exit_code``, from the one table :class:`ExitCode`) instead of a
+traceback.
 
     PitstopError
     ├── ConfigError            a config file or setting is invalid (file, key path, line)
@@ -30,11 +31,36 @@ message and an exit code (``exit_code``) instead of a traceback.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every ``pitstop`` command: this table, and only it (the README prints
+    it). ``run --wait`` and ``show --follow`` otherwise exit with the script's own code."""
+
+    OK = 0
+    FAILURE = 1
+    """A check or an operation failed: ``doctor`` found a problem, the run had already ended."""
+    USAGE = 2
+    """Bad option, argument, input or configuration; a script that cannot start."""
+    REDIS_UNAVAILABLE = 3
+    """Redis cannot be reached (or the embedded one started)."""
+    NOT_FOUND = 4
+    """No such thing: no run (or review) has that id."""
+    INTERNAL = 70
+    """A bug of pitstop's (EX_SOFTWARE): the message asks to report it."""
+    TEMPFAIL = 75
+    """A run was lost with its worker, or expired in its queue (EX_TEMPFAIL): try again."""
+    TIMEOUT = 124
+    """A script timed out (as timeout(1) exits)."""
+    INTERRUPTED = 130
+    """Cancelled or interrupted (Ctrl-C, SIGTERM/SIGHUP from a cancelled CI job)."""
+
 
 class PitstopError(Exception):
     """Base class of every error pitstop raises on purpose."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.FAILURE
 
 
 class ConfigError(PitstopError):
@@ -43,7 +69,7 @@ class ConfigError(PitstopError):
     The message names the file, the key path and, when known, the line.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(
         self,
@@ -72,7 +98,7 @@ class WorkstreamUnavailable(ConfigError):
 class ValidationError(PitstopError):
     """An input value is invalid."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class InvalidEventType(ValidationError):
@@ -94,7 +120,7 @@ class HopLimitExceeded(ValidationError):
 class ScriptError(PitstopError):
     """A script cannot be run at all (nothing was started)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class PathNotAllowed(ScriptError):
@@ -117,11 +143,13 @@ class ScriptFailed(PitstopError):
 class RedisUnavailable(PitstopError):
     """Redis cannot be reached (or the embedded server cannot be started)."""
 
-    exit_code = 3
+    exit_code = ExitCode.REDIS_UNAVAILABLE
 
 
 class RunNotFound(PitstopError):
     """No run has the given id."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class NothingToCancel(PitstopError):
@@ -149,13 +177,13 @@ class UnsafePatch(PatchError):
     """A patch was refused before anything was written: it names paths outside the tree, into
     ``.git/``, symlink or submodule modes, a binary over the cap, or cannot be parsed safely."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class GitTooOld(PatchError):
     """git is missing, or older than the version whose ``git apply`` is safe to run."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class LandingFailed(PatchError):
@@ -165,3 +193,5 @@ class LandingFailed(PatchError):
 
 class ReviewNotFound(PatchError):
     """No patch review has the given id."""
+
+    exit_code = ExitCode.NOT_FOUND

@@ -1,0 +1,1 @@
+"""Test triage (placeholder while the package is being built)."""
