@@ -10,9 +10,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from celery.signals import worker_ready, worker_shutdown
 
 from pitstop import components
@@ -31,19 +32,25 @@ _engines: dict[int, tuple[TriggerEngine, ConfigSource]] = {}
 _router: Router | None = None
 
 
-def orchestrator() -> Any:
-    """This process's orchestrator (the workstream engine's), or None where it offers none."""
-    factory = getattr(context, "orchestrator", None)
-    return factory() if factory is not None else None
+def orchestrator(app: Celery) -> Any:
+    """This process's orchestrator (the workstream engine's, sending through ``app``)."""
+    try:
+        from tasks import workstreams
+    except ImportError:  # pragma: no cover - a tree without the workstream engine
+        log.warning("triggers: no workstream engine here: launches will fail")
+        return None
+    return workstreams.orchestrator(app)
 
 
-def _adopt_catalog(loaded: LoadedConfig) -> None:
-    current = orchestrator()
-    if current is not None and loaded.catalog is not None and hasattr(current, "catalog"):
-        current.catalog = loaded.catalog  # workstreams.yaml reloaded with triggers.yaml
+def _catalog_adopter(app: Celery) -> Callable[[LoadedConfig], None]:
+    def adopt(loaded: LoadedConfig) -> None:
+        current = orchestrator(app)
+        if current is not None and loaded.catalog is not None:
+            current.catalog = loaded.catalog  # workstreams.yaml reloaded with triggers.yaml
+    return adopt
 
 
-def engine() -> tuple[TriggerEngine, ConfigSource]:
+def engine(app: Celery) -> tuple[TriggerEngine, ConfigSource]:
     """This process's engine and config source (built once per process)."""
     with _lock:
         pid = os.getpid()
@@ -51,7 +58,7 @@ def engine() -> tuple[TriggerEngine, ConfigSource]:
             settings = context.settings()
             client = context.redis_client()
             built = TriggerEngine(
-                context.bus(), orchestrator(),
+                context.bus(), orchestrator(app),
                 state_log=components.state_log(LOG_TRIGGER_EXECUTIONS, settings,
                                                context.new_redactor()),
                 max_hops=settings.bus.max_hops)
@@ -59,20 +66,18 @@ def engine() -> tuple[TriggerEngine, ConfigSource]:
         return _engines[pid]
 
 
-def _current_engine() -> TriggerEngine:
+def _current_engine(app: Celery) -> TriggerEngine:
     """The engine with the config in force fleet-wide (recompiled when its version moved)."""
-    built, source = engine()
+    built, source = engine(app)
     version = source.state.active_version()
+    loaded = None
     if version is None:
         loaded = source.startup()
-        if loaded is not None:
-            built.load(loaded.config)
-            _adopt_catalog(loaded)
     elif version != built.config.version:
         loaded = source.active()
-        if loaded is not None:
-            built.load(loaded.config)
-            _adopt_catalog(loaded)
+    if loaded is not None:
+        built.load(loaded.config)
+        _catalog_adopter(app)(loaded)
     return built
 
 
@@ -82,7 +87,7 @@ def fire_schedules(self: Task) -> int:
     """Fire the schedule slots that are due; each slot at most once fleet-wide (fenced by this
     task's id, so a retry of this very task may finish what it fenced)."""
     try:
-        decisions = _current_engine().fire_schedules(token=str(self.request.id))
+        decisions = _current_engine(self.app).fire_schedules(token=str(self.request.id))
     except RedisUnavailable as exc:
         raise self.retry(exc=exc) from exc
     return sum(1 for decision in decisions if decision.decision == "launched")
@@ -95,10 +100,11 @@ def _start_router(sender: Any = None, **_: Any) -> None:
         return
     try:
         settings = context.settings()
-        built, source = engine()
+        app = sender.app
+        built, source = engine(app)
         nodename = getattr(sender, "hostname", None) or f"{socket.gethostname()}-{os.getpid()}"
         consumer = context.bus().consumer(name=f"router:{nodename}")
-        _router = Router(built, consumer, source=source, on_loaded=_adopt_catalog)
+        _router = Router(built, consumer, source=source, on_loaded=_catalog_adopter(app))
         _router.start()
         log.info("router: started in %s (config dir %s)", nodename, settings.config_dir)
     except Exception:

@@ -58,6 +58,7 @@ def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
         if redis_check.ok:
             checks.append(_check("workers", lambda: _probe_workers(ctx, timeout)))
             checks.append(_check("beat", lambda: _probe_beat(ctx)))
+            checks.append(_check("triggers", lambda: _probe_triggers(ctx)))  # triggers
     problems = [check for check in checks if not check.ok]
     if as_json:
         click.echo(json.dumps([check.__dict__ for check in checks]))
@@ -117,6 +118,12 @@ def _probe_workers(ctx: Context, timeout: float) -> str:
                               "(start one: pitstop worker, or pitstop up)")
     names = sorted(name for reply in replies for name in reply)
     return f"{len(names)} answering: {', '.join(names)}"
+
+
+def _probe_triggers(ctx: Context) -> str:  # triggers: the config in force, a refused edit
+    from pitstop.cli.triggers import probe
+
+    return probe(ctx)
 
 
 def _probe_beat(ctx: Context) -> str:

@@ -201,4 +201,17 @@ def replay_command(ctx: Context, since: str, config_path: str | None, pattern: s
                    f" {decision.event_id}" + (f": {decision.reason}" if decision.reason else ""))
 
 
+def probe(ctx: Context) -> str:
+    """``pitstop doctor``'s line: the trigger config in force; a refused edit is a problem."""
+    state = TriggerState(ctx.redis())
+    active = state.active_config()
+    refused = state.last_error()
+    in_force = (f"config {active.version} in force (loaded {active.loaded_at} by "
+                f"{active.loaded_by})" if active else "no trigger config loaded yet")
+    if refused:
+        raise ConfigError(f"edit refused at {refused.get('at')} ({refused.get('by')}): "
+                          f"{refused.get('error')}; {in_force}")
+    return in_force
+
+
 COMMANDS: list[click.Command] = [triggers]

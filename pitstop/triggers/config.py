@@ -137,6 +137,18 @@ def find_cycle(rules: Iterable[Rule], catalog: Catalog,
     return None
 
 
+def _declared_params(catalog: Catalog | None, workstream_id: str) -> set[str] | None:
+    """The params ``workstream_id`` declares, when the catalog tells (None: unknown)."""
+    get = getattr(catalog, "get", None)
+    if get is None:
+        return None
+    try:
+        params = getattr(getattr(get(workstream_id), "spec", None), "params", None)
+    except (KeyError, ConfigError, ValidationError):
+        return None
+    return set(params) if isinstance(params, Mapping) else None
+
+
 def build_config(models: Iterable[tuple[RuleModel, KeyPath]], *, catalog: Catalog | None,
                  version: str, source: str, doc: Document | None = None) -> TriggerConfig:
     """Compile and cross-check rules: ids unique, workstreams known, no cycle."""
@@ -152,14 +164,21 @@ def build_config(models: Iterable[tuple[RuleModel, KeyPath]], *, catalog: Catalo
             listing = ", ".join(sorted(known)) or "none defined"
             raise _problem(doc, (*path, "workstream"), f"unknown workstream "
                            f"{model.workstream!r} (known: {listing})")
+        declared = _declared_params(catalog, model.workstream)
+        for name in model.params:
+            if declared is not None and name not in declared:
+                raise _problem(doc, (*path, "params", name), f"workstream {model.workstream} "
+                               f"has no param {name!r} (declared: "
+                               f"{', '.join(sorted(declared)) or 'none'})")
         rules.append(compile_rule(model, line=_line(doc, path)))
     config = TriggerConfig(rules, version=version, source=source, catalog=catalog)
     if catalog is not None:
         cycle = find_cycle(config.rules.values(), catalog, config.index)
         if cycle is not None:
             order = list(paths)
-            start = min(range(len(cycle)), key=lambda i: order.index(cycle[i].id))
-            cycle = cycle[start:] + cycle[:start]  # told from the rule written first
+            loop = cycle
+            start = min(range(len(loop)), key=lambda i: order.index(loop[i].id))
+            cycle = loop[start:] + loop[:start]  # told from the rule written first
             chain = " -> ".join(f"{rule.id} ({rule.workstream})" for rule in cycle)
             first = cycle[0]
             raise _problem(doc, (*paths[first.id], "event"),

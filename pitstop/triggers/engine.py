@@ -244,7 +244,7 @@ class TriggerEngine:
         run_id = getattr(result, "run_id", None)
         reason = str(getattr(result, "reason", "") or "")
         kind = "launched"
-        if status in DUPLICATE_STATUSES:
+        if status in DUPLICATE_STATUSES or reason.startswith("already launched"):
             kind, reason = "deduped", reason or f"already launched for this (event, rule): {status}"
         elif status in SKIPPED_STATUSES:
             kind = "skipped"
