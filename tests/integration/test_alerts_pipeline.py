@@ -20,7 +20,8 @@ from pitstop.kernel.settings import Settings
 from tests.integration.test_alerts_support import SMTP_PASSWORD, AlertsProject, alerts_project
 from tests.support import run_cli, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120),
+              pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")]
 
 SLACK_PATH = "/services/T0001/B0001/hushhushsecrettoken"
 
