@@ -1,9 +1,9 @@
 """``validate_patch``: the Celery shell around :class:`pitstop.patches.PatchValidator`.
 
 It maps a message to a :class:`PatchRequest` and the outcome to a JSON result; the logic lives in
-:mod:`pitstop.patches`. When a worker starts (and each time a pool process starts, replacing one
-that died), worktrees left by processes that no longer exist are pruned: a worker SIGKILLed
-mid-check leaves none behind for long.
+:mod:`pitstop.patches`. When a worker starts, git's version is checked (2.39.2 or later). Then,
+and each time a pool process starts (replacing one that died), worktrees left by processes that
+no longer exist are pruned: a worker SIGKILLed mid-check leaves none behind for long.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 
 from pitstop.kernel.constants import PATCH_QUEUE, TASK_VALIDATE_PATCH
+from pitstop.kernel.errors import PitstopError
+from pitstop.patches.git import check_git_version
 from pitstop.patches.service import build_validator, prune_stale_worktrees
 from pitstop.patches.validator import PatchRequest
 from workers import context
@@ -57,6 +59,10 @@ def _prune_logged() -> None:
 
 @worker_ready.connect
 def _prune_on_ready(**_: Any) -> None:
+    try:
+        check_git_version()
+    except PitstopError as exc:  # the worker still runs other tasks; validations will refuse
+        log.error("patch validation is unavailable on this worker: %s", exc)
     threading.Thread(target=_prune_logged, name="pitstop-worktree-prune", daemon=True).start()
 
 

@@ -73,7 +73,7 @@ def print_outcome(outcome: PatchOutcome) -> None:
     method = outcome.method or "-"
     click.echo(f"score {score}, applied with {method}: {outcome.result.replace('_', ' ')}")
     for refusal in outcome.refusals:
-        click.echo(f"  refused: {refusal}")
+        click.echo(f"  unsafe: {refusal}")
     for conflict in outcome.conflicts:
         click.echo(f"  conflict: {conflict}")
     for reason in outcome.reasons:

@@ -222,3 +222,21 @@ def test_a_moved_target_that_breaks_the_patch_stops_the_merge(
     assert any("tests fail on the current head" in reason for reason in outcome.reasons)
     assert "def mul" not in sample.file_at("main", "calc.py", remote=True)
     assert_clean(tmp_path, sample)
+
+
+def test_a_repository_declared_by_url_is_mirrored_and_landed_on_the_url(
+        tmp_path: Path, sample: Sample, redis_client: redis.Redis) -> None:
+    config = PatchesConfig.model_validate({"repos": {"sample": {
+        "url": f"file://{sample.remote}", "target": "main",
+        "checks": patches_config(sample).repos["sample"].checks}}})
+    validator = make_validator(tmp_path, redis_client, config)
+    patch = sample.patch({"calc.py": MUL, "tests/test_mul.py": MUL_TEST}, scratch=tmp_path)
+    before = sample.head()
+
+    outcome = validate(validator, patch)
+
+    assert outcome.result == "merged", outcome.reasons
+    assert "def mul" in sample.file_at("main", "calc.py", remote=True)
+    assert sample.head() == before  # the local clone is not the one declared
+    mirror = tmp_path / "state" / "patches" / "mirrors" / "sample.git"
+    assert git(mirror, "rev-parse", "refs/remotes/origin/main") == sample.remote_head()

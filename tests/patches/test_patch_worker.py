@@ -133,3 +133,33 @@ def test_a_worker_killed_mid_check_leaves_no_worktree_once_a_worker_starts(
     finally:
         client.close()
     assert os.path.exists(sample.path / "calc.py")
+
+
+def test_local_dry_run_prints_the_table_and_bad_input_is_one_line(
+        tmp_path: Path, pitstop_env: dict[str, str], private_redis: ServerInfo) -> None:
+    sample = make_sample(tmp_path)
+    env = project(tmp_path, pitstop_env, private_redis, sample, sample_checks())
+    lint = tmp_path / "lint.diff"
+    lint.write_bytes(sample.patch({"calc.py": "import os\n" + MUL, "tests/test_mul.py": MUL_TEST},
+                                  scratch=tmp_path))
+    before = sample.remote_head()
+
+    dry = run_cli(["patch", "validate", str(lint), "--repo", "sample", "--local", "--dry-run"],
+                  env)
+
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "lint" in dry.stdout and "failed" in dry.stdout and "F401" not in dry.stderr
+    assert "score 80.0%, applied with apply: would open pr" in dry.stdout
+    assert sample.remote_head() == before
+    unknown = run_cli(["patch", "validate", str(lint), "--repo", "nope", "--local"], env)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "pitstop: error: unknown repository 'nope' (known: sample)"]
+    missing = run_cli(["patch", "validate", str(tmp_path / "none.diff"), "--repo", "sample",
+                       "--local"], env)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    evil = tmp_path / "evil.diff"
+    evil.write_bytes(b"--- /dev/null\n+++ b/../outside\n@@ -0,0 +1 @@\n+x\n")
+    refused = run_cli(["patch", "validate", str(evil), "--repo", "sample", "--local",
+                       "--dry-run"], env)
+    assert refused.returncode == 1 and "unsafe: refused a path with '..'" in refused.stdout
