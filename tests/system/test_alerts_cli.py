@@ -1,0 +1,86 @@
+"""``pitstop alerts`` in subprocesses: test each channel, dry-run, silences, ack, list."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from pitstop.alerts.model import Alert
+from pitstop.connection.server import RedisServer, free_port
+from pitstop.kernel.serverinfo import ServerInfo
+from tests.integration.test_alerts_support import SlackStandIn
+from tests.support import ROOT, run_cli
+
+pytestmark = pytest.mark.system
+
+CONFIG = """
+channels:
+  slack: {type: slack, webhook_url: "${SLACK_URL}"}
+  dead: {type: webhook, url: "${DEAD_URL}"}
+receivers:
+  team: {channels: [slack, dead]}
+route:
+  receiver: team
+"""
+
+
+def test_alerts_commands(tmp_path: Path, own_redis: tuple[RedisServer, ServerInfo]) -> None:
+    _, info = own_redis
+    slack = SlackStandIn()
+    dead_url = f"http://127.0.0.1:{free_port()}/hooks/deadbeefsecret"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "alerts.yaml").write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
+    env.update({"PITSTOP_HOME": str(tmp_path), "PITSTOP_REDIS_URL": info.url,
+                "PYTHONPATH": str(ROOT), "SLACK_URL": slack.url("/services/T/B/x"),
+                "DEAD_URL": dead_url})
+    try:
+        tested = run_cli(["alerts", "test"], env)
+        assert tested.returncode == 1
+        assert "slack: ok" in tested.stdout
+        assert "dead: FAILED: request failed" in tested.stdout
+        assert "deadbeefsecret" not in tested.stdout + tested.stderr
+        (post,) = slack.to("/services/T/B/x")
+        assert post.body["text"].startswith("[TEST]")
+
+        silenced = run_cli(["alerts", "silence", "build.**", "--for", "1h", "--reason",
+                            "maintenance window", "--match", "source=ci*"], env)
+        assert silenced.returncode == 0, silenced.stderr
+        silence_id = silenced.stdout.split()[1].rstrip(":")
+        dry = run_cli(["alerts", "dry-run", "build.linux.failed", "--source", "ci-7",
+                       "--json"], env)
+        report = json.loads(dry.stdout)
+        assert report["decisions"][0]["outcome"] == "silenced"
+        assert "maintenance window" in report["decisions"][0]["detail"]
+        other = run_cli(["alerts", "dry-run", "build.linux.failed", "--source", "laptop"], env)
+        assert "route root -> team (slack, dead): new" in other.stdout
+        quiet = run_cli(["alerts", "dry-run", "deploy.staging.info"], env)
+        assert "no alert" in quiet.stdout and "not subscribed" in quiet.stdout
+        assert run_cli(["alerts", "unsilence", silence_id], env).returncode == 0
+        assert run_cli(["alerts", "silences", "--json"], env).stdout.strip() == ""
+
+        client = redis.Redis.from_url(info.url)
+        now = float(client.time()[0])
+        alert = Alert(id="01a2b3c4-0000-7000-8000-0000deadbeef", group_key="k",
+                      route_id="root", receiver="team", group={"subject": "build.linux"},
+                      labels={}, severity="failed", source="ci", created_at=now - 30,
+                      first_event_at=now - 30, last_event_at=now - 30, count=3)
+        client.set("pitstop:alerts:alert:" + alert.id, alert.to_json())
+        client.zadd("pitstop:alerts:index", {alert.id: alert.created_at})
+        acked = run_cli(["alerts", "ack", "deadbeef", "--by", "ann"], env)
+        assert acked.returncode == 0, acked.stderr
+        assert f"acknowledged alert {alert.id}" in acked.stdout
+        again = run_cli(["alerts", "ack", alert.id], env)
+        assert "already acknowledged by ann" in again.stdout
+        listed = [json.loads(line) for line in
+                  run_cli(["alerts", "list", "--json"], env).stdout.splitlines()]
+        assert listed[0]["id"] == alert.id and listed[0]["acked"].endswith("by ann")
+        unknown = run_cli(["alerts", "ack", "nope-nope"], env)
+        assert unknown.returncode == 2 and "no alert has id" in unknown.stderr
+        client.close()
+    finally:
+        slack.close()
