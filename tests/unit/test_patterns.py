@@ -249,7 +249,7 @@ def test_index_is_far_faster_than_a_loop_over_the_patterns() -> None:
     rules += [f"svc{n}.**" for n in range(300)] + ["**.failed", "deploy.**.prod"] * 100
     compiled = [(compile_pattern(rule), n) for n, rule in enumerate(rules)]
     index: PatternIndex[int] = PatternIndex(compiled)
-    types = [f"svc{n % 1200}.{stage}.failed" for n in range(300) for stage in ("build", "test")]
+    types = [f"svc{n * 7 % 1200}.{stage}.failed" for n in range(100) for stage in ("build", "test")]
     for event_type in types:
         assert index.match(event_type) == [n for p, n in compiled if p.matches(event_type)]
 
