@@ -25,7 +25,7 @@ TASK_MODULES = [
     "tasks.maintenance",
     "tasks.workstreams",  # workstreams
     "tasks.triggers",  # triggers
-    # triage
+    "tasks.triage",  # triage
     "tasks.patches",  # patches
     "tasks.alerts",  # alerts
     # deploy

@@ -42,7 +42,7 @@ for command in (up, worker, beat, flower, serve, redis_group, emit, watch, event
 COMPONENT_CLI_MODULES: list[str] = [
     # workstreams
     "pitstop.cli.triggers",  # triggers
-    # triage
+    "pitstop.cli.triage",  # triage
     "pitstop.cli.patches",  # patches
     "pitstop.cli.alerts",  # alerts
     # deploy

@@ -43,7 +43,7 @@ __all__ = [
 BUILTIN_STEP_MODULES: list[str] = [
     # each entry: a module whose import registers step kinds (one line per component)
     # workstreams
-    # triage
+    "pitstop.triage.step",  # triage
     "pitstop.patches.steps",  # patches
     "pitstop.alerts.steps",  # alerts
     # deploy
