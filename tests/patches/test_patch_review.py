@@ -107,3 +107,42 @@ def test_rejecting_a_review_needs_a_reason_and_deletes_its_branch(
     assert checker.reviews().list() == []
     rejected = list(EventBus(redis_client).replay(pattern="patch.rejected"))
     assert rejected[-1].data["reason"] == "breaks add"
+
+
+def test_two_patches_landing_at_once_take_turns_in_the_lane(
+        tmp_path: Path, sample: Sample, redis_client: redis.Redis) -> None:
+    import threading
+
+    patches = [sample.patch({"calc.py": CALC + "\n\ndef neg(a: int) -> int:\n    return -a\n"},
+                            scratch=tmp_path),
+               sample.patch({"div.py": "def div(a: int, b: int) -> float:\n    return a / b\n"},
+                            scratch=tmp_path)]
+    outcomes: list[Any] = [None, None]
+
+    def land(index: int) -> None:
+        outcomes[index] = validator(tmp_path, redis_client, sample).validate(
+            PatchRequest(repo="sample", patch=patches[index]))
+
+    threads = [threading.Thread(target=land, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [o.result for o in outcomes] == ["merged", "merged"], [o.reasons for o in outcomes]
+    assert sorted(o.landing["retested"] for o in outcomes) == [False, True]
+    assert "def neg" in sample.file_at("main", "calc.py", remote=True)
+    assert "def div" in sample.file_at("main", "div.py", remote=True)
+    assert sample.head() == sample.remote_head()
+
+
+def test_a_busy_lane_makes_a_landing_wait_then_give_up(redis_client: redis.Redis) -> None:
+    from pitstop.kernel.errors import LandingFailed
+    from pitstop.patches import MergeLane
+
+    lane = MergeLane(redis_client, wait=0.3)
+    with lane.hold("app", "main"), pytest.raises(LandingFailed, match="stayed busy"), \
+            lane.hold("app", "main"):
+        pass  # pragma: no cover - the second hold never gets the lane
+    with lane.hold("app", "release"), lane.hold("other", "main"):
+        assert redis_client.exists(MergeLane.key("app", "release"))
+    assert not redis_client.exists(MergeLane.key("app", "main"))
