@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init
 
+from pitstop.fleet.supervisor import mark_orphaned_runs_lost
 from pitstop.kernel import proc
 from pitstop.kernel.constants import TASK_REAP_RUNS
 from pitstop.kernel.errors import RunNotFound
@@ -35,7 +37,8 @@ def reap_lost_runs() -> list[str]:
 
 
 def sweep_orphans() -> list[proc.Orphan]:
-    """Kill what scripts of in-flight runs left behind when their worker process died."""
+    """Kill what scripts of in-flight runs left behind when their worker process died, and mark
+    those runs ``lost`` at once: the orphans prove their worker process dead."""
     runs = context.run_store()
 
     def run_status(run_id: str) -> str | None:
@@ -44,7 +47,13 @@ def sweep_orphans() -> list[proc.Orphan]:
         except RunNotFound:
             return None
 
-    return proc.sweep_orphans(run_status)
+    killed = proc.sweep_orphans(run_status)
+    if killed:
+        host = socket.gethostname()
+        for run in mark_orphaned_runs_lost(runs, RunOutput(context.redis_client()), killed,
+                                           host=host):
+            log.warning("run %s marked lost: %s", run.run_id, run.error)
+    return killed
 
 
 @worker_process_init.connect

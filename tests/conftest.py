@@ -34,7 +34,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInf
 @pytest.fixture
 def redis_client(redis_server: ServerInfo) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
+    # Clients may not FLUSHDB (the embedded server's ACL): the admin user may.
+    with redis.Redis.from_url(redis_server.admin_url or redis_server.url) as admin:
+        admin.flushdb()
     try:
         yield client
     finally:

@@ -1,8 +1,9 @@
 """Beat as a singleton: only the holder of a Redis lock fires schedules.
 
 A second Beat process waits as a hot standby and takes over within the lock's TTL
-(``celery.beat_lock_ttl``) of the holder dying. Every tick also refreshes a heartbeat key that
-``pitstop doctor`` reads.
+(``celery.beat_lock_ttl``) of the holder dying: it sleeps until the lock runs out rather than
+polling (:mod:`pitstop.fleet.beatlock` has the figures). Every leader tick also refreshes a
+heartbeat key that ``pitstop doctor`` reads, with the same TTL as its verdict.
 
 The schedule state is kept in memory, not in Celery's shelve file: two Beat processes on one
 machine would share (and corrupt) that file, and with a standby taking over, "when did this entry
@@ -21,6 +22,7 @@ import redis
 from celery.beat import Scheduler
 from redis.commands.core import AsyncScript, Script
 
+from pitstop.fleet.beatlock import lock_lifetime, renew_interval, standby_delay
 from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
 DEFAULT_LOCK_TTL = 30
@@ -50,6 +52,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
         self._is_leader = False
         self._announced_standby = False
         self._redis_down = False
+        self._lock_remaining_ms = -1
         super().__init__(*args, **kwargs)
         settings = getattr(self.app, "pitstop_settings", None)
         self._ttl = settings.celery.beat_lock_ttl if settings is not None else DEFAULT_LOCK_TTL
@@ -62,13 +65,15 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
 
     def _hold_lock(self) -> bool:
         client = self._client()
-        ttl_ms = self._ttl * 1000
+        lifetime_ms = int(lock_lifetime(self._ttl) * 1000)
         try:
-            held = bool(client.set(BEAT_LOCK_KEY, self._token, nx=True, px=ttl_ms))
+            held = bool(client.set(BEAT_LOCK_KEY, self._token, nx=True, px=lifetime_ms))
             if not held:
                 if self._renew is None:
                     self._renew = client.register_script(_RENEW)  # Lua, run by EVALSHA
-                held = bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, ttl_ms]))
+                held = bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, lifetime_ms]))
+            if not held:
+                self._lock_remaining_ms = int(client.pttl(BEAT_LOCK_KEY))
         except redis.RedisError as exc:
             if not self._redis_down:
                 self.logger.warning("beat: cannot reach Redis (%s); firing nothing until it "
@@ -88,19 +93,24 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
             self.logger.info("beat: %s the singleton lock %s (%s)", state, BEAT_LOCK_KEY,
                              self._token)
         if not leader:
-            if not self._announced_standby and not self._redis_down:
+            if self._redis_down:
+                return renew_interval(self._ttl)
+            if not self._announced_standby:
                 self._announced_standby = True
                 self.logger.info("beat: standing by; %s holds the singleton lock",
                                  self._lock_holder())
-            return self._ttl / 3
+            # Wake up when the lock runs out, not up to TTL/3 later.
+            return standby_delay(self._lock_remaining_ms, self._ttl)
         with contextlib.suppress(redis.RedisError):
-            # Stamped with Redis's clock, which doctor reads too: host clocks may disagree.
+            # Stamped with Redis's clock, which doctor reads too: host clocks may disagree. The
+            # TTL goes with it: doctor judges the heartbeat by the leader's own figure.
             seconds, micros = self._client().time()
-            self._client().set(BEAT_HEARTBEAT_KEY, f"{seconds}.{micros:06d} {self._token}",
+            self._client().set(BEAT_HEARTBEAT_KEY,
+                               f"{seconds}.{micros:06d} {self._token} {self._ttl}",
                                ex=self._ttl * 2)
         delay = float(super().tick(*args, **kwargs))
         # Wake up in time to renew the lock even when nothing is due for a while.
-        return min(delay, self._ttl / 3)
+        return min(delay, renew_interval(self._ttl))
 
     def _lock_holder(self) -> str:
         try:

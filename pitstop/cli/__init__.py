@@ -15,9 +15,9 @@ from pitstop.cli.doctor import doctor, log_command
 from pitstop.cli.events import emit, events, watch
 from pitstop.cli.processes import beat, flower, keygen, redis_group, serve, up, worker
 from pitstop.cli.runs import cancel, run, runs, show
-from pitstop.kernel.errors import PitstopError
+from pitstop.kernel.errors import ExitCode, PitstopError
 
-EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_INTERNAL = ExitCode.INTERNAL
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> Any:
         fail(str(exc), exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

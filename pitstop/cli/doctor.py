@@ -16,13 +16,12 @@ import redis
 
 from pitstop.cli.common import Context, pass_context
 from pitstop.connection.connect import describe_url, resolve_redis_url
+from pitstop.fleet.beatlock import beat_alive
 from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY
-from pitstop.kernel.errors import PitstopError, ValidationError
+from pitstop.kernel.errors import ExitCode, PitstopError, ValidationError
 from pitstop.kernel.settings import SETTINGS_FILE
 from pitstop.kernel.statelog import list_logs, read_log
 from pitstop.kernel.timeparse import parse_since
-
-BEAT_STALE_SECONDS = 90
 
 
 @dataclass
@@ -41,13 +40,18 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
         return Check(name, False, f"{type(exc).__name__}: {exc}")
 
 
-@click.command()
+@click.command(short_help="Check config, Redis, workers, Beat and the state dir.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for workers to answer ping.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the checks as one JSON array instead of lines.")
 @pass_context
 def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
-    """Check config, Redis (reachability, auth), workers, Beat and the state dir."""
+    """Check config, Redis (reachability, auth), workers, Beat and the state dir.
+
+    Exits 0 when all is healthy, 2 for a bad config, 3 when Redis cannot be reached, 1 for
+    any other problem (no worker answering, no Beat, state dir not writable).
+    """
     checks: list[Check] = []
     config = _check("config", lambda: _probe_config(ctx))
     checks.append(config)
@@ -67,12 +71,22 @@ def doctor(ctx: Context, timeout: float, as_json: bool) -> None:
             mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
             click.echo(f"{mark} {check.name:<10} {check.detail}")
     if problems:
-        if not config.ok:
-            sys.exit(2)  # like every other command given a bad config
         if not as_json:
             click.echo(f"\n{len(problems)} problem(s): "
                        + ", ".join(check.name for check in problems), err=True)
-        sys.exit(1)
+        sys.exit(doctor_exit_code(problems))
+
+
+_EXIT_CODE_OF_CHECK = {"config": ExitCode.USAGE, "redis": ExitCode.REDIS_UNAVAILABLE}
+"""Failed checks that exit as every other command meeting the same problem would."""
+
+
+def doctor_exit_code(problems: list[Check]) -> int:
+    """A bad config exits 2 and Redis out of reach 3, like any command; other problems 1."""
+    for check in problems:
+        if check.name in _EXIT_CODE_OF_CHECK:
+            return _EXIT_CODE_OF_CHECK[check.name]
+    return ExitCode.FAILURE
 
 
 def _probe_config(ctx: Context) -> str:
@@ -103,7 +117,7 @@ def _probe_state_dir(ctx: Context) -> str:
                                   "writable")
         return f"{state.absolute()} not created yet ({parent} writable)"
     probe = state / f".doctor-{os.getpid()}"
-    probe.write_text("ok")
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     probe.unlink()
     return f"{state.resolve()} writable"
 
@@ -127,23 +141,40 @@ def _probe_triggers(ctx: Context) -> str:  # triggers: the config in force, a re
 
 
 def _probe_beat(ctx: Context) -> str:
-    client = ctx.redis(start_embedded=False)
+    return beat_status(ctx.redis(start_embedded=False), ctx.settings.celery.beat_lock_ttl)
+
+
+def beat_status(client: redis.Redis, default_ttl: float) -> str:
+    """Whether a Beat leads: its heartbeat is at most its lock TTL old (the leader's own TTL,
+    stamped with the heartbeat; ``default_ttl`` for a heartbeat without one). Past that, a
+    standby would have taken over (:mod:`pitstop.fleet.beatlock`): the leader is down."""
     raw: Any = client.get(BEAT_HEARTBEAT_KEY)
     if raw is None:
         raise ValidationError("no Beat heartbeat (start it: pitstop beat, or pitstop up)")
-    stamp, _, holder = raw.decode().partition(" ")
+    parts = raw.decode(errors="replace").split(" ")  # "<stamp> <holder> <ttl>"
+    holder = parts[1] if len(parts) > 1 else ""
+    ttl = (_number(parts[2]) if len(parts) > 2 else None) or float(default_ttl)
     seconds, micros = client.time()  # Beat stamped it with Redis's clock too
-    age = seconds + micros / 1e6 - float(stamp)
-    if age > BEAT_STALE_SECONDS:
-        raise ValidationError(f"last Beat heartbeat {age:.0f}s ago from {holder}")
+    age = seconds + micros / 1e6 - (_number(parts[0]) or 0.0)
+    if not beat_alive(age, ttl):
+        raise ValidationError(f"no Beat leads: the last heartbeat is {age:.0f}s old (from "
+                              f"{holder or 'an unknown Beat'}), over its lock TTL of {ttl:g}s")
     return f"alive ({holder.split('/')[0]}, {age:.0f}s ago)"
 
 
-@click.command("log")
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+@click.command("log", short_help="Print a state log (.state/NAME.jsonl), or list the logs.")
 @click.argument("name", required=False)
-@click.option("--since", help="Only newer lines: 10m, 2h, 1d or an ISO time.")
-@click.option("--grep", help="Only lines containing this (case-insensitive; regex allowed).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the last N lines.")
+@click.option("--since", help="Only newer lines: 10m, 2h, 1d or an ISO time (default: all).")
+@click.option("--grep", help="Only lines containing this (case-insensitive; regex allowed; "
+              "default: all).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the last N lines (default: all).")
 @pass_context
 def log_command(ctx: Context, name: str | None, since: str | None, grep: str | None,
                 limit: int | None) -> None:

@@ -22,15 +22,16 @@ import click
 
 from pitstop.cli.common import Context
 from pitstop.connection.outage import RedisOutage
+from pitstop.kernel.errors import ExitCode
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput, reap_lost_runs
 from pitstop.runs.store import Run, RunStore
 
-EXIT_LOST = 75
+EXIT_LOST = ExitCode.TEMPFAIL
 """Exit code when the worker running the script died (EX_TEMPFAIL: try again)."""
-EXIT_EXPIRED = 75
+EXIT_EXPIRED = ExitCode.TEMPFAIL
 """Exit code when no worker took the run from its queue in time (EX_TEMPFAIL too)."""
-EXIT_NOT_STARTED = 2
-EXIT_CANCELLED = 130
+EXIT_NOT_STARTED = ExitCode.USAGE
+EXIT_CANCELLED = ExitCode.INTERRUPTED
 
 END_GRACE_SECONDS = 3.0
 """How long a follower keeps reading for the end entry once the record says the run ended (the

@@ -26,6 +26,7 @@ from pitstop.fleet.supervisor import (
 from pitstop.kernel.errors import ConfigError, PitstopError, RedisUnavailable, ValidationError
 from pitstop.kernel.proc import pid_alive
 from pitstop.kernel.settings import Settings, basic_auth_problem
+from pitstop.kernel.statelog import private_dir
 from pitstop.runs.output import RunOutput
 
 STOP_TIMEOUT = 15.0
@@ -263,7 +264,7 @@ def beat(ctx: Context, loglevel: str | None) -> None:
     from workers.app import create_app
 
     settings = ctx.settings
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     url = _preflight(settings)
     os.environ["PITSTOP_REDIS_URL"] = url
     app = create_app(settings, url)
@@ -306,7 +307,8 @@ def flower(ctx: Context, host: str, port: int | None) -> None:
     url = resolve_redis_url(settings)
     env = _child_env(ctx, url)
     env["FLOWER_BASIC_AUTH"] = auth  # env, not argv: argv is visible in ps
-    args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+    # Through workers.flowerauth: Flower itself serves /metrics without the login.
+    args = [sys.executable, "-m", "workers.flowerauth", "-A", "workers.app", "flower",
             f"--address={host}", f"--port={bind_port}"]
     # Become Flower (no wrapper process left behind to forward signals).
     os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
@@ -330,6 +332,8 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
         state_log=ctx.state_log(LOG_WEBHOOKS),
         redactor=ctx.redactor,
+        max_concurrent_bodies=settings.max_concurrent_bodies,
+        body_timeout=settings.body_timeout_seconds,
     )
     bind_host = host or settings.host
     bind_port = port or settings.port

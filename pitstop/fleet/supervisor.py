@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitstop.connection.server import RedisServer
-from pitstop.kernel.errors import RedisUnavailable
-from pitstop.kernel.proc import PROC_ROOT, pid_alive, stat_fields
+from pitstop.kernel.errors import RedisUnavailable, RunNotFound
+from pitstop.kernel.proc import PROC_ROOT, Orphan, pid_alive, stat_fields
 from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import Run, RunStore
@@ -193,6 +193,38 @@ def mark_runs_lost(store: RunStore, output: RunOutput, *, host: str, worker_pids
         if run.host != host or run.worker_pid not in worker_pids or pid_alive(run.worker_pid):
             continue
         updated = store.update_run(run.run_id, status="lost", error=error)
+        if updated.status == "lost":
+            output.close(run.run_id, status="lost", exit_code=None)
+            marked.append(updated)
+    return marked
+
+
+LOST_BY_SWEEP = ("its worker process (pid {pid} on {host}) died: the orphan sweep found what "
+                 "its script left behind")
+
+
+def mark_orphaned_runs_lost(store: RunStore, output: RunOutput, orphans: Iterable[Orphan], *,
+                            host: str) -> list[Run]:
+    """Mark ``lost`` the runs whose orphans the sweep found: an orphan on this machine proves
+    its supervising worker process dead (its pid and start time name no live process), so a run
+    still ``running`` on this host under that pid need not wait for the reaper
+    (``scripts.lost_after_seconds``). Their output streams end, so followers stop waiting."""
+    marked = []
+    seen: set[tuple[str, int]] = set()
+    for orphan in orphans:
+        pid = orphan.supervisor_pid
+        if orphan.run_id is None or pid is None or (orphan.run_id, pid) in seen:
+            continue
+        seen.add((orphan.run_id, pid))
+        try:
+            run = store.get_run(orphan.run_id)
+        except RunNotFound:
+            continue
+        # Another worker may have taken the run since (an idempotent re-run): only the dead one's.
+        if run.status != "running" or run.host != host or run.worker_pid != pid or pid_alive(pid):
+            continue
+        updated = store.update_run(run.run_id, status="lost",
+                                   error=LOST_BY_SWEEP.format(pid=pid, host=host))
         if updated.status == "lost":
             output.close(run.run_id, status="lost", exit_code=None)
             marked.append(updated)

@@ -104,6 +104,12 @@ class Orphan:
     run_id: str | None
     supervisor: str
 
+    @property
+    def supervisor_pid(self) -> int | None:
+        """The pid of the (dead) worker process that ran the script, from ``supervisor``."""
+        pid_text = self.supervisor.partition(":")[0]
+        return int(pid_text) if pid_text.isdigit() else None
+
 
 def _environ(path: Path) -> dict[str, str]:
     try:

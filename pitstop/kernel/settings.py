@@ -178,6 +178,10 @@ class ServerSettings(_Section):
     port: int = Field(8787, ge=1, le=65535)
     webhook_secret: SecretStr | None = None
     api_token: SecretStr | None = None
+    max_concurrent_bodies: int = Field(4, ge=1, le=256)
+    """Request bodies (5 MiB at most each) ``pitstop serve`` reads at once; others wait."""
+    body_timeout_seconds: float = Field(10, gt=0, le=600, allow_inf_nan=False)
+    """Time a request has to get a body slot and send its whole body (else 503 or 408)."""
 
 
 def basic_auth_problem(value: str) -> str | None:

@@ -38,6 +38,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def private_dir(path: Path) -> Path:
+    """Create directory ``path`` and its missing parents, each private to its user (0700).
+
+    ``Path.mkdir(mode=..., parents=True)`` gives the parents the default mode, and the mode is
+    subject to the umask: a fresh project's ``.state`` would be world-readable. Existing
+    directories are left as they are. Every file pitstop writes under ``.state`` is 0600 too.
+    """
+    missing: list[Path] = []
+    current = Path(path)
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process (or a file: the caller's open fails)
+        os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
+    return Path(path)
+
+
 def _check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise ValidationError(
@@ -100,7 +123,7 @@ class StateLog:
         try:
             return os.open(self.path, _OPEN_FLAGS, 0o600)
         except FileNotFoundError:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.state_dir)
             return os.open(self.path, _OPEN_FLAGS, 0o600)
 
     def _write(self, data: bytes) -> None:

@@ -2,14 +2,24 @@
 
 Redis and file I/O are synchronous, so every handler does its work in Starlette's thread pool
 and the event loop only reads request bodies.
+
+Bodies cost memory before anything is verified, so reading them is bounded: a webhook without a
+well-formed signature header (an event without the bearer token) is refused before its body is
+read; at most ``max_concurrent_bodies`` bodies are read at once (others wait for a slot); and a
+request has ``body_timeout`` seconds to get a slot and deliver its whole body (else 503 or 408).
+The worst case is about ``max_concurrent_bodies * max_body_bytes`` of bodies in memory, however
+many slow clients connect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +35,11 @@ from starlette.routing import Route
 
 from pitstop.bus.eventbus import EventBus
 from pitstop.bus.events import check_depth, check_source
+from pitstop.bus.patterns import normalize_type
 from pitstop.kernel.constants import (
+    API_EVENT_SOURCE,
     HTTP_EVENTS_DEDUPE_PREFIX,
+    RESERVED_EVENT_ROOTS,
     WEBHOOK_BODY_PREFIX,
     WEBHOOK_DELIVERY_PREFIX,
     WEBHOOK_DELIVERY_TTL_SECONDS,
@@ -45,6 +58,7 @@ from pitstop.server.webhooks import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
     github_events,
+    signature_digest,
     verify_github_signature,
 )
 
@@ -52,7 +66,13 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 GITHUB_SOURCE = "github"
-DEFAULT_EVENT_SOURCE = "http"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_CONCURRENT_BODIES = 4
+"""Request bodies read at once; the others wait for a slot (memory: this many bodies at most)."""
+BODY_TIMEOUT_SECONDS = 10.0
+"""Time a request has to get a body slot and send its whole body."""
+MAX_CONNECTIONS = 100
+"""Connections uvicorn serves at once; beyond, new requests get 503 at once."""
 _MAX_KEY_LENGTH = 200
 _EVENT_FIELDS = frozenset({"type", "data", "source"})
 _PENDING = "pending"
@@ -67,6 +87,34 @@ _TOO_DEEP = "body is not valid JSON: nested too deeply"
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+class _BodySlots:
+    """At most ``size`` request bodies being read at once, across event loops (the test client
+    runs one per request) and threads."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._lock = threading.Lock()
+
+    def _try_take(self) -> bool:
+        with self._lock:
+            if self._free <= 0:
+                return False
+            self._free -= 1
+            return True
+
+    async def take(self, deadline: float) -> bool:
+        """Take a slot, waiting until ``deadline`` (``time.monotonic``); False if none freed."""
+        while not self._try_take():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)  # a waiting request holds no body yet: polling is cheap
+        return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._free += 1
 
 
 @dataclass
@@ -97,7 +145,7 @@ def _valid_key(value: str) -> bool:
     return 0 < len(value) <= _MAX_KEY_LENGTH and value.isascii() and value.isprintable()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _BodyTooLargeError
@@ -106,12 +154,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
         body += chunk
         if len(body) > limit:
             raise _BodyTooLargeError
-    return bytes(body)
+    return body
 
 
-def _parse_github_body(body: bytes, content_type: str) -> dict[str, Any]:
+def _parse_github_body(body: bytes | bytearray, content_type: str) -> dict[str, Any]:
     """The delivery's JSON object; GitHub can also send it form-encoded as ``payload=<json>``."""
-    text: str | bytes = body
+    text: str | bytes | bytearray = body
     if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
         fields = parse_qs(body.decode("utf-8", "replace"))
         if "payload" not in fields:
@@ -140,6 +188,8 @@ class _Handlers:
         max_body_bytes: int,
         delivery_ttl_seconds: int,
         redactor: Redactor | None,
+        max_concurrent_bodies: int,
+        body_timeout: float,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -150,6 +200,26 @@ class _Handlers:
         self.ttl = delivery_ttl_seconds
         self.max_data_bytes = bus.max_data_bytes
         self.redactor = redactor or Redactor.from_environ()
+        self.slots = _BodySlots(max_concurrent_bodies)
+        self.body_timeout = body_timeout
+
+    async def _bounded_body(self, request: Request) -> bytearray | _Outcome:
+        """The request's body, or the reply refusing it: 413 (too large), 503 (no body slot
+        freed in time: retry), 408 (the body did not arrive in time)."""
+        deadline = time.monotonic() + self.body_timeout
+        if not await self.slots.take(deadline):
+            return _error(503, "too many requests are sending their bodies: retry shortly",
+                          result="busy", **{"Retry-After": "1"})
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await _read_body(request, self.max_body_bytes)
+        except _BodyTooLargeError:
+            return _error(413, f"body is larger than {self.max_body_bytes} bytes")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {self.body_timeout:g}s",
+                          result="timeout", Connection="close")
+        finally:
+            self.slots.give()
 
     # --- GET /healthz ---------------------------------------------------------------------
 
@@ -180,10 +250,9 @@ class _Handlers:
                 result="not_configured",
             )
         else:
-            try:
-                body = await _read_body(request, self.max_body_bytes)
-            except _BodyTooLargeError:
-                outcome = _error(413, f"body is larger than {self.max_body_bytes} bytes")
+            body = await self._signed_body(request)
+            if isinstance(body, _Outcome):
+                outcome = body
             else:
                 outcome = await run_in_threadpool(
                     self._deliver,
@@ -201,11 +270,20 @@ class _Handlers:
         await run_in_threadpool(self._log_delivery, record)
         return outcome.response()
 
+    async def _signed_body(self, request: Request) -> bytearray | _Outcome:
+        """The body of a delivery that carries a well-formed signature header; else a 401 sent
+        without reading the body (nothing unauthenticated costs more than its headers)."""
+        try:
+            signature_digest(request.headers.get(SIGNATURE_HEADER))
+        except SignatureMismatch as exc:
+            return _error(401, str(exc), Connection="close")
+        return await self._bounded_body(request)
+
     def _deliver(
         self,
         *,
         secret: bytes,
-        body: bytes,
+        body: bytes | bytearray,
         signature: str | None,
         delivery_id: str | None,
         event_name: str | None,
@@ -283,10 +361,9 @@ class _Handlers:
         if not self._authorized(request.headers.get("authorization")):
             return _error(401, "missing or wrong bearer token",
                           **{"WWW-Authenticate": "Bearer"}).response()
-        try:
-            body = await _read_body(request, self.max_body_bytes)
-        except _BodyTooLargeError:
-            return _error(413, f"body is larger than {self.max_body_bytes} bytes").response()
+        body = await self._bounded_body(request)
+        if isinstance(body, _Outcome):
+            return body.response()
         idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
         outcome = await run_in_threadpool(self._accept_event, body, idempotency_key)
         return outcome.response()
@@ -299,7 +376,7 @@ class _Handlers:
             return False
         return hmac.compare_digest(credentials.strip().encode(), self.token)
 
-    def _accept_event(self, body: bytes, idempotency_key: str | None) -> _Outcome:
+    def _accept_event(self, body: bytes | bytearray, idempotency_key: str | None) -> _Outcome:
         try:
             request = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -310,7 +387,15 @@ class _Handlers:
         if problem:
             return _error(400, problem)
         event_type, data = request["type"], request.get("data") or {}
-        source = request.get("source") or DEFAULT_EVENT_SOURCE
+        reserved = _reserved_root(event_type)
+        if reserved is not None:
+            return _error(403, f"event types under {reserved}.* are published by pitstop itself "
+                               "or a verified webhook, not through POST /events")
+        source = api_source(request.get("source"))
+        try:
+            check_source(source)
+        except ValidationError as exc:
+            return _error(400, str(exc))
 
         key: str | None = None
         fingerprint = ""
@@ -412,6 +497,22 @@ def _check_event_request(request: Any) -> str | None:
     return None
 
 
+def api_source(claimed: str | None) -> str:
+    """The ``source`` of an event published through ``POST /events``: :data:`API_EVENT_SOURCE`,
+    followed by what the caller says (``api:token/ci-runner-7``), so an API event can never pass
+    for one from a verified webhook (``github``) or a worker."""
+    return f"{API_EVENT_SOURCE}/{claimed}" if claimed else API_EVENT_SOURCE
+
+
+def _reserved_root(event_type: str) -> str | None:
+    """The first segment of ``event_type`` when it is reserved (:data:`RESERVED_EVENT_ROOTS`)."""
+    try:
+        root = normalize_type(event_type).split(".", 1)[0]
+    except ValidationError:
+        return None  # malformed: publishing it fails with the reason
+    return root if root in RESERVED_EVENT_ROOTS else None
+
+
 def _idempotency_redis_key(idempotency_key: str) -> str:
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     return f"{HTTP_EVENTS_DEDUPE_PREFIX}{digest}"
@@ -434,11 +535,16 @@ def create_app(
     webhook_secret: str | None,
     api_token: str | None,
     state_log: StateLog | None = None,
-    max_body_bytes: int = 5 * 1024 * 1024,
+    max_body_bytes: int = MAX_BODY_BYTES,
     delivery_ttl_seconds: int = WEBHOOK_DELIVERY_TTL_SECONDS,
     redactor: Redactor | None = None,
+    max_concurrent_bodies: int = MAX_CONCURRENT_BODIES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> Starlette:
-    """The pitstop HTTP app. A ``None`` secret or token disables that endpoint (503)."""
+    """The pitstop HTTP app. A ``None`` secret or token disables that endpoint (503).
+
+    At most ``max_concurrent_bodies`` request bodies (of at most ``max_body_bytes``) are read
+    at once; a request has ``body_timeout`` seconds to get a slot and send its body."""
     handlers = _Handlers(
         bus=bus,
         client=client,
@@ -448,19 +554,24 @@ def create_app(
         max_body_bytes=max_body_bytes,
         delivery_ttl_seconds=delivery_ttl_seconds,
         redactor=redactor,
+        max_concurrent_bodies=max_concurrent_bodies,
+        body_timeout=body_timeout,
     )
+    from pitstop.alerts.web import ack_routes  # alerts
+
     return Starlette(
         routes=[
             Route("/webhooks/github", handlers.github, methods=["POST"]),
             Route("/events", handlers.events, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
+            *ack_routes(client),  # alerts: signed ack links (GET shows, POST acknowledges)
         ]
     )
 
 
-def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Run ``app`` under uvicorn until interrupted."""
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-    from pitstop.alerts.web import ack_routes  # alerts
-
-            *ack_routes(client),  # alerts: signed ack links (GET shows, POST acknowledges)
+def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = 8787,
+          max_connections: int = MAX_CONNECTIONS) -> None:
+    """Run ``app`` under uvicorn until interrupted; past ``max_connections`` connections, new
+    requests get 503 at once."""
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                limit_concurrency=max_connections)

@@ -28,14 +28,13 @@ _FILE_LISTS = ("changed_files", "added", "modified", "removed")
 EventList = list[tuple[str, dict[str, Any]]]
 
 
-def verify_github_signature(secret: bytes, body: bytes, header: str | None) -> None:
-    """Check ``X-Hub-Signature-256`` (``sha256=<hex>``) against ``body``.
+def signature_digest(header: str | None) -> bytes:
+    """The digest an ``X-Hub-Signature-256`` header (``sha256=<64 hex digits>``) carries.
 
-    Raises :class:`SignatureMismatch` when the header is missing, not SHA-256, malformed or wrong.
-    The messages never include the secret or the expected digest.
+    Checked before the body is read: a request without a well-formed signature is refused
+    without reading a byte of it. Raises :class:`SignatureMismatch` when the header is missing,
+    not SHA-256 or malformed.
     """
-    if not secret:
-        raise SignatureMismatch("no webhook secret is configured, so no signature can match")
     if header is None or not header.strip():
         raise SignatureMismatch(f"missing {SIGNATURE_HEADER} header: is the webhook secret set?")
     value = header.strip()
@@ -44,10 +43,24 @@ def verify_github_signature(secret: bytes, body: bytes, header: str | None) -> N
             f"{SIGNATURE_HEADER} must start with {_SIGNATURE_PREFIX!r} (SHA-1 signatures are "
             "not accepted)"
         )
+    hex_digest = value[len(_SIGNATURE_PREFIX):]
+    if len(hex_digest) != 2 * hashlib.sha256().digest_size:
+        raise SignatureMismatch(f"{SIGNATURE_HEADER} is not a SHA-256 hex digest")
     try:
-        received = bytes.fromhex(value[len(_SIGNATURE_PREFIX):])
+        return bytes.fromhex(hex_digest)
     except ValueError:
         raise SignatureMismatch(f"{SIGNATURE_HEADER} is not a hex digest") from None
+
+
+def verify_github_signature(secret: bytes, body: bytes | bytearray, header: str | None) -> None:
+    """Check ``X-Hub-Signature-256`` (``sha256=<hex>``) against ``body``.
+
+    Raises :class:`SignatureMismatch` when the header is missing, not SHA-256, malformed or wrong.
+    The messages never include the secret or the expected digest.
+    """
+    if not secret:
+        raise SignatureMismatch("no webhook secret is configured, so no signature can match")
+    received = signature_digest(header)
     expected = hmac.new(secret, body, hashlib.sha256).digest()
     if not hmac.compare_digest(received, expected):
         raise SignatureMismatch(

@@ -113,7 +113,7 @@ def test_cancel_a_queued_run_before_any_worker_takes_it(
 
 def test_cancel_an_unknown_run_is_a_clear_error(pitstop_env: dict[str, str]) -> None:
     done = run_cli(["cancel", "no-such-run-id"], pitstop_env)
-    assert done.returncode == 1
+    assert done.returncode == 4  # the exit-code table's "not found"
     assert "no run 'no-such-run-id'" in done.stderr
 
 
@@ -137,7 +137,10 @@ def test_show_output_and_cancel_accept_the_random_end_of_an_id(
         shown = run_cli(["show", part, "--output"], pitstop_env)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.endswith("first\nsecond\n")
-    assert run_cli(["show", run_id[-3:]], pitstop_env).returncode == 1  # too short to guess
+    assert run_cli(["show", run_id[-3:]], pitstop_env).returncode == 4  # too short to guess
+    unknown = run_cli(["show", "no-such-run-id"], pitstop_env)
+    assert unknown.returncode == 4, unknown.stderr  # not found, as the exit-code table says
+    assert "no run 'no-such-run-id'" in unknown.stderr
 
 
 def test_two_quick_ctrl_cs_still_cancel_the_run(

@@ -345,21 +345,50 @@ def test_events_without_a_token_configured_are_503(make_client: Callable[..., Te
 
 def test_event_is_published(http: TestClient, bus: EventBus) -> None:
     reply = http.post("/events", headers=bearer(), json={
-        "type": "Deploy.Prod.Failed", "data": {"version": "1.4.0"}, "source": "ci/runner-7"})
+        "type": "Release.Prod.Failed", "data": {"version": "1.4.0"}, "source": "ci/runner-7"})
     assert reply.status_code == 201
     body = reply.json()
-    assert body["type"] == "deploy.prod.failed"
+    assert body["type"] == "release.prod.failed"
     assert body["data"] == {"version": "1.4.0"}
-    assert body["source"] == "ci/runner-7"
+    assert body["source"] == "api:token/ci/runner-7"
     [event] = events_of(bus)
     assert event.to_dict() == body
+
+
+@pytest.mark.parametrize("claimed", ["github", "worker@buildbox", "api:token"])
+def test_an_api_event_cannot_pass_for_a_verified_source(http: TestClient, bus: EventBus,
+                                                         claimed: str) -> None:
+    reply = http.post("/events", headers=bearer(), json={"type": "ci.done", "source": claimed})
+    assert reply.status_code == 201
+    [event] = events_of(bus)
+    assert event.source == f"api:token/{claimed}"
+
+
+@pytest.mark.parametrize("event_type", [
+    "tool.succeeded", "Tool.Failed", "github.push", "github.workflow_run.completed", "run.lost",
+    "workstream.build.completed", "triage.classified", "patch.applied", "deploy.prod.failed",
+    "alerting.sent"])
+def test_types_pitstop_or_a_verified_webhook_emits_are_reserved(
+        http: TestClient, bus: EventBus, event_type: str) -> None:
+    reply = http.post("/events", headers=bearer(), json={"type": event_type, "data": {}})
+    assert reply.status_code == 403
+    assert "published by pitstop itself" in reply.json()["error"]
+    assert events_of(bus) == []
+
+
+def test_an_api_source_that_would_run_over_the_limit_is_400(http: TestClient,
+                                                             bus: EventBus) -> None:
+    reply = http.post("/events", headers=bearer(), json={"type": "a.b", "source": "s" * 199})
+    assert reply.status_code == 400
+    assert "over the limit" in reply.json()["error"]
+    assert events_of(bus) == []
 
 
 def test_event_defaults(http: TestClient, bus: EventBus) -> None:
     reply = http.post("/events", headers=bearer(), json={"type": "phase.1.completed"})
     assert reply.status_code == 201
     assert reply.json()["data"] == {}
-    assert reply.json()["source"] == "http"
+    assert reply.json()["source"] == "api:token"
 
 
 @pytest.mark.parametrize(
@@ -494,16 +523,16 @@ def test_through_real_uvicorn(live_url: str, bus: EventBus, tmp_path: Path) -> N
         assert again.status_code == 200
         assert again.json()["status"] == "duplicate"
 
-        denied = http.post("/events", json={"type": "tool.invoked"}, headers=bearer("nope"))
+        denied = http.post("/events", json={"type": "lint.done"}, headers=bearer("nope"))
         assert denied.status_code == 401
         assert denied.headers["www-authenticate"] == "Bearer"
-        created = http.post("/events", json={"type": "tool.invoked", "data": {"tool": "ruff"}},
+        created = http.post("/events", json={"type": "lint.done", "data": {"tool": "ruff"}},
                             headers=bearer())
         assert created.status_code == 201
 
     events = events_of(bus)
     assert [(e.id, e.type) for e in events] == [(pushed, "github.push"),
-                                                (created.json()["id"], "tool.invoked")]
+                                                (created.json()["id"], "lint.done")]
     results = [line["result"] for line in read_log(tmp_path)]
     assert results == ["accepted", "rejected", "rejected", "rejected", "rejected", "duplicate"]
 
@@ -535,7 +564,7 @@ def test_events_endpoint_redacts_secret_data(make_client: Callable[..., TestClie
 
     http = make_client(redactor=Redactor(secrets=["canary-value-123"]))
     reply = http.post("/events", headers=bearer(), json={
-        "type": "deploy.requested",
+        "type": "release.requested",
         "data": {"api_token": "tok-abc", "note": "uses canary-value-123"}})
     assert reply.status_code == 201
     stored = events_of(bus)[-1].data
@@ -582,7 +611,7 @@ def test_an_unprintable_event_source_is_400_and_keeps_the_idempotency_key(
     assert "printable" in refused.json()["error"]
     accepted = http.post("/events", headers=headers, json={"type": "a.b", "source": "ci"})
     assert accepted.status_code == 201
-    assert [e.source for e in events_of(bus)] == ["ci"]
+    assert [e.source for e in events_of(bus)] == ["api:token/ci"]
 
 
 @pytest.mark.parametrize("depth", [100, 900, 100_000])

@@ -81,6 +81,14 @@ def test_flower_requires_basic_auth(pitstop_env: dict[str, str], tmp_path: Path)
         assert wait_for(answering, 60, interval=0.2, message="Flower to listen") == 401
         assert httpx.get(url, auth=("admin", "wrong"), timeout=5).status_code == 401
         assert httpx.get(url, auth=("admin", "s3cret-pass"), timeout=5).status_code == 200
+        # Prometheus metrics (worker and task names) need the same login.
+        metrics = f"{url}metrics"
+        assert httpx.get(metrics, timeout=5).status_code == 401
+        assert httpx.get(metrics, auth=("admin", "wrong"), timeout=5).status_code == 401
+        scraped = httpx.get(metrics, auth=("admin", "s3cret-pass"), timeout=5)
+        assert scraped.status_code == 200
+        assert "flower_" in scraped.text
+        assert httpx.get(f"{url}healthcheck", timeout=5).text == "OK"  # stays open
 
 
 def test_serve_accepts_bearer_events_and_refuses_others(

@@ -27,6 +27,12 @@ def test_a_malformed_key_is_a_config_error() -> None:
         Sealer("not-a-key")
 
 
+def test_the_state_dir_the_key_file_creates_is_private(tmp_path: Path) -> None:
+    state = tmp_path / "project" / ".state"
+    assert key_file_sealer(state, create=True) is not None
+    assert state.stat().st_mode & 0o777 == 0o700
+
+
 def test_key_file_is_created_once_private(tmp_path: Path) -> None:
     assert key_file_sealer(tmp_path, create=False) is None
     first = key_file_sealer(tmp_path, create=True)

@@ -17,7 +17,7 @@ import pytest
 
 from pitstop.kernel.errors import ValidationError
 from pitstop.kernel.redaction import Redactor
-from pitstop.kernel.statelog import StateLog, list_logs, read_log
+from pitstop.kernel.statelog import StateLog, list_logs, private_dir, read_log
 from pitstop.kernel.timeparse import parse_since
 from tests.support import FakeClock, wait_for
 
@@ -62,6 +62,29 @@ def test_state_dir_and_file_are_private(tmp_path: Path) -> None:
     log.append({"a": 1})
     assert stat.S_IMODE(state.stat().st_mode) & 0o077 == 0
     assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
+
+
+def test_private_dir_makes_every_directory_it_creates_0700_whatever_the_umask(
+        tmp_path: Path) -> None:
+    target = tmp_path / "a" / ".state" / "redis"
+    old = os.umask(0)  # mkdir's mode goes through the umask, and parents=True ignores it
+    try:
+        private_dir(target)
+        private_dir(target)  # existing: fine
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "a", tmp_path / "a" / ".state", target):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_rotated_logs_and_lock_files_stay_private(tmp_path: Path) -> None:
+    log = StateLog("runs", tmp_path / ".state", max_bytes=200, backups=2)
+    for n in range(20):
+        log.append({"n": n, "pad": "x" * 50})
+    files = list((tmp_path / ".state").iterdir())
+    assert any(path.name == "runs.1.jsonl" for path in files)
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
 
 
 def test_non_json_values_are_stringified(tmp_path: Path) -> None:
