@@ -40,7 +40,7 @@ for command in (up, worker, beat, flower, serve, redis_group, emit, watch, event
 
 # Each component's commands live in its own module exporting ``COMMANDS`` (a list of click commands).
 COMPONENT_CLI_MODULES: list[str] = [
-    # workstreams
+    "pitstop.cli.workstreams",  # workstreams
     "pitstop.cli.triggers",  # triggers
     "pitstop.cli.triage",  # triage
     "pitstop.cli.patches",  # patches

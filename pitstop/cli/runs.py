@@ -15,7 +15,8 @@ from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.cli.follow import cancel_requests, exit_code_for, follow_run
-from pitstop.kernel.constants import ENV_NAME_PATTERN
+from pitstop.cli.workstreams import cancel_workstream, follow_workstream, show_workstream
+from pitstop.kernel.constants import ENV_NAME_PATTERN, RUN_KIND_WORKSTREAM
 from pitstop.kernel.errors import NothingToCancel, PitstopError, RunNotFound, ValidationError
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
 from pitstop.runs.store import RUN_STATUSES, Run, RunStore
@@ -143,6 +144,7 @@ def printable(text: str) -> str:
 
 def _run_row(run: Run) -> list[str]:
     script = str(run.params.get("script", "")) if run.params else ""
+    script = script or (run.workstream_id or "")  # workstreams: which one
     duration = f"{run.duration:.2f}s" if run.duration is not None else ""
     return [printable(cell) for cell in (
         run.run_id, run.kind, run.status, "" if run.exit_code is None else str(run.exit_code),
@@ -153,11 +155,13 @@ def _run_row(run: Run) -> list[str]:
 @click.command()
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--workstream", "workstream_id", metavar="ID", help="Only runs of this workstream.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
+def runs(ctx: Context, status: str | None, limit: int, workstream_id: str | None,
+         as_json: bool) -> None:
     """List recent runs, newest first."""
-    found = ctx.run_store().list_runs(limit=limit, status=status)
+    found = ctx.run_store().list_runs(limit=limit, status=status, workstream_id=workstream_id)
     if as_json:
         for item in found:
             click.echo(json.dumps(item.model_dump(mode="json")))
@@ -185,6 +189,16 @@ def runs(ctx: Context, status: str | None, limit: int, as_json: bool) -> None:
 def show(ctx: Context, run_id: str, as_json: bool, with_output: bool, follow: bool) -> None:
     """Show one run: status, timings, executions (RUN_ID, or a unique prefix or suffix of it)."""
     item = _find_run(ctx.run_store(), run_id)
+    if item.kind == RUN_KIND_WORKSTREAM and (follow or not as_json):
+        if follow:  # its steps and their scripts' output; never cancels it
+            final = follow_workstream(ctx, None, item.run_id, requests=[])
+            if as_json:
+                print_json(final.model_dump(mode="json"))
+            sys.exit(exit_code_for(final))
+        show_workstream(ctx, item)  # its steps as a tree, and its trace
+        if with_output:
+            _print_output(ctx, item.run_id)
+        return
     if follow:
         # No cancel handlers: following someone's run must never cancel it.
         final = follow_run(ctx, item.run_id, requests=[])
@@ -213,11 +227,15 @@ def show(ctx: Context, run_id: str, as_json: bool, with_output: bool, follow: bo
                     for line in lines:
                         click.echo(f"    {line}")
     if with_output:
-        for entry in RunOutput(ctx.redis()).follow(item.run_id, block_ms=1):
-            if entry is None:
-                break
-            if isinstance(entry, OutputLine):
-                click.echo(entry.line, err=entry.stream == "stderr")
+        _print_output(ctx, item.run_id)
+
+
+def _print_output(ctx: Context, run_id: str) -> None:
+    for entry in RunOutput(ctx.redis()).follow(run_id, block_ms=1):
+        if entry is None:
+            break
+        if isinstance(entry, OutputLine):
+            click.echo(entry.line, err=entry.stream == "stderr")
 
 
 @click.command()
@@ -231,6 +249,9 @@ def cancel(ctx: Context, run_id: str, wait: bool) -> None:
     item = _find_run(store, run_id)
     if item.terminal:
         raise NothingToCancel(f"run {item.run_id} already ended: {item.status}")
+    if item.kind == RUN_KIND_WORKSTREAM:  # its remaining steps, and the running ones
+        cancel_workstream(ctx, item, wait=wait)
+        return
     output = RunOutput(ctx.redis())
     output.request_cancel(item.run_id)
     current = store.cancel_if_queued(item.run_id, reason="cancelled before it started")

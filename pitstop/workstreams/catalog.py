@@ -246,8 +246,8 @@ def _shown(path: Path) -> str:
 
 
 def _component_of(kind: str) -> str:
-    return {"validate_patch": "patches", "triage": "triage", "alert": "alerts",
-            "deploy": "deploy"}.get(kind, kind)
+    return {"validate_patch": "patches", "fix_lint": "patches", "triage": "triage",
+            "alert": "alerts", "deploy": "deploy"}.get(kind, kind)
 
 
 class _Builder:

@@ -30,7 +30,7 @@ from pitstop.runs.store import Run
 from pitstop.workstreams.orchestrator import Orchestrator
 from pitstop.workstreams.plan import AttemptResult, AttemptStatus, StepState
 
-__all__ = ["RepairReport", "repair_runs"]
+__all__ = ["RepairReport", "repair_run", "repair_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,19 @@ def repair_runs(orchestrator: Orchestrator, *, resend_after: float | None = None
             _repair(orchestrator, run, report, resend_after)
         except PitstopError as exc:
             log.warning("workstream repair: run %s: %s", run_id, exc)
+    return report
+
+
+def repair_run(orchestrator: Orchestrator, run_id: str, *,
+               resend_after: float | None = None) -> RepairReport:
+    """The same mending for one run (``pitstop launch --wait`` calls it while it waits, so a
+    run is not left stuck where no Beat runs)."""
+    report = RepairReport()
+    try:
+        run = orchestrator.runs.get_run(run_id)
+    except RunNotFound:
+        return report
+    _repair(orchestrator, run, report, resend_after)
     return report
 
 

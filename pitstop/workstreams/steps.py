@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pitstop.bus.eventbus import EventBus
     from pitstop.kernel.redaction import Redactor
     from pitstop.kernel.settings import Settings
+    from pitstop.runs.store import RunStore
+    from pitstop.scripts.runner import ScriptRunner
 
 __all__ = [
     "BUILTIN_STEP_MODULES",
@@ -42,14 +44,16 @@ __all__ = [
 
 BUILTIN_STEP_MODULES: list[str] = [
     # each entry: a module whose import registers step kinds (one line per component)
-    # workstreams
+    "pitstop.workstreams.kinds",  # workstreams
     "pitstop.triage.step",  # triage
     "pitstop.patches.steps",  # patches
     "pitstop.alerts.steps",  # alerts
     # deploy
 ]
 
-StepStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
+StepStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "waiting"]
+"""``waiting``: the step goes on elsewhere (a sub-workstream's run, launched through
+:attr:`StepContext.launch_workstream`); the engine completes it when that run ends."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,18 @@ class StepContext:
     bus: EventBus
     redactor: Redactor
     cancelled: Callable[[], bool] = lambda: False
-    """Poll this in long steps: True once the run was cancelled."""
+    """Poll this in long steps: True once the run was cancelled (or this step must stop)."""
+    queue: str | None = None
+    """The queue this step was sent to (the worker executing it consumes it)."""
+    runs: RunStore | None = None
+    """The run store, for kinds that keep run records of their own (``run``: the script run)."""
+    script_runner: ScriptRunner | None = None
+    """This worker process's script runner (``run`` executes its script through it)."""
+    give_up_by: float | None = None
+    """A :func:`time.monotonic` time the step must be done by (the task's hard limit)."""
+    launch_workstream: Callable[[str, dict[str, Any]], str] | None = None
+    """Launch a workstream as part of this step; returns its run id. A kind that uses it
+    returns ``StepResult("waiting")``: the step ends when that run ends."""
 
 
 @dataclass
