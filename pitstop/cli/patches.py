@@ -14,6 +14,7 @@ run where the repository is (the CLI of the machine whose worker validated it).
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import socket
 import sys
@@ -126,9 +127,14 @@ def validate(ctx: Context, file: str, repo: str, base: str | None, target: str |
         return
     config = load_patches_config(ctx.settings.config_dir)
     app = ctx.celery_app(start_embedded=True)
-    result = app.send_task(TASK_VALIDATE_PATCH, queue=config.queue, kwargs={
-        "repo": repo_arg, "patch": patch.decode("utf-8", errors="surrogateescape"),
-        "base": base, "target": target, "dry_run": dry_run, "title": title, "source": source})
+    kwargs = {"repo": repo_arg, "patch": patch.decode("utf-8", errors="surrogateescape"),
+              "base": base, "target": target, "dry_run": dry_run, "title": title,
+              "source": source}
+    # Task events and Flower show kwargsrepr: a diff may hold anything, so they see its hash.
+    shown = {**kwargs, "patch": f"<diff, {len(patch)} bytes, sha256 "
+                                f"{hashlib.sha256(patch).hexdigest()[:12]}>"}
+    result = app.send_task(TASK_VALIDATE_PATCH, queue=config.queue, kwargs=kwargs,
+                           kwargsrepr=repr(shown), argsrepr="()")
     if not wait:
         click.echo(f"validation queued as task {result.id} on queue {config.queue!r}; outcome: "
                    "pitstop log patch_decisions")

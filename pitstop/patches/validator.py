@@ -199,8 +199,14 @@ class PatchValidator:
             dry_run=request.dry_run, started_at=utc_iso(now))
         try:
             self._validate(request, repo, outcome)
-        finally:
+        except BaseException as exc:
+            # git failing, Redis gone, a time limit: recorded for the replay, then raised
+            outcome.result = "error"
+            outcome.reasons.append(f"{type(exc).__name__}: {exc}")
             outcome.duration = time.monotonic() - started
+            self.log.append({"event": "error", **outcome.to_dict()})
+            raise
+        outcome.duration = time.monotonic() - started
         self._record(outcome, request.trace_id)
         return outcome
 
