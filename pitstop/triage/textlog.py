@@ -153,9 +153,8 @@ class TextParser:
         if hit is not None and len(self.global_hits) < MAX_GLOBAL_HITS:
             self.global_hits.append((lineno, hit, self.running, self.session))
             self.last_interesting = lineno
-        if where is not None and self.global_hits and lineno - self.global_hits[-1][0] <= CLUSTER_GAP:
+        if where is not None and len(self.global_locations) < MAX_GLOBAL_HITS:
             self.global_locations.append((lineno, where, line))
-            self.last_interesting = lineno
 
     def _structure(self, lineno: int, line: str, m: re.Match[str]) -> bool:
         """Handle a structure line; False when it turned out to be ordinary content."""
@@ -515,7 +514,7 @@ class TextParser:
         locations = iter(self.global_locations)
         pending = next(locations, None)
         for cluster in clusters:
-            first, end = cluster.hits[0][0], cluster.hits[-1][0] + CLUSTER_GAP
+            first, end = cluster.hits[0][0] - CLUSTER_GAP, cluster.hits[-1][0] + CLUSTER_GAP
             while pending is not None and pending[0] < first:
                 pending = next(locations, None)
             while pending is not None and pending[0] <= end:
