@@ -57,12 +57,20 @@ def _event_line(event: Event) -> str:
 @click.option("--data", "data_json", help="Event data as a JSON object.")
 @click.option("--source", help="Who emits (default cli@HOST).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole event as JSON.")
+@click.option("--changed-files", "changed_range", metavar="BASE..HEAD",
+              help="Put the paths git says changed in BASE..HEAD in data.changed_files "
+                   "(for file-change triggers; run inside the repository).")
 @pass_context
 def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str | None,
-         source: str | None, as_json: bool) -> None:
+         source: str | None, as_json: bool, changed_range: str | None) -> None:
     """Publish an event: pitstop emit phase.1.completed --data '{"x": 1}'  (or x=1 y=two)."""
     normalize_type(event_type)  # a bad type is refused before Redis is started or reached
     data = ctx.redactor.redact(parse_data(data_json, pairs))
+    if changed_range is not None:  # triggers: file-change triggers from any CI
+        from pitstop.triggers.gitchanges import changed_files, fit_paths
+
+        paths, cut = fit_paths(changed_files(changed_range), ctx.settings.bus.max_data_bytes // 2)
+        data.update(changed_files=paths, files_truncated=cut)
     event = ctx.bus(start_embedded=True).publish(event_type, data, source=source)
     if as_json:
         print_json(event.to_dict())
