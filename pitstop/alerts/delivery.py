@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,14 +76,14 @@ class Deliverer:
             return Outcome("in_doubt", detail=detail)
         if claim.outcome != "claimed":
             return Outcome("skipped", detail=claim.outcome)
-        record = self.ledger.get(did)
-        channel_name = record.get("channel", "")
+        started = time.monotonic()
+        channel_name = claim.channel
         channel = self.config.file.channels.get(channel_name)
-        notification = self.ledger.notification(record.get("notification", ""))
+        notification = claim.notification
         if channel is None or notification is None:
             why = ("channel no longer configured" if channel is None
                    else "notification expired from Redis")
-            self.ledger.finish(did, token, "failed", now=now, error=why)
+            self.ledger.finish(did, token, "failed", now=now, error=why, count="failed")
             self._record(did, "failed", channel=channel_name, detail=why)
             return Outcome("failed", detail=why)
         url = channels_module.channel_url(channel)
@@ -103,13 +104,13 @@ class Deliverer:
             log.exception("sending alert delivery %s failed", did)
             result = channels_module.SendResult(False, error=f"internal error: "
                                                 f"{type(exc).__name__}")
-        done = self.clock()
+        done = now + (time.monotonic() - started)
         if result.ok:
-            self.ledger.finish(did, token, "delivered", now=done)
-            self.ledger.count("delivered", now=done)
-            if notification.get("kind") in COUNTS_AS_DELIVERY:
-                self.store.mark_delivered(notification.get("alert_ids", []), now=done,
-                                          channel=channel_name)
+            alert_ids = (notification.get("alert_ids", [])
+                         if notification.get("kind") in COUNTS_AS_DELIVERY else [])
+            self.ledger.finish(did, token, "delivered", now=done, count="delivered",
+                               also=lambda pipe: self.store.mark_delivered(
+                                   alert_ids, now=done, channel=channel_name, pipe=pipe))
             self._record(did, "delivered", channel=channel_name, attempt=claim.attempt,
                          latency=round(done - float(notification.get("created_at", done)), 3))
             return Outcome("delivered")
@@ -122,13 +123,12 @@ class Deliverer:
                      backoff_delay(claim.attempt, base=settings.backoff_base,
                                    cap=settings.backoff_max, rng=self.rng))
             self.ledger.finish(did, token, "retrying", now=done, next_at=done + delay,
-                               error=error, requeue_after=settings.requeue_after)
-            self.ledger.count("retries", now=done)
+                               error=error, requeue_after=settings.requeue_after,
+                               count="retries")
             self._record(did, "retrying", channel=channel_name, attempt=claim.attempt,
                          detail=error, retry_in=round(delay, 3))
             return Outcome("retry", retry_in=delay, detail=error)
-        self.ledger.finish(did, token, "failed", now=done, error=error)
-        self.ledger.count("failed", now=done)
+        self.ledger.finish(did, token, "failed", now=done, error=error, count="failed")
         self._record(did, "failed", channel=channel_name, attempt=claim.attempt, detail=error)
         return self._fall_back(did, channel_name, channel, notification, error, done)
 

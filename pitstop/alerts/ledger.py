@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +70,9 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'sending', 'phase', 'claimed', 'token', ARGV[1],
            'lease_until', tostring(now + tonumber(ARGV[3])))
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-return {'claimed', tostring(attempts)}
+local info = redis.call('HMGET', KEYS[1], 'channel', 'notification')
+local body = redis.call('GET', KEYS[3] .. (info[2] or ''))
+return {'claimed', tostring(attempts), info[1] or '', body or ''}
 """
 
 _POSTING = """
@@ -151,6 +154,9 @@ class Claim:
     """``claimed``, ``busy``, ``early``, ``in_doubt``, ``missing``, or a final state."""
     attempt: int = 0
     next_at: float | None = None
+    channel: str = ""
+    notification: dict[str, Any] | None = None
+    """The notification to send (a claim reads it in the same round trip)."""
 
 
 class DeliveryLedger:
@@ -192,11 +198,18 @@ class DeliveryLedger:
 
     # --- the sender's side ----------------------------------------------------------------------
     def claim(self, did: str, token: str, *, now: float, lease: float) -> Claim:
-        reply = self._claim(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+        reply = self._claim(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE,
+                                  ALERT_NOTIFICATION_PREFIX],
                             args=[token, now, lease, did])
         outcome, extra = _text(reply[0]), _text(reply[1])
         if outcome == "claimed":
-            return Claim(outcome, attempt=int(extra))
+            body = _text(reply[3]) if len(reply) > 3 else ""
+            try:
+                notification = json.loads(body) if body else None
+            except ValueError:
+                notification = None
+            return Claim(outcome, attempt=int(extra), channel=_text(reply[2]),
+                         notification=notification if isinstance(notification, dict) else None)
         if outcome == "early":
             return Claim(outcome, next_at=float(extra))
         return Claim(outcome)
@@ -205,10 +218,21 @@ class DeliveryLedger:
         return bool(self._posting(keys=[ALERT_DELIVERY_PREFIX + did], args=[token]))
 
     def finish(self, did: str, token: str, state: str, *, now: float, next_at: float = 0.0,
-               error: str = "", undo_attempt: bool = False, requeue_after: float = 30.0) -> bool:
-        return bool(self._finish(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
-                                 args=[token, state, now, next_at, error[:500],
-                                       "1" if undo_attempt else "0", requeue_after, did]))
+               error: str = "", undo_attempt: bool = False, requeue_after: float = 30.0,
+               count: str | None = None, also: Callable[[Any], None] | None = None) -> bool:
+        """Record the outcome (if our claim still holds); ``count``: a stats field to bump,
+        ``also``: more commands for the same round trip (given the pipeline)."""
+        pipe = self.client.pipeline(transaction=False)
+        self._finish(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
+                     args=[token, state, now, next_at, error[:500],
+                           "1" if undo_attempt else "0", requeue_after, did], client=pipe)
+        if count is not None:
+            key = stats_key(now)
+            pipe.hincrby(key, count, 1)
+            pipe.expire(key, 40 * 86400)
+        if also is not None:
+            also(pipe)
+        return bool(pipe.execute()[0])
 
     def get(self, did: str) -> dict[str, str]:
         raw = self.client.hgetall(ALERT_DELIVERY_PREFIX + did)

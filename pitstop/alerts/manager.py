@@ -32,7 +32,7 @@ __all__ = ["AlertManager"]
 
 log = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 50
 MAX_BLOCK_MS = 500
 SWEEP_EVERY = 1.0
 ACK_POLL_EVERY = 1.0

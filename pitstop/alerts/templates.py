@@ -8,6 +8,7 @@ mrkdwn (``&``, ``<``, ``>``), so event data cannot mention ``@channel`` or forge
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -82,14 +83,18 @@ def render(template: str | None, default: str, context: dict[str, Any], *,
            slack: bool = False) -> str:
     """Render ``template`` (or ``default``); a template failing at run time falls back to the
     default (logged), so a typo in a template never swallows an alert."""
-    env = _SLACK if slack else _PLAIN
     if template is not None:
         try:
-            return env.from_string(template).render(context)
+            return _compiled(template, slack).render(context)
         except Exception as exc:
             log.warning("alert template failed (%s: %s); using the default",
                         type(exc).__name__, exc)
-    return env.from_string(default).render(context)
+    return _compiled(default, slack).render(context)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, slack: bool) -> jinja2.Template:
+    return (_SLACK if slack else _PLAIN).from_string(source)
 
 
 def check_templates(config: AlertsConfig, doc: Document) -> None:
