@@ -67,7 +67,7 @@ class Deliverer:
         now = self.clock()
         token = uuid.uuid4().hex
         claim = self.ledger.claim(did, token, now=now, lease=settings.lease)
-        if claim.outcome == "in_doubt":
+        if claim.outcome == "now_in_doubt":
             self.ledger.count("in_doubt", now=now)
             detail = ("the worker sending it stopped after the message may have gone out: "
                       "not sent again (see the log)")

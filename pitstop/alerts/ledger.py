@@ -59,7 +59,7 @@ if state == 'sending' then
   if s[2] == 'posting' then
     redis.call('HSET', KEYS[1], 'state', 'in_doubt')
     redis.call('ZREM', KEYS[2], ARGV[4])
-    return {'in_doubt', ''}
+    return {'now_in_doubt', ''}
   end
 elseif state == 'pending' or state == 'retrying' then
   if tonumber(s[4] or '0') > now + 0.25 then return {'early', s[4]} end
@@ -151,7 +151,8 @@ def _text(value: Any) -> str:
 @dataclass(frozen=True)
 class Claim:
     outcome: str
-    """``claimed``, ``busy``, ``early``, ``in_doubt``, ``missing``, or a final state."""
+    """``claimed``, ``busy``, ``early``, ``now_in_doubt`` (this claim found the sender dead
+    after it may have sent), ``missing``, or a final state (``in_doubt`` among them)."""
     attempt: int = 0
     next_at: float | None = None
     channel: str = ""

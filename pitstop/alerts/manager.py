@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pitstop.alerts.ack import AckLinks
@@ -26,6 +27,7 @@ from pitstop.bus.eventbus import EventBus
 from pitstop.bus.events import Event
 from pitstop.kernel.constants import ALERTS_GROUP
 from pitstop.kernel.errors import RedisUnavailable
+from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.statelog import StateLog
 
 __all__ = ["AlertManager"]
@@ -42,7 +44,8 @@ class AlertManager:
     def __init__(self, config: AlertsConfig, bus: EventBus, store: AlertStore, *,
                  enqueue: Callable[[str], None], clock: Callable[[], float],
                  alert_log: StateLog, activity_log: StateLog | None = None,
-                 name: str = "alerts", ack_links: AckLinks | None = None) -> None:
+                 name: str = "alerts", ack_links: AckLinks | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.config = config
         self.bus = bus
         self.store = store
@@ -52,6 +55,7 @@ class AlertManager:
         self.activity_log = activity_log
         self.name = name
         self.ack_links = ack_links
+        self.redactor = redactor if redactor is not None else alert_log.redactor
         self.token = f"{name}/{uuid.uuid4().hex[:12]}"
         self.leading = False
         self.engine = self._new_engine(config)
@@ -165,6 +169,9 @@ class AlertManager:
 
     def handle(self, event: Event, *, now: float, silences: list[Silence]) -> list[Decision]:
         kind = self.engine.kind_of(event)
+        if kind is not None and event.data and self.redactor is not None:
+            # What reaches a message or the log never holds a secret, whoever published it.
+            event = replace(event, data=self.redactor.redact(event.data))
         if kind == "alert":
             decisions = self.engine.evaluate(event, now=now, silences=silences)
             self.alert_log.append({

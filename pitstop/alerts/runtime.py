@@ -125,9 +125,15 @@ class ManagerThread:
     def _run(self) -> None:
         manager = self.runtime.manager(self.enqueue)
         if manager is None:
-            log.info("alerts: no %s (or enabled: false): the alert manager is off",
+            log.info("alerts: no %s (or enabled: false): the alert manager waits for one",
                      self.runtime.path)
-            return
+        while manager is None:
+            if self.stop_event.wait(RELOAD_CHECK_EVERY):
+                return
+            try:
+                manager = self.runtime.manager(self.enqueue)
+            except Exception:
+                log.exception("alerts: could not start the alert manager")
         log.info("alerts: alert manager started (pid %d)", os.getpid())
         config = manager.config
         watcher = threading.Thread(target=self._watch, args=(manager, config), daemon=True,

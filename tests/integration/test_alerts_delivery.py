@@ -78,7 +78,7 @@ def test_ledger_claims_once_and_judges_a_dead_sender_by_its_phase(redis_client: 
     assert not ledger.mark_posting(a, "t1")                            # the old token is void
     assert ledger.mark_posting(a, "t2")
     # Died after the first byte went out (phase posting): in doubt, never sent again.
-    assert ledger.claim(a, "t3", now=T0 + 22, lease=10).outcome == "in_doubt"
+    assert ledger.claim(a, "t3", now=T0 + 22, lease=10).outcome == "now_in_doubt"
     assert ledger.claim(a, "t4", now=T0 + 99, lease=10).outcome == "in_doubt"
     assert ledger.get(a)["state"] == "in_doubt"
     # A late success is still recorded.
