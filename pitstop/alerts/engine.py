@@ -324,7 +324,8 @@ class AlertEngine:
             "alert_ids": [a.id for a in alerts],
             "more_alerts": len(hidden), "more_events": sum(a.count for a in hidden),
         }
-        self.outbox.append(Outgoing(notification, channels))
+        if channels:  # the log-only receiver: alerts.jsonl has it all already
+            self.outbox.append(Outgoing(notification, channels))
 
     def _finished(self, alert: Alert, route: Route, now: float) -> bool:
         if alert.in_digest:

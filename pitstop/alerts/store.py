@@ -121,10 +121,12 @@ class AlertStore:
                 for alert in [*changed, *closed.values()]:
                     pipe.set(ALERT_KEY_PREFIX + alert.id, alert.to_json(), ex=ALERTS_TTL_SECONDS)
                     pipe.zadd(ALERTS_INDEX, {alert.id: alert.created_at})
+                reopened = {alert.group_key for alert in changed}
+                gone = [key for key in closed if key not in reopened]
+                if gone:  # before the HSETs: a group closed and opened again keeps its new alert
+                    pipe.hdel(ALERTS_OPEN, *gone)
                 for alert in changed:
                     pipe.hset(ALERTS_OPEN, alert.group_key, alert.id)
-                if closed:
-                    pipe.hdel(ALERTS_OPEN, *closed)
                 for receiver, state in storm.items():
                     pipe.hset(ALERTS_STORM, receiver, json.dumps(state.to_dict()))
                 for event_id in seen:

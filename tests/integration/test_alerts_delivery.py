@@ -329,3 +329,23 @@ def test_daily_summary_is_sent_once_after_its_time(redis_client: redis.Redis, tm
     assert note is not None and note["kind"] == "summary"
     assert "0 alerts (0 events)" in note["summary_text"]
     assert "summary" in (tmp_path / ".state" / "alert_activity.jsonl").read_text()
+
+
+def test_a_group_closed_and_opened_again_in_one_commit_stays_open(redis_client: redis.Redis
+                                                                  ) -> None:
+    from pitstop.alerts.engine import AlertEngine
+    from pitstop.bus.events import make_event
+
+    config = parse_alerts_config("route: {group_wait: 1s}\n", file="alerts.yaml")
+    engine = AlertEngine(config)
+    engine.evaluate(make_event("build.linux.failed"), now=T0)
+    engine.resolve(make_event("build.linux.succeeded"), now=T0 + 0.1)   # closes, never told
+    engine.evaluate(make_event("build.linux.failed"), now=T0 + 0.2)     # the same group again
+    changed, closed, storm, outbox = engine.take_changes()
+    assert [a.group_key for a in changed] == list(closed)
+    store = AlertStore(redis_client)
+    assert store.acquire("me", 5)
+    store.commit("me", changed=changed, closed=closed, storm=storm, outbox=outbox, seen=[],
+                 now=T0, requeue_after=30)
+    reopened, _ = store.load_open()
+    assert [a.id for a in reopened.values()] == [changed[0].id]
