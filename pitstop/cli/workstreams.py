@@ -5,6 +5,7 @@ output)."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import threading
 import time
@@ -32,6 +33,9 @@ from pitstop.workstreams.spec import KIND_RUN, Stage, WorkstreamSpec
 EXIT_SKIPPED = 75
 """``launch --wait`` when the concurrency policy skipped the launch (EX_TEMPFAIL: try later)."""
 POLL_SECONDS = 0.5
+CHILD_JOIN_SECONDS = 2.0
+"""How long a follower waits for a step's script output to end before saying the step ended."""
+_STEP_ENDED = re.compile(r"step (\S+): (?:succeeded|failed|timed_out|cancelled)\b")
 TRACE_EVENTS_LIMIT = 200
 
 
@@ -144,6 +148,7 @@ class _Follower:
         self.repair_every = max(2.0, patience / 2)
         self.lock = threading.Lock()
         self.children: dict[str, threading.Thread] = {}
+        self.step_children: dict[str, str] = {}
         self.cancel_sent = False
 
     def follow(self) -> Run:
@@ -153,12 +158,19 @@ class _Follower:
             for item in self.output.follow(self.run_id, block_ms=200, outage=self.outage):
                 if isinstance(item, OutputEnd):
                     break
+                started = False
                 if isinstance(item, OutputLine):
+                    ended = _STEP_ENDED.match(item.line)
+                    if ended:  # its script's last lines first, then that it ended
+                        current = self.outage.call(lambda: self.store.get_run(self.run_id))
+                        self._follow_children(current)
+                        self._join_child(ended.group(1))
                     self._print(item.line, item.stream)
+                    started = item.line.startswith("step ") and ": started on " in item.line
                 if self.requests and not self.cancel_sent:
                     self._cancel()
                 now = time.monotonic()
-                if now - last_check >= POLL_SECONDS:
+                if started or now - last_check >= POLL_SECONDS:
                     last_check = now
                     current = self.outage.call(lambda: self.store.get_run(self.run_id))
                     self._follow_children(current)
@@ -172,9 +184,11 @@ class _Follower:
             _say(f"stopped waiting for run {self.run_id}"
                  + ("" if self.cancel_sent else f"; it goes on (pitstop show {self.run_id})"))
             raise
+        final = self.outage.call(lambda: self.store.get_run(self.run_id))
+        self._follow_children(final)  # steps that started and ended between two looks
         for thread in list(self.children.values()):
             thread.join(3.0)
-        return self.outage.call(lambda: self.store.get_run(self.run_id))
+        return final
 
     def _print(self, line: str, stream: str) -> None:
         out = sys.stderr if stream == "stderr" else sys.stdout
@@ -206,12 +220,18 @@ class _Follower:
             if not raw.get("started_at"):
                 continue
             child = child_run_id(run.run_id, step_id, int(raw.get("attempt") or 0))
+            self.step_children[step_id] = child
             if child in self.children:
                 continue
             thread = threading.Thread(target=self._child_lines, args=(step_id, child),
                                       name=f"pitstop-follow-{step_id}", daemon=True)
             self.children[child] = thread
             thread.start()
+
+    def _join_child(self, step_id: str) -> None:
+        thread = self.children.get(self.step_children.get(step_id, ""))
+        if thread is not None:
+            thread.join(CHILD_JOIN_SECONDS)
 
     def _child_lines(self, step_id: str, child: str) -> None:
         output = RunOutput(self.ctx.redis())
@@ -377,14 +397,21 @@ def _trace(ctx: Context, run: Run) -> list[str]:
         events = list(ctx.bus().replay(since=since - timedelta(minutes=10)))
     except PitstopError:
         events = []
-    count = 0
+    count = tools = 0
     for event in events:
         if event.trace_id != trace_id or count >= TRACE_EVENTS_LIMIT:
+            continue
+        if event.type.startswith("tool."):  # every script's start and end: see its step
+            tools += 1
             continue
         count += 1
         entries.append((event.time, f"event {event.type} {event.id} (hop {event.hops})"))
     entries.sort(key=lambda item: item[0].replace("Z", "+00:00"))
-    return [f"{when[11:23]}  {what}" for when, what in entries]
+    shown = [f"{when[11:23]}  {what}" for when, what in entries]
+    if tools:
+        shown.append(f"({tools} tool.* events of the steps' scripts not shown: pitstop events "
+                     f"'tool.*')")
+    return shown
 
 
 def cancel_workstream(ctx: Context, run: Run, *, wait: bool) -> None:

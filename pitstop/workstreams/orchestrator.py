@@ -254,7 +254,7 @@ class Orchestrator:
                                 f"{key!r}, policy cancel_previous)")
             return LaunchResult(run_id, "cancelled_previous", f"cancelled run {previous}, "
                                 f"which held concurrency key {key!r}")
-        return LaunchResult(run_id, "launched", f"launched{cause}".strip())
+        return LaunchResult(run_id, "launched", cause.strip() or "by hand")
 
     def _concurrency_key(self, spec: WorkstreamSpec, event: dict[str, Any] | None,
                          params: dict[str, Any], trace: str) -> str:

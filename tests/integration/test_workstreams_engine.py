@@ -99,6 +99,8 @@ class Harness:
 @pytest.fixture
 def harness_for(redis_client: redis.Redis, redis_server: ServerInfo,
                 tmp_path: Path) -> Iterator[Any]:
+    (tmp_path / "config").mkdir()
+
     def build(workstreams: dict[str, Any], *, secret_key: bool = True) -> Harness:
         env = {"PITSTOP_REDIS_URL": redis_server.url, "PITSTOP_STATE_DIR": str(tmp_path / "st"),
                "PITSTOP_CONFIG_DIR": str(tmp_path / "config"),
