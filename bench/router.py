@@ -1,0 +1,265 @@
+"""The router's costs, each against a baseline measured in the same run.
+
+    python bench/router.py [N]
+
+1. Matching: the candidates of one event among 10, 1,000 and 10,000 rules (literal, ``*`` and
+   ``**`` patterns mixed) through the compiled index, vs a naive loop of ``fnmatch`` over every
+   rule; every event's result is checked against a loop with pitstop's own pattern semantics.
+   Goals at 10,000 rules: >= 300x faster than the naive loop and < 10 us per event.
+2. Latency, emit -> first step started: an event whose rule launches a workstream whose first
+   step is an ``emit`` (the step announces it started) vs raw Celery ``apply_async`` -> a task
+   that publishes it started; real workers with the same settings (prefork, one process).
+   Goals: p50 <= 2x, p99 <= 3x.
+3. Throughput, emit -> a one-step ``emit`` workstream completed, vs raw Celery no-op tasks/s.
+   Goal: >= 50% of raw Celery.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from pitstop.bus.patterns import compile_pattern
+from pitstop.triggers.config import TriggerConfig
+from pitstop.triggers.rules import Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ["build", "test", "deploy", "lint", "phase", "tool", "git", "triage", "alert", "nightly"]
+ENDS = ["completed", "failed", "started", "error", "succeeded"]
+
+
+# --- 1. matching ----------------------------------------------------------------------------------
+
+def _rules(count: int, rng: random.Random) -> list[Rule]:
+    rules = []
+    for i in range(count):
+        word = rng.choice(WORDS)
+        end = rng.choice(ENDS)
+        kind = i % 3
+        if kind == 0:
+            pattern = f"{word}.svc{i}.{end}"
+        elif kind == 1:
+            pattern = f"{word}.*.svc{i % 97}.{end}"
+        else:
+            pattern = f"**.svc{i % 89}.{end}" if i % 2 else f"{word}.svc{i % 83}.**"
+        rules.append(Rule(id=f"r{i}", workstream="WS", pattern=compile_pattern(pattern).text))
+    return rules
+
+
+def _events(count: int, rng: random.Random, n_rules: int) -> list[str]:
+    events = []
+    for _ in range(count):
+        word, end = rng.choice(WORDS), rng.choice(ENDS)
+        svc = f"svc{rng.randrange(max(n_rules, 100))}"
+        events.append(rng.choice([f"{word}.{svc}.{end}", f"{word}.x.{svc}.{end}",
+                                  f"{word}.{svc}.a.b.{end}", f"{word}.y.z.{end}"]))
+    return events
+
+
+def bench_matching(sizes: tuple[int, ...] = (10, 1_000, 10_000), events: int = 2000,
+                   naive_events: int = 200) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    results = []
+    for size in sizes:
+        rules = _rules(size, rng)
+        config = TriggerConfig(rules, version="bench")
+        types = _events(events, rng, size)
+        compiled = [(rule, compile_pattern(rule.pattern or "")) for rule in rules]
+        for event_type in types[:naive_events]:  # every matching rule, and only those
+            expected = {rule.id for rule, pattern in compiled if pattern.matches(event_type)}
+            assert {rule.id for rule in config.candidates(event_type)} == expected, event_type
+        for event_type in types[:50]:
+            config.candidates(event_type)  # warm the automaton
+        start = time.perf_counter()
+        for event_type in types:
+            config.candidates(event_type)
+        indexed = (time.perf_counter() - start) / len(types)
+        start = time.perf_counter()
+        for event_type in types[:naive_events]:
+            [rule for rule in rules if fnmatch.fnmatchcase(event_type, rule.pattern or "")]
+        naive = (time.perf_counter() - start) / naive_events
+        results.append({"rules": size, "index_us": indexed * 1e6, "naive_us": naive * 1e6,
+                        "speedup": naive / indexed})
+    return results
+
+
+# --- 2 and 3: through real workers ----------------------------------------------------------------
+
+WORKSTREAMS = """
+    workstreams:
+      WS-LAT:
+        params: {sent: 0}
+        steps:
+          - {id: first, kind: emit, params: {type: bench.started, data: {sent: "{{ params.sent }}"}}}
+      WS-THR:
+        steps:
+          - {id: only, kind: emit, params: {type: bench.step}}
+"""
+TRIGGERS = """
+    triggers:
+      - {id: lat, event: bench.go, workstream: WS-LAT, params: {sent: "{{ event.data.sent }}"}}
+      - {id: thr, event: bench.many, workstream: WS-THR}
+"""
+
+
+def _wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while "ready." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_workers(n_latency: int = 60, n_throughput: int = 300) -> dict[str, Any]:
+    import redis
+
+    from pitstop.bus.eventbus import EventBus
+    from pitstop.connection.server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="pitstop-bench-router-") as tmp:
+        home = Path(tmp)
+        (home / "config").mkdir()
+        (home / "config" / "workstreams.yaml").write_text(textwrap.dedent(WORKSTREAMS))
+        (home / "config" / "triggers.yaml").write_text(textwrap.dedent(TRIGGERS))
+        server = RedisServer(home / "redis", appendonly=False)
+        info = server.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
+        env.update(PITSTOP_HOME=str(home), PITSTOP_REDIS_URL=info.url, BENCH_REDIS_URL=info.url,
+                   PITSTOP_STATE_DIR=str(home / ".state"),
+                   PITSTOP_CONFIG_DIR=str(home / "config"), PYTHONPATH=str(ROOT))
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, argv in (
+                ("pitstop", [sys.executable, "-m", "pitstop", "worker", "-Q", "default", "-c", "1",
+                             "-l", "INFO"]),
+                ("raw", [sys.executable, "-m", "celery", "-A", "bench._raw_router", "worker",
+                         "-Q", "bench-raw", "-c", "1", "-l", "INFO", "--without-mingle",
+                         "--without-gossip"]),
+            ):
+                log = home / f"{name}.log"
+                proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                workers.append(proc)
+                _wait_ready(log, proc)
+            os.environ["BENCH_REDIS_URL"] = info.url
+            from bench._raw_router import app as raw_app
+
+            client = redis.Redis.from_url(info.url)
+            bus = EventBus(client)
+            latency = _latency(bus, client, raw_app, n_latency)
+            throughput = _throughput(bus, client, raw_app, n_throughput)
+        finally:
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            server.stop()
+    return {"latency": latency, "throughput": throughput}
+
+
+def _latency(bus: Any, client: Any, raw_app: Any, n: int) -> dict[str, Any]:
+    ours: list[float] = []
+    raw: list[float] = []
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("bench:raw-started")
+    with bus.subscribe("bench.started") as started:
+        for index in range(n + 5):
+            sent = time.time()
+            bus.publish("bench.go", {"sent": sent})
+            event = started.get(timeout=30)
+            if event is None:
+                raise RuntimeError("no step started within 30 s: is the router running?")
+            our_time = time.time() - sent
+            sent = time.time()
+            raw_app.send_task("bench.started", args=[sent], queue="bench-raw")
+            message = None
+            deadline = time.monotonic() + 30
+            while message is None and time.monotonic() < deadline:
+                message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                raise RuntimeError("the raw task did not start within 30 s")
+            raw_time = time.time() - sent
+            if index >= 5:  # warm-up: imports, connections, the catalog
+                ours.append(our_time)
+                raw.append(raw_time)
+    pubsub.close()
+    return {"n": n,
+            "ours_p50_ms": statistics.median(ours) * 1000, "ours_p99_ms": _percentile(ours, .99) * 1000,
+            "raw_p50_ms": statistics.median(raw) * 1000, "raw_p99_ms": _percentile(raw, .99) * 1000}
+
+
+def _throughput(bus: Any, client: Any, raw_app: Any, n: int) -> dict[str, Any]:
+    client.delete("bench:raw-done")
+    start = time.perf_counter()
+    for _ in range(n):
+        raw_app.send_task("bench.noop", queue="bench-raw")
+    deadline = time.monotonic() + 300
+    while int(client.get("bench:raw-done") or 0) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raw_rate = n / (time.perf_counter() - start)
+    done = 0
+    with bus.subscribe("workstream.ws-thr.completed") as completed:
+        start = time.perf_counter()
+        for _ in range(n):
+            bus.publish("bench.many")
+        while done < n and time.monotonic() < deadline:
+            if completed.get(timeout=5) is not None:
+                done += 1
+        ours_rate = done / (time.perf_counter() - start)
+    return {"n": n, "ours_per_s": ours_rate, "raw_per_s": raw_rate, "completed": done}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    scale = int(args[0]) if args else 1
+    ok = True
+    print("matching: candidates of one event (compiled index vs a loop of fnmatch over every rule)")
+    for row in bench_matching():
+        print(f"  {row['rules']:>6} rules: index {row['index_us']:7.2f} us/event   naive "
+              f"{row['naive_us']:9.1f} us/event   {row['speedup']:8.0f}x")
+        if row["rules"] == 10_000:
+            met = row["speedup"] >= 300 and row["index_us"] < 10
+            ok &= met
+            print(f"  goal at 10,000 rules: >= 300x and < 10 us: {'met' if met else 'NOT met'} "
+                  "(every matching rule returned: checked)")
+    stats = bench_workers(60 * scale, 300 * scale)
+    lat = stats["latency"]
+    p50, p99 = lat["ours_p50_ms"] / lat["raw_p50_ms"], lat["ours_p99_ms"] / lat["raw_p99_ms"]
+    print(f"\nlatency emit -> first step started, {lat['n']} events (vs raw apply_async -> task)")
+    print(f"  pitstop  p50 {lat['ours_p50_ms']:7.2f} ms   p99 {lat['ours_p99_ms']:7.2f} ms")
+    print(f"  raw      p50 {lat['raw_p50_ms']:7.2f} ms   p99 {lat['raw_p99_ms']:7.2f} ms")
+    met = p50 <= 2 and p99 <= 3
+    ok &= met
+    print(f"  ratio p50 {p50:.2f}x (goal <= 2x), p99 {p99:.2f}x (goal <= 3x): "
+          f"{'met' if met else 'NOT met'}")
+    thr = stats["throughput"]
+    share = thr["ours_per_s"] / thr["raw_per_s"]
+    print(f"\nthroughput, {thr['n']} events -> one-step emit workstreams completed "
+          f"({thr['completed']} seen) vs raw no-op tasks")
+    print(f"  pitstop {thr['ours_per_s']:8.1f}/s   raw Celery {thr['raw_per_s']:8.1f}/s   "
+          f"{share:.0%} (goal >= 50%): {'met' if share >= 0.5 else 'NOT met'}")
+    ok &= share >= 0.5
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
