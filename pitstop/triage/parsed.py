@@ -64,6 +64,7 @@ class RawFailure:
 
 
 _E_PREFIX = re.compile(r"^E\s+")
+_SEPARATORS = re.compile(r"[\\/]")
 EXCEPTION_LINE = re.compile(r"^(?:E\s+)?[\w.]*(?:Error|Exception|Exit|Interrupt)\b:?")
 
 
@@ -79,7 +80,7 @@ class InputFacts:
         if LIBRARY_PATH.search(path) or len(self.project_names) > 5000:
             return
         rel = self.relative(path)
-        parts = [part for part in re.split(r"[\\/]", rel) if part and part not in (".", "..")]
+        parts = [part for part in _SEPARATORS.split(rel) if part and part not in (".", "..")]
         for part in parts:
             self.project_names.add(part.removesuffix(".py"))
 

@@ -140,6 +140,27 @@ class Hit:
         return self.category is Category.CRASH and _ENV_CRASH.search(self.text) is not None
 
 
+HINT_WORDS: tuple[str, ...] = (
+    "rror", "RROR", "ail", "AIL", "xception", "imeout", "IMEOUT", "imed out", "efused", "REFUSED",
+    "ECONN", "ENET", "EHOST", "ETIMED", "ENOSPC", "ENOTFOUND", "EAI_", "space", "quota",
+    "nreachable", "No route", "esolution", "not known", "servname", "esolve", "stablish",
+    "Max retries", "reset", "handshake", "runner", "communication", "toomanyrequests",
+    "rate limit", "Unavailable", "Bad Gateway", "Could not find", "ouldn't", "matching",
+    "onflicting", "ERR", "Unable to locate", "installation candidate", "go.sum", "compatible",
+    "Segmentation", "SIG", "dumped", "Aborted", "Illegal instruction", "double free",
+    "smashing", "overflowed", "Killed", "emory", "oom-kill", "node down", "crashed",
+    "exit code 13", "panic", "fatal error", "unexpected signal", "by signal", "longer than",
+    "maximum execution", "eadline", "unclosed", "syntax error", "illegal start", "reached end",
+    "No module", "import name", "Cannot find", "an't", "unresolved", "required module",
+    "find package", "shared object", "Library not loaded", "load such", "ixture", "ScopeMismatch",
+    "hook", "_FailedTest", "collectors", "mismatched", "ncompatible", "converted", "cannot use",
+    "not defined", "no method", "find symbol", "undefined", "no attribute", "ssert", "xpected",
+    "DID NOT", "Received", "compile", "ld returned",
+)
+"""Literal pieces at least one of which is in every line :data:`SIGNALS` can match: a line
+without any is not searched with the (much slower) full pattern."""
+HINTS = re.compile("|".join(re.escape(word) for word in HINT_WORDS))
+
 _GROUPS: list[tuple[Category, bool, bool]] = []
 _parts: list[str] = []
 for _index, (_category, _weak, _starts, _env, _pattern) in enumerate(_TABLE):
@@ -181,7 +202,7 @@ def is_code(line: str) -> bool:
 
 def scan(line: str) -> Hit | None:
     """The signal on a cleaned ``line``, if any (the leftmost; weak wrappers win ties)."""
-    if is_code(line):
+    if HINTS.search(line) is None or is_code(line):
         return None
     if line[:1] == "E":
         text = _PYTEST_E.sub("", line, count=1)

@@ -64,6 +64,10 @@ _TB_LINE = re.compile(r"^([^\s:\"]+\.py):(\d+): (.+)$")
 _TEST_FILE = re.compile(r"(?:^|/)(?:test_[^/]*|[^/]*_test)\.py$")
 _SUBTESTS = re.compile(r"failureType: 'subtestsFailed'|\d+ subtests? failed")
 _PASS_WORDS = ("PASSED", "ok", "PASS")
+_QUIET = object()
+_PYTHON_BLOCKS = frozenset({"pytest", "unittest"})
+_FAST_PASS = re.compile(r"([^\s:\x1b]+\.py::[^\s\x1b]+) (?:\x1b\[[\d;]*m)*PASSED"
+                        r"|PASSED(?:\x1b\[[\d;]*m)* ([^\s:\x1b]+\.py::[^\s\x1b]+)")
 _TAP_ERROR = re.compile(r"^\s*error: ['\"]?(.*?)['\"]?$")
 
 
@@ -110,17 +114,24 @@ class TextParser:
         if not line:
             return
         match = _STRUCTURE.match(line)
-        if match is not None and self._structure(lineno, line, match):
-            self.last_interesting = lineno
-            return
+        if match is not None:
+            handled = self._structure(lineno, line, match)
+            if handled:
+                if handled is not _QUIET:
+                    self.last_interesting = lineno
+                return
         self._content(lineno, line)
 
     def _content(self, lineno: int, line: str) -> None:
+        block = self.block
+        if (block is not None and line[:1] in (" ", ">") and block.source in _PYTHON_BLOCKS
+                and (line[:1] == ">" or line.startswith("    "))):
+            block.evidence_lines += 1  # quoted source in a Python traceback: never the error
+            return
         hit = scan(line)
         where = location_in(line)
         if where is not None:
             self.facts.note_path(where[0])
-        block = self.block
         if block is None and self.section in ("failures", "errors"):
             block = self.block = RawFailure(  # --tb=line/no header: lines up to a path line
                 test_id=None, source="pytest", outcome="error" if self.section == "errors"
@@ -156,8 +167,9 @@ class TextParser:
         if where is not None and len(self.global_locations) < MAX_GLOBAL_HITS:
             self.global_locations.append((lineno, where, line))
 
-    def _structure(self, lineno: int, line: str, m: re.Match[str]) -> bool:
-        """Handle a structure line; False when it turned out to be ordinary content."""
+    def _structure(self, lineno: int, line: str, m: re.Match[str]) -> object:
+        """Handle a structure line: False when it turned out to be ordinary content,
+        :data:`_QUIET` for a passing test (which does not keep the region open)."""
         kind = m.lastgroup
         groups = m.groupdict()
         if groups["session"]:
@@ -178,9 +190,11 @@ class TextParser:
         if groups["sum_out"] and self.section == "summary":
             self._summary(groups["sum_out"], groups["sum_id"], groups["sum_msg"])
             return True
+        if groups["sum_out"] == "PASSED":
+            return _QUIET
         if groups["xd_out"]:
             self._progress(groups["xd_id"], groups["xd_out"])
-            return True
+            return _QUIET if groups["xd_out"] == "PASSED" else True
         if groups["vb_id"]:
             return self._verbose(lineno, line, groups)
         if groups["pg_file"]:
@@ -313,12 +327,12 @@ class TextParser:
         if self.running == node_id:
             self.running = None
 
-    def _verbose(self, lineno: int, line: str, groups: dict[str, str | None]) -> bool:
+    def _verbose(self, lineno: int, line: str, groups: dict[str, str | None]) -> object:
         node_id = groups["vb_id"] or ""
         self.facts.test_files.add(node_id.split("::", 1)[0])
         if groups["vb_out"]:
             self._progress(node_id, groups["vb_out"])
-            return True
+            return _QUIET if groups["vb_out"] == "PASSED" else True
         self.running = node_id
         rest = groups["vb_rest"]
         if rest:
@@ -382,6 +396,12 @@ class TextParser:
             self.others.append(failure)
         else:
             self.result.truncated = True
+
+    def note_pass(self, test_id: str) -> None:
+        """A passing test seen by the scanner's fast path (verbose pytest, xdist)."""
+        self._passed(test_id)
+        if self.running == test_id:
+            self.running = None
 
     def _passed(self, test_id: str) -> None:
         if len(self.result.passed) < MAX_PASSED:
@@ -620,7 +640,17 @@ class TextScanner:
                 lineno += chunk.count("\n", pos)
                 break
             start = chunk.rfind("\n", pos, match.start()) + 1
-            if match.group() not in _PASS_WORDS:
+            word = match.group()
+            if word == "PASSED":  # a passing test in a verbose log: note it, read nothing more
+                end = chunk.find("\n", match.end())
+                end = size if end < 0 else end
+                passed = _FAST_PASS.search(chunk, start, end)
+                if passed is not None and parser.block is None:
+                    parser.note_pass(passed.group(1) or passed.group(2))
+                    lineno += chunk.count("\n", pos, end) + 1
+                    pos = end + 1
+                    continue
+            if word not in _PASS_WORDS:
                 for _ in range(LOOKBACK):
                     if start <= pos:
                         break
