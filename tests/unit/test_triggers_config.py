@@ -210,3 +210,37 @@ def test_generated_configs_raise_only_config_errors(rules: list[dict[str, Any]])
     except PitstopError as exc:
         assert isinstance(exc, ConfigError)
         assert "\n" not in str(exc)
+
+
+def test_a_github_push_feeds_the_shipped_file_change_triggers() -> None:
+    from pitstop.bus.events import make_event
+    from pitstop.server.webhooks import github_events
+    from pitstop.triggers.replay import replay
+
+    text = (ROOT / "config" / "triggers.yaml").read_text()
+    ids = {rule["workstream"] for rule in yaml.safe_load(text)["triggers"]}
+    config = parse_triggers(text, file="config/triggers.yaml",
+                            catalog=FakeCatalog({ws: [] for ws in ids}))
+    payload = {"ref": "refs/heads/main", "after": "abc", "commits": [
+        {"added": ["schema/b.sql"], "modified": ["README.md"], "removed": []},
+        {"added": [], "modified": ["plugins/errors/x.py"], "removed": ["schema/docs/old.md"]}]}
+    [(event_type, data)] = github_events("push", payload, "delivery-1")
+    assert data["changed_files"] == ["README.md", "plugins/errors/x.py", "schema/b.sql",
+                                     "schema/docs/old.md"]
+    result = replay(config, [make_event(event_type, data)])
+    fired = {d.rule: d.decision for d in result.decisions}
+    assert fired["schema_changed"] == "would_launch"
+    assert fired["error_plugins_changed"] == "would_launch"  # its debounced burst, at the end
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("main", "expects BASE..HEAD"),
+    ("--output=/tmp/x..HEAD", "is not a revision"),
+    ("a..-b", "is not a revision"),
+])
+def test_changed_files_refuses_what_is_not_a_range(spec: str, message: str) -> None:
+    from pitstop.kernel.errors import ValidationError
+    from pitstop.triggers.gitchanges import changed_files
+
+    with pytest.raises(ValidationError, match=message):
+        changed_files(spec)
