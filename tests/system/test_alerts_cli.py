@@ -17,6 +17,34 @@ from tests.support import ROOT, run_cli
 
 pytestmark = pytest.mark.system
 
+
+class _Result:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+
+def in_process(args: list[str], env: dict[str, str]) -> _Result:
+    """``pitstop ARGS`` through :func:`pitstop.cli.main` in this process (errors as exit codes,
+    as in a subprocess), with ``env`` as the whole environment."""
+    from click.testing import CliRunner
+
+    from pitstop.cli import main
+
+    def entry() -> None:
+        main(args)
+
+    import click
+
+    command = click.Command("pitstop", callback=entry)
+    saved = dict(os.environ)
+    os.environ.clear()
+    try:
+        result = CliRunner().invoke(command, [], env=env, catch_exceptions=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return _Result(result.exit_code, result.stdout, result.stderr)
+
 CONFIG = """
 channels:
   slack: {type: slack, webhook_url: "${SLACK_URL}"}
@@ -47,21 +75,21 @@ def test_alerts_commands(tmp_path: Path, own_redis: tuple[RedisServer, ServerInf
         (post,) = slack.to("/services/T/B/x")
         assert post.body["text"].startswith("[TEST]")
 
-        silenced = run_cli(["alerts", "silence", "build.**", "--for", "1h", "--reason",
+        silenced = in_process(["alerts", "silence", "build.**", "--for", "1h", "--reason",
                             "maintenance window", "--match", "source=ci*"], env)
         assert silenced.returncode == 0, silenced.stderr
         silence_id = silenced.stdout.split()[1].rstrip(":")
-        dry = run_cli(["alerts", "dry-run", "build.linux.failed", "--source", "ci-7",
+        dry = in_process(["alerts", "dry-run", "build.linux.failed", "--source", "ci-7",
                        "--json"], env)
         report = json.loads(dry.stdout)
         assert report["decisions"][0]["outcome"] == "silenced"
         assert "maintenance window" in report["decisions"][0]["detail"]
-        other = run_cli(["alerts", "dry-run", "build.linux.failed", "--source", "laptop"], env)
+        other = in_process(["alerts", "dry-run", "build.linux.failed", "--source", "laptop"], env)
         assert "route root -> team (slack, dead): new" in other.stdout
-        quiet = run_cli(["alerts", "dry-run", "deploy.staging.info"], env)
+        quiet = in_process(["alerts", "dry-run", "deploy.staging.info"], env)
         assert "no alert" in quiet.stdout and "not subscribed" in quiet.stdout
-        assert run_cli(["alerts", "unsilence", silence_id], env).returncode == 0
-        assert run_cli(["alerts", "silences", "--json"], env).stdout.strip() == ""
+        assert in_process(["alerts", "unsilence", silence_id], env).returncode == 0
+        assert in_process(["alerts", "silences", "--json"], env).stdout.strip() == ""
 
         client = redis.Redis.from_url(info.url)
         now = float(client.time()[0])
@@ -71,15 +99,15 @@ def test_alerts_commands(tmp_path: Path, own_redis: tuple[RedisServer, ServerInf
                       first_event_at=now - 30, last_event_at=now - 30, count=3)
         client.set("pitstop:alerts:alert:" + alert.id, alert.to_json())
         client.zadd("pitstop:alerts:index", {alert.id: alert.created_at})
-        acked = run_cli(["alerts", "ack", "deadbeef", "--by", "ann"], env)
+        acked = in_process(["alerts", "ack", "deadbeef", "--by", "ann"], env)
         assert acked.returncode == 0, acked.stderr
         assert f"acknowledged alert {alert.id}" in acked.stdout
-        again = run_cli(["alerts", "ack", alert.id], env)
+        again = in_process(["alerts", "ack", alert.id], env)
         assert "already acknowledged by ann" in again.stdout
         listed = [json.loads(line) for line in
-                  run_cli(["alerts", "list", "--json"], env).stdout.splitlines()]
+                  in_process(["alerts", "list", "--json"], env).stdout.splitlines()]
         assert listed[0]["id"] == alert.id and listed[0]["acked"].endswith("by ann")
-        unknown = run_cli(["alerts", "ack", "nope-nope"], env)
+        unknown = in_process(["alerts", "ack", "nope-nope"], env)
         assert unknown.returncode == 2 and "no alert has id" in unknown.stderr
         client.close()
     finally:
