@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pitstop.cli.common import Context, fail
+from pitstop.cli.common import Context, fail, give_summaries
 from pitstop.cli.doctor import doctor, log_command
 from pitstop.cli.events import emit, events, watch
 from pitstop.cli.processes import beat, flower, keygen, redis_group, serve, up, worker
@@ -50,6 +50,7 @@ COMPONENT_CLI_MODULES: list[str] = [
 for _module in COMPONENT_CLI_MODULES:
     for command in importlib.import_module(_module).COMMANDS:
         cli.add_command(command)
+give_summaries(cli)  # `pitstop --help` never cuts a summary mid-sentence
 
 
 def main(argv: list[str] | None = None) -> Any:

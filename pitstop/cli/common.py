@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import socket
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -13,7 +15,7 @@ import redis
 from pitstop import components
 from pitstop.bus.eventbus import EventBus
 from pitstop.connection.connect import connect, embedded_server, resolve_redis_url
-from pitstop.kernel.errors import RedisUnavailable
+from pitstop.kernel.errors import ExitCode, RedisUnavailable
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.settings import Settings, load_settings
@@ -24,7 +26,28 @@ if TYPE_CHECKING:
     from celery import Celery
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a command's help (of its first paragraph, at most), whole."""
+    paragraph = inspect.cleandoc(text).split("\n\n", 1)[0].replace("\b", "")
+    flat = " ".join(paragraph.split())
+    end = _SENTENCE_END.search(flat)
+    return flat[:end.start()] if end else flat
+
+
+def give_summaries(group: click.Group) -> None:
+    """Give every command under ``group`` without a ``short_help`` its help's first sentence, so
+    ``pitstop --help`` wraps a long summary instead of cutting it mid-sentence with "..."."""
+    for command in group.commands.values():
+        if command.short_help is None and command.help:
+            command.short_help = first_sentence(command.help)
+        if isinstance(command, click.Group):
+            give_summaries(command)
+
+
+def fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     click.echo(f"pitstop: error: {message}", err=True)
     sys.exit(code)
 

@@ -51,15 +51,16 @@ def _event_line(event: Event) -> str:
     return f"{event.time}  {event.type}  {event.id}  {data}"
 
 
-@click.command()
+@click.command(short_help="Publish an event: TYPE, then --data JSON or key=value pairs.")
 @click.argument("event_type")
 @click.argument("pairs", nargs=-1)
-@click.option("--data", "data_json", help="Event data as a JSON object.")
+@click.option("--data", "data_json",
+              help="Event data as a JSON object (default: {}; key=value pairs add to it).")
 @click.option("--source", help="Who emits (default cli@HOST).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole event as JSON.")
 @click.option("--changed-files", "changed_range", metavar="BASE..HEAD",
               help="Put the paths git says changed in BASE..HEAD in data.changed_files "
-                   "(for file-change triggers; run inside the repository).")
+                   "(for file-change triggers; run inside the repository; default: no list).")
 @pass_context
 def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str | None,
          source: str | None, as_json: bool, changed_range: str | None) -> None:
@@ -78,11 +79,13 @@ def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str |
         click.echo(f"{event.id}  {event.type}")
 
 
-@click.command()
+@click.command(short_help="Print events live as they are published.")
 @click.argument("pattern", default="**")
 @click.option("--json", "as_json", is_flag=True, help="One JSON envelope per line.")
-@click.option("--count", type=click.IntRange(min=1), help="Exit after this many events.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Exit after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1),
+              help="Exit after this many events (default: no limit).")
+@click.option("--timeout", type=click.FloatRange(min=0),
+              help="Exit after this many seconds (default: none; Ctrl-C ends it).")
 @pass_context
 def watch(ctx: Context, pattern: str, as_json: bool, count: int | None,
           timeout: float | None) -> None:
@@ -115,7 +118,7 @@ def _note(message: str) -> None:
 
 @click.command()
 @click.argument("pattern", default="**")
-@click.option("--since", help="Only newer events: 10m, 2h, 1d or an ISO time.")
+@click.option("--since", help="Only newer events: 10m, 2h, 1d or an ISO time (default: all).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="Show at most this many (the newest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON envelope per line.")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 
 import click
 import redis
@@ -36,8 +39,10 @@ STOP_TIMEOUT = 15.0
 def _child_env(ctx: Context, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PITSTOP_REDIS_URL"] = redis_url
+    env["PITSTOP_HOME"] = str(ctx.settings.project_dir.resolve())
     env["PITSTOP_STATE_DIR"] = str(ctx.settings.state_dir.resolve())
-    env["PITSTOP_CONFIG_DIR"] = str(ctx.settings.config_dir.resolve())
+    if ctx.settings.config_dir.is_dir():  # else the project's (missing) config/, as here
+        env["PITSTOP_CONFIG_DIR"] = str(ctx.settings.config_dir.resolve())
     return env
 
 
@@ -61,13 +66,14 @@ def ensure_port_free(host: str, port: int, *, setting: str) -> None:
             raise ValidationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@click.command()
-@click.option("-Q", "--queues", help="Comma-separated queues for the worker (default from config; "
-              "the housekeeping queue `default` is always consumed too).")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--serve/--no-serve", "with_server", default=False,
+@click.command(short_help="Run Redis, a worker and Beat (and more) until Ctrl-C.")
+@click.option("-Q", "--queues", help="Comma-separated queues for the worker (default "
+              "celery.queues; the housekeeping queue 'default' is always consumed too).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Worker processes (default celery.concurrency, else one per CPU).")
+@click.option("--serve/--no-serve", "with_server", default=False, show_default=True,
               help="Also run the webhook / events HTTP endpoint.")
-@click.option("--flower/--no-flower", "with_flower", default=False,
+@click.option("--flower/--no-flower", "with_flower", default=False, show_default=True,
               help="Also run Flower (needs flower.basic_auth / PITSTOP_FLOWER_BASIC_AUTH).")
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=STOP_TIMEOUT,
               show_default=True, metavar="SECONDS",
@@ -112,7 +118,8 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
         supervisor = Supervisor(_up_plan(queues, concurrency, with_server, with_flower),
                                 _child_env(ctx, redis_url), say=say)
         supervisor.start()
-        _announce(settings, redis_url, keeper is not None, supervisor, with_server, with_flower)
+        _announce(settings, redis_url, keeper is not None, supervisor, with_server, with_flower,
+                  second_worker_command(settings, queues, os.environ))
         while not interrupts[0]:
             supervisor.poll()
             if keeper is not None:
@@ -190,7 +197,7 @@ def _up_plan(queues: str | None, concurrency: int | None, with_server: bool,
 
 
 def _announce(settings: Settings, redis_url: str, embedded: bool, supervisor: Supervisor,
-              with_server: bool, with_flower: bool) -> None:
+              with_server: bool, with_flower: bool, second_worker: str) -> None:
     where = f"embedded, {settings.redis_dir.resolve()}" if embedded else "external"
     say = partial(click.echo, err=True)
     say(f"pitstop up: redis {describe_url(redis_url)} ({where})")
@@ -201,8 +208,38 @@ def _announce(settings: Settings, redis_url: str, embedded: bool, supervisor: Su
         say(f"pitstop up: HTTP on http://{settings.server.host}:{settings.server.port}")
     if with_flower:
         say(f"pitstop up: Flower on http://127.0.0.1:{settings.flower.port}")
+    say(f"pitstop up: another worker, from any shell of this user: {second_worker}")
     say("pitstop up: try `pitstop emit phase.1.completed x=1` then `pitstop events`; "
         "Ctrl-C stops everything")
+
+
+def pitstop_executable() -> list[str]:
+    """How to run this very pitstop from another shell: its console script next to the Python
+    running us (a venv's bin/), else that Python with ``-m pitstop``."""
+    script = Path(sys.executable).with_name("pitstop")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "pitstop"]
+
+
+def second_worker_command(settings: Settings, queues: str | None,
+                          environ: Mapping[str, str]) -> str:
+    """A ``pitstop worker`` command line that joins this project from another shell as is: the
+    project named by ``PITSTOP_HOME`` (the worker finds its embedded Redis, password and key in
+    ``.state`` itself), explicit config and state directories kept, the same executable. An
+    external Redis's URL holds a password: the command says to export it rather than print it."""
+    words = [f"PITSTOP_HOME={shlex.quote(str(settings.project_dir.resolve()))}"]
+    for name in ("PITSTOP_CONFIG_DIR", "PITSTOP_STATE_DIR"):
+        if environ.get(name):
+            words.append(f"{name}={shlex.quote(str(Path(environ[name]).resolve()))}")
+    words += [shlex.quote(word) for word in pitstop_executable()]
+    words.append("worker")
+    if queues:
+        words += ["-Q", shlex.quote(queues)]
+    command = " ".join(words)
+    if settings.redis.url is not None:
+        return f"{command} (with the same PITSTOP_REDIS_URL and PITSTOP_SECRET_KEY exported)"
+    return command
 
 
 def _preflight(settings: Settings) -> str:
@@ -215,16 +252,18 @@ def _preflight(settings: Settings) -> str:
     return resolve_redis_url(settings)
 
 
-@click.command()
+@click.command(short_help="Run a Celery worker (scale out: one per build machine).")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (e.g. linux,pwsh; default "
-              "celery.queues). The housekeeping queue `default`, where Beat sends the reaper of "
+              "celery.queues). The housekeeping queue 'default', where Beat sends the reaper of "
               "lost runs, is always consumed too.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Worker processes (default celery.concurrency, else one per CPU).")
 @click.option("-n", "--hostname", help="Worker node name (default pitstop-<queues>-<pid>@<host>, "
               "e.g. pitstop-linux-default-4242@buildbox).")
-@click.option("-l", "--loglevel", default=None, help="debug, info, warning, error.")
+@click.option("-l", "--loglevel", default=None,
+              help="debug, info, warning or error (default log_level, info).")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
-              show_default=True)
+              show_default=True, help="Celery's execution pool.")
 @pass_context
 def worker(ctx: Context, queues: str | None, concurrency: int | None, hostname: str | None,
            loglevel: str | None, pool: str) -> None:
@@ -253,8 +292,9 @@ def worker(ctx: Context, queues: str | None, concurrency: int | None, hostname: 
         sys.exit(code)
 
 
-@click.command()
-@click.option("-l", "--loglevel", default=None)
+@click.command(short_help="Run Celery Beat (a singleton: a second one stands by).")
+@click.option("-l", "--loglevel", default=None,
+              help="debug, info, warning or error (default log_level, info).")
 @pass_context
 def beat(ctx: Context, loglevel: str | None) -> None:
     """Run Celery Beat (a singleton: a second one waits as a standby).
@@ -292,14 +332,18 @@ def flower_basic_auth(settings: Settings) -> str:
     return auth.get_secret_value()
 
 
-@click.command()
+@click.command(short_help="Run Flower on 127.0.0.1, behind basic auth.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Bind address (0.0.0.0 only inside a container whose port is published to "
                    "loopback, as docker-compose.yml does).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port (default flower.port).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port (default flower.port, 5555).")
 @pass_context
 def flower(ctx: Context, host: str, port: int | None) -> None:
-    """Run Flower on 127.0.0.1, behind basic auth (flower.basic_auth)."""
+    """Run Flower on 127.0.0.1, behind basic auth (flower.basic_auth).
+
+    Every page needs the login, /metrics too: scrape it with the same user and password.
+    """
     settings = ctx.settings
     auth = flower_basic_auth(settings)
     bind_port = port or settings.flower.port
@@ -314,7 +358,7 @@ def flower(ctx: Context, host: str, port: int | None) -> None:
     os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
 
 
-@click.command()
+@click.command(short_help="Serve GitHub webhooks and POST /events.")
 @click.option("--host", help="Bind address (default server.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default server.port, 8787).")
 @pass_context
@@ -343,7 +387,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     http.serve(app, host=bind_host, port=bind_port)
 
 
-@click.command()
+@click.command(short_help="Print a new PITSTOP_SECRET_KEY.")
 def keygen() -> None:
     """Print a new PITSTOP_SECRET_KEY (share it between CI and workers, like a password)."""
     from pitstop.kernel.sealing import generate_key

@@ -43,11 +43,12 @@ def parse_env(pairs: tuple[str, ...], option: str = "--env") -> dict[str, str]:
     return env
 
 
-@click.command()
+@click.command(short_help="Run SCRIPT on the machines of a queue (--wait: live).")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-q", "-Q", "--queue", help="Queue of the machines that should run it (default from config).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds before the script is killed.")
+@click.option("--timeout", type=click.FloatRange(min=0.1),
+              help="Seconds before the script is killed (default scripts.default_timeout, 300).")
 @click.option("--queue-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Give up when no worker has taken the run from its queue this long after it "
                    "was sent: the run ends expired (exit 75 with --wait). Default from config "
@@ -60,7 +61,7 @@ def parse_env(pairs: tuple[str, ...], option: str = "--env") -> dict[str, str]:
 @click.option("--secret-env", "secret_env_pairs", multiple=True, metavar="NAME=VALUE",
               help="Like --env, but the value is a secret whatever its name: sent encrypted "
                    "and redacted from the output, records and logs.")
-@click.option("--cwd", help="Working directory on the worker.")
+@click.option("--cwd", help="Working directory on the worker (default: the worker's own).")
 @click.option("--idempotent", is_flag=True, help="Safe to re-run if its worker dies mid-run.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run as JSON: with --wait, after the script's output, as the last "
@@ -72,7 +73,7 @@ def run(ctx: Context, script: str, args: tuple[str, ...], queue: str | None, tim
         as_json: bool) -> None:
     """Run SCRIPT on a build machine: pitstop run scripts/build.sh --wait -- --release
 
-    The script's own arguments go after ``--``: an option pitstop does not know is an error,
+    The script's own arguments go after '--': an option pitstop does not know is an error,
     never silently handed to the script."""
     env = parse_env(env_pairs)
     secrets = parse_env(secret_env_pairs, "--secret-env")
@@ -153,10 +154,13 @@ def _run_row(run: Run) -> list[str]:
 
 
 @click.command()
-@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--workstream", "workstream_id", metavar="ID", help="Only runs of this workstream.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--status", type=click.Choice(RUN_STATUSES),
+              help="Only runs in this status (default: any).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the newest runs to list.")
+@click.option("--workstream", "workstream_id", metavar="ID",
+              help="Only runs of this workstream (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @pass_context
 def runs(ctx: Context, status: str | None, limit: int, workstream_id: str | None,
          as_json: bool) -> None:
@@ -178,9 +182,9 @@ def runs(ctx: Context, status: str | None, limit: int, workstream_id: str | None
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
-@click.command()
+@click.command(short_help="Show one run (a unique prefix or suffix of its id will do).")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("--output", "with_output", is_flag=True, help="Also print the captured output.")
 @click.option("-f", "--follow", is_flag=True,
               help="Print the run's output from the start and live until it ends, then exit "
@@ -238,7 +242,7 @@ def _print_output(ctx: Context, run_id: str) -> None:
             click.echo(entry.line, err=entry.stream == "stderr")
 
 
-@click.command()
+@click.command(short_help="Cancel a run (queued: at once; running: via its worker).")
 @click.argument("run_id")
 @click.option("--wait", is_flag=True, help="Wait until the run has ended.")
 @pass_context

@@ -328,9 +328,15 @@ def find_project_dir(environ: Mapping[str, str] | None = None, *,
 
 
 def config_dir_from(environ: Mapping[str, str], project_dir: Path) -> Path:
-    """``PITSTOP_CONFIG_DIR`` as given, else ``<project>/config``."""
+    """``PITSTOP_CONFIG_DIR`` as given, else ``<project>/config``. A ``PITSTOP_CONFIG_DIR`` that
+    is not a directory is a :class:`ConfigError` (a typo must not mean built-in defaults)."""
     explicit = environ.get("PITSTOP_CONFIG_DIR")
-    return Path(explicit) if explicit else project_dir / CONFIG_DIR_NAME
+    if not explicit:
+        return project_dir / CONFIG_DIR_NAME
+    if not Path(explicit).is_dir():
+        raise ConfigError(f"{explicit} is not a directory (unset it for <project>/config)",
+                          file="environment PITSTOP_CONFIG_DIR")
+    return Path(explicit)
 
 
 def _shown(path: Path) -> str:

@@ -97,7 +97,7 @@ def test_a_worker_always_consumes_the_housekeeping_queue_and_is_named_as_its_hel
     assert helped.returncode == 0
     text = " ".join(helped.stdout.split())
     assert "pitstop-<queues>-<pid>@<host>" in text
-    assert "housekeeping queue `default`" in text and "always consumed too" in text
+    assert "housekeeping queue 'default'" in text and "always consumed too" in text
 
 
 def test_bad_or_busy_ports_are_one_clear_line_with_exit_2(

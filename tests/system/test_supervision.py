@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 FOREVER = """\
 import signal
+import subprocess
 print("started", flush=True)
 while True:
     signal.pause()
@@ -198,3 +200,35 @@ def assert_lost(home: Path, run_id: str) -> None:
         assert end and end[0][1][b"end"] == b"lost"  # its output stream is closed
     finally:
         server.stop()
+
+
+def test_up_prints_a_second_worker_command_that_works_as_is_from_another_shell(
+        home: Path, env: dict[str, str], tmp_path: Path) -> None:
+    up = start_up(home, env, "-c", "1")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        match = re.search(r"another worker, from any shell of this user: (.+)", up.output())
+        assert match, up.output()[-2000:]
+        command = match.group(1).strip()
+        assert "password" not in command.lower() and "redis://" not in command
+        # Another shell: somewhere else, no pitstop variables, not even the venv activated.
+        shell_env = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("PITSTOP_", "VIRTUAL_ENV"))}
+        elsewhere = Path(tempfile.mkdtemp(dir=tmp_path))
+        log = (tmp_path / "second-worker.log").open("wb")
+        second = subprocess.Popen(["bash", "-c", command], env=shell_env, cwd=elsewhere,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: "ready." in (tmp_path / "second-worker.log").read_text()
+                 or second.poll() is not None, 90, message="the second worker to be ready")
+        assert second.poll() is None, (tmp_path / "second-worker.log").read_text()[-3000:]
+        doctor = run_cli(["doctor", "--json"], env, cwd=home)
+        workers = next(c for c in json.loads(doctor.stdout) if c["name"] == "workers")
+        assert workers["detail"].startswith("2 answering"), workers
+    finally:
+        if second is not None:
+            if second.poll() is None:
+                os.killpg(second.pid, signal.SIGTERM)  # bash and the worker it runs
+            second.wait(60)
+            log.close()
+        code = stop_up(up)
+    assert code == 0, up.output()[-3000:]

@@ -354,6 +354,14 @@ def test_explicit_directories_still_win(tree: Path) -> None:
                          cwd=project).config_dir == tree / "other" / "config"
 
 
+def test_a_mistyped_config_dir_is_an_error_not_the_defaults(tree: Path) -> None:
+    environ = {"PITSTOP_CONFIG_DIR": str(tree / "proj" / "cofnig")}
+    with pytest.raises(ConfigError, match="cofnig is not a directory") as caught:
+        load_settings(environ=environ, cwd=tree / "proj")
+    assert caught.value.file == "environment PITSTOP_CONFIG_DIR"
+    assert caught.value.exit_code == 2
+
+
 # --- the secret key file is for the embedded Redis only -------------------------------------------
 
 
