@@ -18,7 +18,7 @@ from pitstop.triage.model import Category
 KEYWORD_WORDS: tuple[str, ...] = (
     "Error", "error", "ERROR", "FAIL", "Fail", "fail", "Exception", "Traceback", "Timeout",
     "timeout", "timed out", "Killed", "Segmentation", "Fatal", "fatal", "panic", "dumped",
-    "Aborted", "not ok", "\u2716", "PASSED", "session starts",
+    "Aborted", "not ok", "\u2716", "PASSED", "session starts", "ERR!",
 )
 """Literal words one of which appears on (or within a few lines of) every line a signal or a
 structure marker is on. A plain alternation of literals is what Python's regex engine scans
@@ -39,7 +39,7 @@ _TABLE: list[tuple[Category, bool, bool, bool, str]] = [
      r"Failed: (?!Timeout)|--- FAIL: |FAILED \(failures="),
     # strong, in precedence order
     (_C.INFRASTRUCTURE, False, True, True,
-     r"No space left on device|ENOSPC|Disk quota exceeded|not enough space on the disk"
+     r"[Nn]o space left on device|ENOSPC|Disk quota exceeded|not enough space on the disk"
      r"|Connection refused|ECONNREFUSED|ConnectionRefusedError|Connection reset by peer"
      r"|ConnectionResetError|ECONNRESET|Network is unreachable|ENETUNREACH|EHOSTUNREACH"
      r"|No route to host|Temporary failure in name resolution|Name or service not known"
@@ -107,8 +107,8 @@ _TABLE: list[tuple[Category, bool, bool, bool, str]] = [
      r"|undefined: \w|undefined method|NoMethodError|NullPointerException|has no attribute"),
     (_C.ASSERTION_ERROR, False, False, False,
      r"AssertionError|AssertionFailedError|ComparisonFailure|ERR_ASSERTION|assertion failed"
-     r"|assertion `|Assertion failed|expected:<|Expected values to be|DID NOT RAISE"
-     r"|Failure/Error:|^assert |^Expected: |^Received: |AssertError"),
+     r"|assertion `|Assertion failed|expected:<|expected: <.*> but was: <|Expected values to be"
+     r"|DID NOT RAISE|Failure/Error:|^assert |^\s*Expected: |^\s*Received: |AssertError"),
 ]
 
 CONTEXT_MARKER = re.compile(

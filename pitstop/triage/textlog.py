@@ -546,8 +546,9 @@ class TextParser:
                         path = _test_relative(path)
                     cluster.test_id = f"{path}::{frame.group(2)}"
                 pending = next(locations, None)
+        fallback = not self.others  # nothing structured: any strong signal is a failure
         for cluster in clusters:
-            if not any(hit.starts_failure for _, hit in cluster.hits):
+            if not any(hit.starts_failure or (fallback and not hit.weak) for _, hit in cluster.hits):
                 continue
             failure = RawFailure(test_id=cluster.test_id, source="log", context="global",
                                  outcome="error", session=cluster.session,
@@ -660,6 +661,8 @@ class TextScanner:
             end = chunk.find("\n", start)
             end = size if end < 0 else end
             parser.feed(lineno, chunk[start:end])
+            if word not in _PASS_WORDS:
+                parser.last_interesting = max(parser.last_interesting, lineno)
             lineno += 1
             pos = end + 1
         self.lineno = lineno
