@@ -30,7 +30,8 @@ def triage(self: Task, paths: list[str] | None = None, contents: list[dict[str, 
     settings = context.settings()
     config = load_triage_config(settings.config_dir)
     roots = [*settings.scripts.allowed_roots, *config.allowed_roots]
-    service = configured_service(settings, config, clock=_now, redactor=context.new_redactor(),
+    redactor = context.new_redactor()
+    service = configured_service(settings, config, clock=_now, redactor=redactor,
                                  client=context.redis_client(), bus=context.bus())
     files = [resolve_input(path, project_dir=settings.project_dir, roots=roots)
              for path in paths or []]
@@ -43,4 +44,5 @@ def triage(self: Task, paths: list[str] | None = None, contents: list[dict[str, 
         outcome = service.triage(parsed, commit=commit, record=record)
     except RedisUnavailable as exc:
         raise self.retry(exc=exc) from exc
-    return outcome.to_dict()
+    result: dict[str, Any] = redactor.redact(outcome.to_dict())
+    return result

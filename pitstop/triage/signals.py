@@ -122,6 +122,10 @@ _ENV_CRASH = re.compile(r"[Oo]ut of memory|OOMKilled|oom-kill|heap out of memory
                         r"Cannot allocate memory")
 
 
+MAX_LINE = 500
+"""Characters of a signal line kept as evidence."""
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One signal found on one line."""
@@ -214,7 +218,7 @@ def scan(line: str) -> Hit | None:
     if match is None or match.lastgroup is None:
         return None
     category, weak, starts = _GROUPS[int(match.lastgroup[1:])]
-    return Hit(category, weak, starts, text.strip())
+    return Hit(category, weak, starts, text.strip()[:MAX_LINE])
 
 
 # --- locations ------------------------------------------------------------------------------------
