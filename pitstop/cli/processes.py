@@ -26,7 +26,13 @@ from pitstop.fleet.supervisor import (
     child_pids,
     mark_runs_lost,
 )
-from pitstop.kernel.errors import ConfigError, PitstopError, RedisUnavailable, ValidationError
+from pitstop.kernel.errors import (
+    ConfigError,
+    ExitCode,
+    PitstopError,
+    RedisUnavailable,
+    ValidationError,
+)
 from pitstop.kernel.proc import pid_alive
 from pitstop.kernel.settings import Settings, basic_auth_problem
 from pitstop.kernel.statelog import private_dir
@@ -314,7 +320,7 @@ def beat(ctx: Context, loglevel: str | None) -> None:
         raise
     except Exception as exc:  # Celery has logged it ("beat raised exception")
         _say("pitstop beat", f"stopped after an unrecoverable error: {type(exc).__name__}: {exc}")
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)
 
 
 def flower_basic_auth(settings: Settings) -> str:

@@ -224,6 +224,8 @@ def test_up_prints_a_second_worker_command_that_works_as_is_from_another_shell(
         doctor = run_cli(["doctor", "--json"], env, cwd=home)
         workers = next(c for c in json.loads(doctor.stdout) if c["name"] == "workers")
         assert workers["detail"].startswith("2 answering"), workers
+        done = run_cli(["run", "scripts/hello.py", "--wait"], env, cwd=home, timeout=120)
+        assert done.returncode == 0, done.stderr
     finally:
         if second is not None:
             if second.poll() is None:
@@ -232,3 +234,7 @@ def test_up_prints_a_second_worker_command_that_works_as_is_from_another_shell(
             log.close()
         code = stop_up(up)
     assert code == 0, up.output()[-3000:]
+    # Everything pitstop wrote under .state (logs, key, Redis's AOF, RDB, log) is its user's only.
+    for path in [home / ".state", *(home / ".state").rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {oct(mode)}"
