@@ -8,6 +8,7 @@ until ``max_attempts``; then the channel's ``fallback`` gets the notification an
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from pitstop.alerts.ledger import DeliveryLedger
 from pitstop.alerts.store import AlertStore
 from pitstop.alerts.timing import backoff_delay
 from pitstop.bus.eventbus import EventBus
-from pitstop.kernel.constants import EVENT_ALERTING_DEGRADED
+from pitstop.kernel.constants import ALERT_DELIVERED_PREFIX, EVENT_ALERTING_DEGRADED
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.statelog import StateLog
 
@@ -66,7 +67,14 @@ class Deliverer:
         settings = self.config.file.delivery
         now = self.clock()
         token = uuid.uuid4().hex
-        claim = self.ledger.claim(did, token, now=now, lease=settings.lease)
+        channel_name = did.rpartition(":")[2]
+        channel = self.config.file.channels.get(channel_name)
+        url = channels_module.channel_url(channel) if channel is not None else None
+        rate = None
+        if url is not None and isinstance(channel, SlackChannel | WebhookChannel):
+            limit = channel.rate_limit
+            rate = (url, limit.per_second if limit else None, limit.burst if limit else 1)
+        claim = self.ledger.claim(did, token, now=now, lease=settings.lease, rate=rate)
         if claim.outcome == "now_in_doubt":
             self.ledger.count("in_doubt", now=now)
             detail = ("the worker sending it stopped after the message may have gone out: "
@@ -74,11 +82,11 @@ class Deliverer:
             self._record(did, "in_doubt", detail=detail)
             log.warning("alert delivery %s is in doubt: %s", did, detail)
             return Outcome("in_doubt", detail=detail)
+        if claim.outcome == "rate" and claim.next_at is not None:
+            return Outcome("retry", retry_in=claim.next_at, detail="rate limited")
         if claim.outcome != "claimed":
             return Outcome("skipped", detail=claim.outcome)
         started = time.monotonic()
-        channel_name = claim.channel
-        channel = self.config.file.channels.get(channel_name)
         notification = claim.notification
         if channel is None or notification is None:
             why = ("channel no longer configured" if channel is None
@@ -86,17 +94,6 @@ class Deliverer:
             self.ledger.finish(did, token, "failed", now=now, error=why, count="failed")
             self._record(did, "failed", channel=channel_name, detail=why)
             return Outcome("failed", detail=why)
-        url = channels_module.channel_url(channel)
-        if url is not None:
-            rate = channel.rate_limit if isinstance(channel, SlackChannel | WebhookChannel) \
-                else None
-            wait = self.ledger.rate_wait(url, per_second=rate.per_second if rate else None,
-                                         burst=rate.burst if rate else 1, now=now)
-            if wait > 0:
-                self.ledger.finish(did, token, "retrying", now=now, next_at=now + wait,
-                                   error="held by the webhook's rate limit", undo_attempt=True,
-                                   requeue_after=settings.requeue_after)
-                return Outcome("retry", retry_in=wait, detail="rate limited")
         try:
             result = self.sender(channel, notification,
                                  lambda: self.ledger.mark_posting(did, token))
@@ -109,8 +106,10 @@ class Deliverer:
             alert_ids = (notification.get("alert_ids", [])
                          if notification.get("kind") in COUNTS_AS_DELIVERY else [])
             self.ledger.finish(did, token, "delivered", now=done, count="delivered",
-                               also=lambda pipe: self.store.mark_delivered(
-                                   alert_ids, now=done, channel=channel_name, pipe=pipe))
+                               first_delivery_keys=[ALERT_DELIVERED_PREFIX + i
+                                                    for i in alert_ids],
+                               first_delivery=json.dumps({"at": done,
+                                                          "channel": channel_name}))
             self._record(did, "delivered", channel=channel_name, attempt=claim.attempt,
                          latency=round(done - float(notification.get("created_at", done)), 3))
             return Outcome("delivered")

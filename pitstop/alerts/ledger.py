@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,27 +48,54 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[1])
 return 1
 """
 
+# The shared rate limit of a webhook (GCRA) and its 429 block, as a Lua fragment: sets ``wait``
+# (seconds, 0: go and the slot is taken). RATE_KEY, NOW, INTERVAL (1/rate, 0: none), BURST.
+_RATE_FRAGMENT = """
+local wait = 0
+local blocked = tonumber(redis.call('HGET', RATE_KEY, 'blocked_until') or '0')
+if blocked > NOW then
+  wait = blocked - NOW
+elseif INTERVAL > 0 then
+  local tat = tonumber(redis.call('HGET', RATE_KEY, 'tat') or '0')
+  if tat < NOW then tat = NOW end
+  local new_tat = tat + INTERVAL
+  if new_tat - NOW > INTERVAL * BURST then
+    wait = new_tat - NOW - INTERVAL * BURST
+  else
+    redis.call('HSET', RATE_KEY, 'tat', tostring(new_tat))
+    redis.call('EXPIRE', RATE_KEY, math.ceil(INTERVAL * BURST) + 3600)
+  end
+end
+"""
+
+# KEYS: delivery, due, notification prefix, rate key ('' for none).
+# ARGV: token, now, lease, did, interval, burst.
 _CLAIM = """
 local s = redis.call('HMGET', KEYS[1], 'state', 'phase', 'lease_until', 'next_at')
 local state = s[1]
 if not state then return {'missing', ''} end
-local now = tonumber(ARGV[2])
+local NOW = tonumber(ARGV[2])
 if state == 'sending' then
-  if tonumber(s[3] or '0') > now then return {'busy', ''} end
+  if tonumber(s[3] or '0') > NOW then return {'busy', ''} end
   if s[2] == 'posting' then
     redis.call('HSET', KEYS[1], 'state', 'in_doubt')
     redis.call('ZREM', KEYS[2], ARGV[4])
     return {'now_in_doubt', ''}
   end
 elseif state == 'pending' or state == 'retrying' then
-  if tonumber(s[4] or '0') > now + 0.25 then return {'early', s[4]} end
+  if tonumber(s[4] or '0') > NOW + 0.25 then return {'early', s[4]} end
 else
   return {state, ''}
 end
+if KEYS[4] ~= '' then
+  local RATE_KEY, INTERVAL, BURST = KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+  """ + _RATE_FRAGMENT + """
+  if wait > 0 then return {'rate', tostring(wait)} end
+end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'sending', 'phase', 'claimed', 'token', ARGV[1],
-           'lease_until', tostring(now + tonumber(ARGV[3])))
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+           'lease_until', tostring(NOW + tonumber(ARGV[3])))
+redis.call('ZADD', KEYS[2], NOW + tonumber(ARGV[3]), ARGV[4])
 local info = redis.call('HMGET', KEYS[1], 'channel', 'notification')
 local body = redis.call('GET', KEYS[3] .. (info[2] or ''))
 return {'claimed', tostring(attempts), info[1] or '', body or ''}
@@ -84,41 +110,40 @@ end
 return 0
 """
 
-# ARGV: token, state, now, next_at, error, undo_attempt, requeue_after, did
+# KEYS: delivery, due, stats, then the alerts' first-delivery keys.
+# ARGV: token, state, now, next_at, error, requeue_after, did, counter ('' none),
+#       first-delivery value, ttl.
 _FINISH = """
 local s = redis.call('HMGET', KEYS[1], 'token', 'state')
 if s[1] ~= ARGV[1] or (s[2] ~= 'sending' and not (s[2] == 'in_doubt' and ARGV[2] == 'delivered'))
 then return 0 end
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', '', 'error', ARGV[5],
            'updated_at', ARGV[3])
 if ARGV[2] == 'delivered' then
   redis.call('HSET', KEYS[1], 'delivered_at', ARGV[3])
-  redis.call('ZREM', KEYS[2], ARGV[8])
+  redis.call('ZREM', KEYS[2], ARGV[7])
+  for i = 4, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[9], 'NX', 'EX', tonumber(ARGV[10]))
+  end
 elseif ARGV[2] == 'retrying' then
   redis.call('HSET', KEYS[1], 'next_at', ARGV[4])
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[8])
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[6]), ARGV[7])
 else
-  redis.call('ZREM', KEYS[2], ARGV[8])
+  redis.call('ZREM', KEYS[2], ARGV[7])
+end
+if ARGV[8] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[8], 1)
+  redis.call('EXPIRE', KEYS[3], 3456000)
 end
 return 1
 """
 
-# GCRA: ARGV now, interval (1/rate), burst. Returns seconds to wait ("0": go).
+# KEYS: rate key. ARGV: now, interval (1/rate, 0: none), burst. Returns the wait ("0": go).
 _RATE = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or '0')
-if blocked > now then return tostring(blocked - now) end
-if interval <= 0 then return '0' end
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - now > interval * burst then return tostring(new_tat - now - interval * burst) end
-redis.call('HSET', KEYS[1], 'tat', tostring(new_tat))
-redis.call('EXPIRE', KEYS[1], math.ceil(interval * burst) + 3600)
-return '0'
+local RATE_KEY, NOW, INTERVAL, BURST = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
+  tonumber(ARGV[3])
+""" + _RATE_FRAGMENT + """
+return tostring(wait)
 """
 
 _BLOCK = """
@@ -139,7 +164,7 @@ def stats_key(epoch: float) -> str:
     return ALERT_STATS_PREFIX + datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d")
 
 
-def rate_key(url: str) -> str:
+def rate_key_of(url: str) -> str:
     """The rate-limit key of a webhook: a hash, so the URL (a secret) is never a key name."""
     return ALERT_RATE_PREFIX + hashlib.sha256(url.encode()).hexdigest()[:16]
 
@@ -151,8 +176,9 @@ def _text(value: Any) -> str:
 @dataclass(frozen=True)
 class Claim:
     outcome: str
-    """``claimed``, ``busy``, ``early``, ``now_in_doubt`` (this claim found the sender dead
-    after it may have sent), ``missing``, or a final state (``in_doubt`` among them)."""
+    """``claimed``, ``busy``, ``early``, ``rate`` (held by the webhook's shared limit until
+    ``next_at`` seconds from now), ``now_in_doubt`` (this claim found the sender dead after it
+    may have sent), ``missing``, or a final state (``in_doubt`` among them)."""
     attempt: int = 0
     next_at: float | None = None
     channel: str = ""
@@ -198,10 +224,18 @@ class DeliveryLedger:
         return did if created else None
 
     # --- the sender's side ----------------------------------------------------------------------
-    def claim(self, did: str, token: str, *, now: float, lease: float) -> Claim:
+    def claim(self, did: str, token: str, *, now: float, lease: float,
+              rate: tuple[str, float | None, int] | None = None) -> Claim:
+        """Take the delivery for one attempt. ``rate``: (URL, per second or None, burst) of a
+        webhook whose shared limit (and 429 block) applies: over it, ``rate`` with the wait."""
+        rate_key, interval, burst = "", 0.0, 1
+        if rate is not None:
+            rate_key = rate_key_of(rate[0])
+            interval = 1.0 / rate[1] if rate[1] else 0.0
+            burst = rate[2]
         reply = self._claim(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE,
-                                  ALERT_NOTIFICATION_PREFIX],
-                            args=[token, now, lease, did])
+                                  ALERT_NOTIFICATION_PREFIX, rate_key],
+                            args=[token, now, lease, did, interval, burst])
         outcome, extra = _text(reply[0]), _text(reply[1])
         if outcome == "claimed":
             body = _text(reply[3]) if len(reply) > 3 else ""
@@ -211,7 +245,7 @@ class DeliveryLedger:
                 notification = None
             return Claim(outcome, attempt=int(extra), channel=_text(reply[2]),
                          notification=notification if isinstance(notification, dict) else None)
-        if outcome == "early":
+        if outcome in ("early", "rate"):
             return Claim(outcome, next_at=float(extra))
         return Claim(outcome)
 
@@ -219,21 +253,15 @@ class DeliveryLedger:
         return bool(self._posting(keys=[ALERT_DELIVERY_PREFIX + did], args=[token]))
 
     def finish(self, did: str, token: str, state: str, *, now: float, next_at: float = 0.0,
-               error: str = "", undo_attempt: bool = False, requeue_after: float = 30.0,
-               count: str | None = None, also: Callable[[Any], None] | None = None) -> bool:
-        """Record the outcome (if our claim still holds); ``count``: a stats field to bump,
-        ``also``: more commands for the same round trip (given the pipeline)."""
-        pipe = self.client.pipeline(transaction=False)
-        self._finish(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE],
-                     args=[token, state, now, next_at, error[:500],
-                           "1" if undo_attempt else "0", requeue_after, did], client=pipe)
-        if count is not None:
-            key = stats_key(now)
-            pipe.hincrby(key, count, 1)
-            pipe.expire(key, 40 * 86400)
-        if also is not None:
-            also(pipe)
-        return bool(pipe.execute()[0])
+               error: str = "", requeue_after: float = 30.0, count: str | None = None,
+               first_delivery_keys: list[str] | None = None, first_delivery: str = "") -> bool:
+        """Record the outcome if our claim still holds, in one round trip: ``count`` bumps a
+        stats field; ``first_delivery_keys`` are set (NX) to ``first_delivery`` when delivered."""
+        return bool(self._finish(
+            keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE, stats_key(now),
+                  *(first_delivery_keys or [])],
+            args=[token, state, now, next_at, error[:500], requeue_after, did, count or "",
+                  first_delivery, self.ttl]))
 
     def get(self, did: str) -> dict[str, str]:
         raw = self.client.hgetall(ALERT_DELIVERY_PREFIX + did)
@@ -259,11 +287,11 @@ class DeliveryLedger:
         """Seconds to wait before posting to ``url`` (0: go, and the slot is taken); with no
         rate (``per_second`` None) only a 429's block holds it up."""
         interval = 1.0 / per_second if per_second else 0.0
-        return float(_text(self._rate(keys=[rate_key(url)], args=[now, interval, burst])))
+        return float(_text(self._rate(keys=[rate_key_of(url)], args=[now, interval, burst])))
 
     def block(self, url: str, *, until: float, now: float) -> None:
         """Every worker holds off ``url`` until ``until`` (a 429's Retry-After)."""
-        self._block(keys=[rate_key(url)], args=[until, max(1.0, until - now)])
+        self._block(keys=[rate_key_of(url)], args=[until, max(1.0, until - now)])
 
     def count(self, field: str, *, now: float, amount: int = 1) -> None:
         key = stats_key(now)
