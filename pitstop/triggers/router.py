@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
+
 from pitstop.bus.consumer import GroupConsumer
 from pitstop.bus.events import Event
 from pitstop.kernel.constants import ROUTER_BATCH, ROUTER_BLOCK_MS
@@ -64,6 +66,21 @@ class Router:
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._leave_group()
+
+    def _leave_group(self) -> None:
+        """Drop this consumer from the group when it holds nothing pending (names include the
+        worker's pid: without this the group would keep one dead consumer per restart)."""
+        consumer = self.consumer
+        client = consumer.bus.client
+        try:
+            pending = client.xpending_range(consumer.bus.stream, consumer.group, "-", "+", 1,
+                                            consumername=consumer.name)
+            if not pending:
+                client.xgroup_delconsumer(consumer.bus.stream, consumer.group, consumer.name)
+        except redis.RedisError as exc:
+            log.debug("router: could not leave the group: %s", exc)
 
     def run(self) -> None:
         """Route until :meth:`stop`; Redis outages are waited out with backoff."""
