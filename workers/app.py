@@ -28,7 +28,8 @@ TASK_MODULES = [
     "tasks.triage",  # triage
     "tasks.patches",  # patches
     "tasks.alerts",  # alerts
-    # deploy
+    "tasks.deploy",  # deploy
+    "tasks.smoke",  # smoke
 ]
 
 # Before any broker connection exists: losing Redis must not kill the worker (see the module).

@@ -45,7 +45,8 @@ COMPONENT_CLI_MODULES: list[str] = [
     "pitstop.cli.triage",  # triage
     "pitstop.cli.patches",  # patches
     "pitstop.cli.alerts",  # alerts
-    # deploy
+    "pitstop.cli.deploy",  # deploy
+    "pitstop.cli.smoke",  # smoke
 ]
 for _module in COMPONENT_CLI_MODULES:
     for command in importlib.import_module(_module).COMMANDS:

@@ -27,6 +27,11 @@ traceback.
         ├── GitTooOld          git is missing or older than 2.39.2
         ├── LandingFailed      a validated patch could not be merged or pushed
         └── ReviewNotFound
+    DeployError                a deployment cannot start or go on
+        ├── DeployLocked       another deployment holds the environment's lock
+        ├── FencedOut          this deployment lost its lock to a newer one (stale writer)
+        ├── ApprovalRefused    not an approver, approving one's own, or nothing to approve
+        └── DeploymentNotFound
 """
 
 from __future__ import annotations
@@ -193,5 +198,31 @@ class LandingFailed(PatchError):
 
 class ReviewNotFound(PatchError):
     """No patch review has the given id."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class DeployError(PitstopError):
+    """A deployment cannot start or go on (see :mod:`pitstop.deploy`)."""
+
+
+class DeployLocked(DeployError):
+    """Another deployment holds the environment (its fenced lock): refused, not interleaved."""
+
+
+class FencedOut(DeployError):
+    """This deployment's lock expired and a newer deployment took the environment: its writes
+    are refused (the fencing token is stale)."""
+
+
+class ApprovalRefused(DeployError):
+    """An approval was refused: not a listed approver, the requester approving their own
+    deployment, or the deployment is not awaiting approval."""
+
+    exit_code = ExitCode.USAGE
+
+
+class DeploymentNotFound(DeployError):
+    """No deployment has the given id."""
 
     exit_code = ExitCode.NOT_FOUND

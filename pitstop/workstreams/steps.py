@@ -48,7 +48,7 @@ BUILTIN_STEP_MODULES: list[str] = [
     "pitstop.triage.step",  # triage
     "pitstop.patches.steps",  # patches
     "pitstop.alerts.steps",  # alerts
-    # deploy
+    "pitstop.deploy.step",  # deploy
 ]
 
 StepStatus = Literal["succeeded", "failed", "cancelled", "timed_out", "waiting"]
