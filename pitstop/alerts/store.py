@@ -191,17 +191,6 @@ class AlertStore:
                 found[alert_id] = (float(doc.get("at", 0)), str(doc.get("by", "")))
         return found
 
-    def mark_delivered(self, alert_ids: Iterable[str], *, now: float, channel: str,
-                       pipe: Any = None) -> None:
-        """Record the first delivery of each alert (on ``pipe`` when given, else now)."""
-        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        for alert_id in alert_ids:
-            target.set(ALERT_DELIVERED_PREFIX + alert_id,
-                       json.dumps({"at": now, "channel": channel}), nx=True,
-                       ex=ALERTS_TTL_SECONDS)
-        if pipe is None:
-            target.execute()
-
     def delivered(self, alert_ids: list[str]) -> dict[str, float]:
         if not alert_ids:
             return {}
