@@ -135,6 +135,8 @@ def _alert_section(alert: dict[str, Any]) -> dict[str, Any]:
         link = example.get("link")
         if link:
             line += f" (<{link}|run>)"
+        elif example.get("run_id"):
+            line += f" (run `{esc(str(example['run_id']))}`: `pitstop show`)"
         lines.append(line)
     ack = alert.get("ack_url")
     footer = f"alert `{esc(alert.get('id', ''))}`"

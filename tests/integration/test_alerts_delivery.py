@@ -227,6 +227,13 @@ def test_ack_link_shows_on_get_and_acknowledges_on_post(redis_client: redis.Redi
     assert store.acks(["alert-1"])["alert-1"][1].startswith("ann")
     forged = web.post("/alerts/ack/alert-2", data={**query, "by": "eve"})
     assert forged.status_code == 403
+    # pitstop serve's app mounts the same routes.
+    from pitstop.server.app import create_app
+
+    app = create_app(bus=components.event_bus(redis_client, Settings()), client=redis_client,
+                     webhook_secret=None, api_token=None)
+    served = TestClient(app).get(path)
+    assert served.status_code == 200 and "Acknowledged by ann" in served.text
 
 
 def test_alert_step_publishes_once_per_attempt(redis_client: redis.Redis) -> None:
