@@ -21,6 +21,8 @@ from pitstop.triage.signals import KEYWORDS, Hit, clean_line, location_in, scan
 
 GAP = 12
 """Lines after the last interesting one that are still read closely."""
+KEYWORD_TAIL = 3
+"""Lines after a keyword read closely even when the keyword's own line showed nothing."""
 LOOKBACK = 6
 """Lines before a keyword that are read too (a compiler error before ``FAIL [build failed]``)."""
 CLUSTER_GAP = 25
@@ -661,8 +663,8 @@ class TextScanner:
             end = chunk.find("\n", start)
             end = size if end < 0 else end
             parser.feed(lineno, chunk[start:end])
-            if word not in _PASS_WORDS:
-                parser.last_interesting = max(parser.last_interesting, lineno)
+            if word not in _PASS_WORDS:  # the next few lines may say what the keyword was about
+                parser.last_interesting = max(parser.last_interesting, lineno - GAP + KEYWORD_TAIL)
             lineno += 1
             pos = end + 1
         self.lineno = lineno
