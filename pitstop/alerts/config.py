@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from pitstop.alerts.labels import SEVERITY_RANK, Matcher
+from pitstop.alerts.fields import Duration, HeaderSafe, Strict, as_list, parse_duration
+from pitstop.alerts.routing import (
+    LOG_RECEIVER,
+    MatchModel,
+    Route,
+    RouteModel,
+    compile_routes,
+    walk_models,
+)
 from pitstop.bus.patterns import compile_pattern
 from pitstop.kernel.configfile import (
     Document,
@@ -30,119 +38,21 @@ from pitstop.kernel.configfile import (
 from pitstop.kernel.constants import ALERTS_CONFIG_FILE
 from pitstop.kernel.errors import ConfigError, InvalidPattern
 
-__all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_duration"]
+__all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_alerts_config",
+           "parse_duration"]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-LOG_RECEIVER = "log"
-"""The built-in receiver with no channels: ``.state/alerts.jsonl`` only."""
 DEFAULT_SUBSCRIPTIONS = ("**.error", "**.critical", "**.failed", "alert.**")
 DEFAULT_RESOLVE_ON = ("**.succeeded", "**.success", "**.completed", "**.passed", "**.ok",
                       "**.resolved", "**.recovered", "**.fixed")
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from ``30s``, ``5m``, ``1h30m``, ``250ms``, ``2d``, ``1w`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be like 30s, 5m, 1h30m (or a number of seconds)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if not text or _DURATION_PART.sub("", text):
-            raise ValueError(f"{value!r} is not a duration: use 30s, 5m, 1h30m, 2d "
-                             "(or a number of seconds)")
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    else:
-        raise ValueError("a duration must be like 30s, 5m, 1h30m (or a number of seconds)")
-    if not 0 <= seconds <= 366 * 86400:
-        raise ValueError(f"duration {value!r} must be between 0 and a year")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
-
-
-def _no_crlf(value: Any) -> Any:
-    if isinstance(value, str) and ("\r" in value or "\n" in value):
-        raise ValueError("must not contain CR or LF (it would go into a message header)")
-    return value
-
-
-StrList = Annotated[list[str], BeforeValidator(_as_list)]
-HeaderSafe = Annotated[str, BeforeValidator(_no_crlf)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class MatchModel(_Strict):
-    type: StrList = Field(default_factory=list)
-    severity: StrList = Field(default_factory=list)
-    source: StrList = Field(default_factory=list)
-    data: dict[str, Annotated[list[str | int | float | bool], BeforeValidator(_as_list)]] = \
-        Field(default_factory=dict)
-
-    @field_validator("type")
-    @classmethod
-    def _patterns(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                compile_pattern(text)
-            except InvalidPattern as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("severity")
-    @classmethod
-    def _severities(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name.lower() not in SEVERITY_RANK:
-                raise ValueError(f"unknown severity {name!r} (known: "
-                                 f"{', '.join(SEVERITY_RANK)})")
-        return [name.lower() for name in value]
-
-    def matcher(self) -> Matcher:
-        return Matcher.build(self.type, self.severity, self.source,
-                             {k: [str(v).lower() if isinstance(v, bool) else str(v) for v in vs]
-                              for k, vs in self.data.items()})
-
-
-class RouteModel(_Strict):
-    match: MatchModel | None = None
-    receiver: str | None = None
-    group_by: list[str] | None = None
-    group_wait: Duration | None = None
-    group_interval: Duration | None = None
-    repeat_interval: Duration | None = None
-    continue_: bool = Field(False, alias="continue")
-    send_resolved: bool | None = None
-    escalate_after: Duration | None = None
-    escalate_to: str | None = None
-    throttle_window: Duration | None = None
-    dedupe_by: list[str] | None = None
-    routes: list[RouteModel] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _escalation_pair(self) -> RouteModel:
-        if (self.escalate_after is None) != (self.escalate_to is None):
-            raise FieldProblem(("escalate_to" if self.escalate_to is None else "escalate_after",),
-                               "escalate_after and escalate_to go together")
-        return self
-
-
-class RateLimit(_Strict):
+class RateLimit(Strict):
     per_second: float = Field(1.0, gt=0)
     burst: int = Field(3, ge=1)
 
 
-class _Channel(_Strict):
+class _Channel(Strict):
     fallback: str | None = None
     """Channel that takes a notification this one could not deliver."""
     max_attempts: int | None = Field(None, ge=1, le=50)
@@ -183,7 +93,7 @@ class EmailChannel(_Channel):
     username: HeaderSafe | None = None
     password: str | None = None
     sender: HeaderSafe = Field(alias="from")
-    to: Annotated[list[HeaderSafe], BeforeValidator(_as_list)]
+    to: Annotated[list[HeaderSafe], BeforeValidator(as_list)]
     allow_plain_auth: bool = False
     """Log in over an unencrypted connection (``security: plain``): only for a local relay."""
     verify_tls: bool = True
@@ -214,7 +124,7 @@ class EmailChannel(_Channel):
 
 class AppriseChannel(_Channel):
     type: Literal["apprise"]
-    urls: Annotated[list[str], BeforeValidator(_as_list)]
+    urls: Annotated[list[str], BeforeValidator(as_list)]
 
 
 ChannelModel = SlackChannel | EmailChannel | WebhookChannel | AppriseChannel
@@ -255,30 +165,30 @@ SECRET_KEYS: dict[str, tuple[str, ...]] = {
 """Per channel type, the keys whose values are secrets: ``${ENV}`` references only."""
 
 
-class StormControl(_Strict):
+class StormControl(Strict):
     max_messages: int = Field(10, ge=1)
     """Messages a receiver gets per window; past that, due groups wait for one digest."""
     window: Duration = 60.0
 
 
-class ReceiverModel(_Strict):
+class ReceiverModel(Strict):
     channels: list[str] = Field(default_factory=list)
     storm: StormControl = StormControl()
 
 
-class InhibitRule(_Strict):
+class InhibitRule(Strict):
     source: MatchModel
     target: MatchModel
     equal: list[str] = Field(default_factory=list)
 
 
-class AckSettings(_Strict):
+class AckSettings(Strict):
     base_url: str = "http://127.0.0.1:8787"
     """Where ``pitstop serve`` is reached; ack links in messages point there."""
     link_ttl: Duration = 7 * 86400
 
 
-class DeliverySettings(_Strict):
+class DeliverySettings(Strict):
     max_attempts: int = Field(5, ge=1, le=50)
     backoff_base: Duration = 2.0
     backoff_max: Duration = 300.0
@@ -288,7 +198,7 @@ class DeliverySettings(_Strict):
     """A queued delivery no worker claimed this long is sent to the queue again."""
 
 
-class SummarySettings(_Strict):
+class SummarySettings(Strict):
     receiver: str | None = None
     at: str = "08:00"
     """UTC time of day after which yesterday's summary is sent."""
@@ -301,7 +211,7 @@ class SummarySettings(_Strict):
         return value
 
 
-class AlertsFile(_Strict):
+class AlertsFile(Strict):
     enabled: bool = True
     subscriptions: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBSCRIPTIONS))
     resolve_on: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVE_ON))
@@ -346,7 +256,7 @@ class AlertsFile(_Strict):
                                        f"fallbacks loop back to {target!r}")
                 seen.add(target)
                 target = self.channels[target].fallback
-        for path, route in _walk_models(self.route, ("route",)):
+        for path, route in walk_models(self.route, ("route",)):
             for key in ("receiver", "escalate_to"):
                 value = getattr(route, key)
                 if value is not None and value not in self.receivers and value != LOG_RECEIVER:
@@ -359,73 +269,6 @@ class AlertsFile(_Strict):
             raise FieldProblem(("summary", "receiver"),
                                f"unknown receiver {self.summary.receiver!r}")
         return self
-
-
-def _walk_models(route: RouteModel, path: KeyPath) -> Iterator[tuple[KeyPath, RouteModel]]:
-    yield path, route
-    for index, child in enumerate(route.routes):
-        yield from _walk_models(child, (*path, "routes", index))
-
-
-@dataclass(frozen=True)
-class Route:
-    """One node of the routing tree with its settings inherited from its parents."""
-
-    id: str
-    matcher: Matcher
-    receiver: str
-    group_by: tuple[str, ...]
-    group_wait: float
-    group_interval: float
-    repeat_interval: float
-    continue_: bool
-    send_resolved: bool
-    escalate_after: float | None
-    escalate_to: str | None
-    throttle_window: float
-    dedupe_by: tuple[str, ...]
-    routes: tuple[Route, ...] = ()
-
-    def match(self, labels: Mapping[str, str]) -> list[Route]:
-        """The routes ``labels`` end up at below (and including) this matching node."""
-        found: list[Route] = []
-        for child in self.routes:
-            if child.matcher.matches(labels):
-                found.extend(child.match(labels))
-                if not child.continue_:
-                    break
-        return found or [self]
-
-    def walk(self) -> Iterator[Route]:
-        yield self
-        for child in self.routes:
-            yield from child.walk()
-
-
-_ROOT_DEFAULTS = RouteModel(receiver=LOG_RECEIVER, group_by=["subject"], group_wait=30.0,
-                            group_interval=300.0, repeat_interval=4 * 3600.0,
-                            send_resolved=True, throttle_window=0.0,
-                            dedupe_by=["type", "source"])
-
-
-def _compile(model: RouteModel, parent: Route | None, route_id: str) -> Route:
-    def pick(name: str) -> Any:
-        value = getattr(model, name)
-        if value is not None:
-            return value
-        return getattr(parent, name) if parent is not None else getattr(_ROOT_DEFAULTS, name)
-
-    node = Route(
-        id=route_id, matcher=model.match.matcher() if model.match else Matcher(),
-        receiver=pick("receiver"), group_by=tuple(pick("group_by")),
-        group_wait=pick("group_wait"), group_interval=pick("group_interval"),
-        repeat_interval=pick("repeat_interval"), continue_=model.continue_,
-        send_resolved=pick("send_resolved"),
-        escalate_after=model.escalate_after, escalate_to=model.escalate_to,
-        throttle_window=pick("throttle_window"), dedupe_by=tuple(pick("dedupe_by")))
-    children = tuple(_compile(child, node, f"{route_id}.{index}")
-                     for index, child in enumerate(model.routes))
-    return Route(**{**node.__dict__, "routes": children})
 
 
 @dataclass(frozen=True)
@@ -442,7 +285,7 @@ class AlertsConfig:
     @classmethod
     def build(cls, file: AlertsFile, *, path: str = "", secrets: tuple[str, ...] = ()
               ) -> AlertsConfig:
-        root = _compile(file.route, None, "root")
+        root = compile_routes(file.route, None, "root")
         return cls(file=file, root=root, path=path, secrets=secrets,
                    routes={route.id: route for route in root.walk()})
 
