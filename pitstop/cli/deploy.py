@@ -172,13 +172,21 @@ def rollback(ctx: Context, env: str, to: str | None, by: str | None, as_json: bo
 @deploy.command("approve")
 @click.argument("deployment_id")
 @click.option("--as", "who", help="Approve as (default PITSTOP_USER, else the login name).")
+@click.option("--queue", help="Run it on a worker consuming this queue (when no requester "
+              "waits for it).")
+@click.option("--queue-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="With --queue: seconds a worker has to take it (then exit 75).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment record as JSON.")
 @pass_context
-def approve(ctx: Context, deployment_id: str, who: str | None, as_json: bool) -> None:
+def approve(ctx: Context, deployment_id: str, who: str | None, queue: str | None,
+            queue_timeout: float, as_json: bool) -> None:
     """Approve deployment ID (a unique prefix or suffix will do). A requester still waiting
-    runs it; else it runs here."""
+    runs it; else it runs here (or on a worker of --queue). Exits as the deployment ends."""
     deployer = _deployer(ctx, quiet=as_json)
     record = deployer.approve(deployment_id, by=who or default_identity())
+    if queue is not None and not deployer.store.has_waiter(record["id"]):
+        _finish(_on_worker(ctx, deployer.store, record["id"], queue, queue_timeout), as_json)
+        return
     _finish(deployer.run_approved(record["id"]), as_json)
 
 
