@@ -118,7 +118,7 @@ class AlertManager:
         if wanted > 0:
             batch += self.consumer.read(wanted, 0 if batch else block_ms)
         now = self.clock()
-        handled = self._handle(batch, now)
+        handled, marked = self._handle(batch, now)
         if now - self._acks_polled >= ACK_POLL_EVERY:
             self._acks_polled = now
             waiting = [a.id for a in self.engine.open.values()
@@ -127,7 +127,7 @@ class AlertManager:
         else:
             acked = {}
         self.engine.tick(now, acked=acked)
-        self._commit(handled, now)
+        self._commit(handled, marked, now)
         if now - self._swept >= SWEEP_EVERY:
             self._swept = now
             self.sweep(now)
@@ -150,22 +150,31 @@ class AlertManager:
             self._renewed = wall
         return held
 
-    def _handle(self, batch: list[Delivery], now: float) -> list[Delivery]:
+    def _handle(self, batch: list[Delivery], now: float) -> tuple[list[Delivery], list[str]]:
+        """Handle a batch; returns (the deliveries to acknowledge, the ids of the events that
+        mattered: only those are remembered as seen, so the bus's other traffic costs nothing)."""
         if not batch:
-            return []
-        seen = self.store.seen([d.event.id for d in batch])
-        silences = self.store.silences(now=now)  # fresh for every batch of events
-        handled = []
+            return [], []
+        relevant = [d.event.id for d in batch if self.engine.kind_of(d.event) is not None]
+        if not relevant:
+            return batch, []
+        wanted = set(relevant)
+        seen = self.store.seen(relevant)
+        silences = self.store.silences(now=now)  # fresh for every batch that matters
+        handled, marked = [], []
         for delivery in batch:
-            if delivery.event.id not in seen:
+            event = delivery.event
+            if event.id not in seen:
                 try:
-                    self.handle(delivery.event, now=now, silences=silences)
+                    self.handle(event, now=now, silences=silences)
                 except Exception:
                     log.exception("alert manager could not handle %s %s; left pending",
-                                  delivery.event.type, delivery.event.id)
+                                  event.type, event.id)
                     continue
+            if event.id in wanted:
+                marked.append(event.id)
             handled.append(delivery)
-        return handled
+        return handled, marked
 
     def handle(self, event: Event, *, now: float, silences: list[Silence]) -> list[Decision]:
         kind = self.engine.kind_of(event)
@@ -185,14 +194,14 @@ class AlertManager:
                     "type": event.type, "group": alert.group, "count": alert.count})
         return []
 
-    def _commit(self, handled: list[Delivery], now: float) -> None:
+    def _commit(self, handled: list[Delivery], marked: list[str], now: float) -> None:
         changed, closed, storm, outbox = self.engine.take_changes()
         if not (changed or closed or storm or outbox or handled):
             return
         try:
             deliveries = self.store.commit(
                 self.token, changed=changed, closed=closed, storm=storm, outbox=outbox,
-                seen=[d.event.id for d in handled], now=now,
+                seen=marked, now=now,
                 requeue_after=self.config.file.delivery.requeue_after)
         except LeaderLost:
             log.warning("alert manager %s lost the lead before committing; another takes over",

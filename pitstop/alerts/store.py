@@ -32,7 +32,8 @@ from pitstop.kernel.errors import ValidationError
 
 __all__ = ["AlertStore", "LeaderLost"]
 
-SEEN_TTL_SECONDS = 7 * 86400
+SEEN_TTL_SECONDS = 86400
+"""Longer than an entry can wait for redelivery (claim_idle_ms x max_deliveries)."""
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
