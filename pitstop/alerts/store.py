@@ -19,6 +19,7 @@ from pitstop.alerts.model import Alert
 from pitstop.kernel.constants import (
     ALERT_ACK_PREFIX,
     ALERT_DELIVERED_PREFIX,
+    ALERT_DELIVERY_PREFIX,
     ALERT_KEY_PREFIX,
     ALERT_SEEN_PREFIX,
     ALERT_SILENCES,
@@ -202,6 +203,18 @@ class AlertStore:
             if doc is not None:
                 found[alert_id] = float(doc.get("at", 0))
         return found
+
+    def deliveries_of(self, alert_id: str, *, limit: int = 200) -> list[dict[str, str]]:
+        """The ledger records of the alert's own notifications (``<id>.<n>``, ``<id>.escalation``;
+        digests are not found this way), oldest first."""
+        found = []
+        for key in self.client.scan_iter(match=f"{ALERT_DELIVERY_PREFIX}{alert_id}.*",
+                                         count=1000):
+            did = _text(key).removeprefix(ALERT_DELIVERY_PREFIX)
+            found.append({"delivery": did, **self.ledger.get(did)})
+            if len(found) >= limit:
+                break
+        return sorted(found, key=lambda record: record.get("created_at", ""))
 
     # --- silences -------------------------------------------------------------------------------
     def add_silence(self, silence: Silence) -> None:

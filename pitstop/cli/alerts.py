@@ -220,6 +220,48 @@ def list_command(ctx: Context, since: str, only_open: bool, as_json: bool) -> No
     _table(columns, [[str(row[c]) for c in columns] for row in rows])
 
 
+@alerts.command("show")
+@click.argument("alert_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def show(ctx: Context, alert_id: str, as_json: bool) -> None:
+    """One alert: its group, counts, examples, acknowledgement, and every delivery of its
+    messages (state, attempts, last error: ``in_doubt`` when a sender died mid-send)."""
+    rt = _runtime(ctx)
+    full = rt.store.resolve_id(alert_id)
+    alert = rt.store.get(full)
+    if alert is None:
+        raise ValidationError(f"alert {full} is no longer stored")
+    ack_record = rt.store.acks([full]).get(full)
+    delivered = rt.store.delivered([full]).get(full)
+    deliveries = rt.store.deliveries_of(full)
+    if as_json:
+        print_json({"alert": alert.to_dict(), "delivered": delivered,
+                    "acked": {"at": ack_record[0], "by": ack_record[1]} if ack_record else None,
+                    "deliveries": deliveries})
+        return
+    subject = alert.group.get("subject") or alert.labels.get("type", "")
+    click.echo(f"alert {alert.id}: {alert.severity} {subject} ({alert.status})")
+    click.echo(f"  route {alert.route_id} -> {alert.receiver}; group {json.dumps(alert.group)}")
+    click.echo(f"  {alert.count} event(s) from {iso(alert.first_event_at)} to "
+               f"{iso(alert.last_event_at)}; {alert.throttled} throttled")
+    for event_type, count in sorted(alert.counts_by_type.items(), key=lambda i: -i[1])[:10]:
+        click.echo(f"    {count} x {event_type}")
+    took = f" ({delivered - alert.first_event_at:.1f}s after the event)" if delivered else ""
+    click.echo(f"  first delivered: {iso(delivered) or '-'}{took}")
+    if ack_record:
+        click.echo(f"  acknowledged: {iso(ack_record[0])} by {ack_record[1]} "
+                   f"({ack_record[0] - alert.first_event_at:.0f}s after the event)")
+    if alert.escalated_at:
+        click.echo(f"  escalated: {iso(alert.escalated_at)}")
+    if alert.resolved_at:
+        click.echo(f"  resolved: {iso(alert.resolved_at)} by event {alert.resolved_by}")
+    for record in deliveries:
+        error = f": {record['error']}" if record.get("error") else ""
+        click.echo(f"  delivery {record['delivery']}: {record.get('state', '?')}, "
+                   f"{record.get('attempts', '0')} attempt(s){error}")
+
+
 @alerts.command("ack")
 @click.argument("alert_id")
 @click.option("--by", help="Who acknowledges (default user@host).")

@@ -107,6 +107,19 @@ def test_alerts_commands(tmp_path: Path, own_redis: tuple[RedisServer, ServerInf
         listed = [json.loads(line) for line in
                   in_process(["alerts", "list", "--json"], env).stdout.splitlines()]
         assert listed[0]["id"] == alert.id and listed[0]["acked"].endswith("by ann")
+        from pitstop.alerts.ledger import DeliveryLedger
+
+        ledger = DeliveryLedger(client)
+        with client.pipeline(transaction=True) as pipe:
+            ledger.queue_notification(pipe, {"id": f"{alert.id}.1", "kind": "firing",
+                                             "receiver": "team", "alerts": []},
+                                      ["slack", "dead"], now=now, requeue_after=30)
+            pipe.execute()
+        shown = in_process(["alerts", "show", "deadbeef"], env)
+        assert shown.returncode == 0, shown.stderr
+        assert f"alert {alert.id}: failed build.linux (firing)" in shown.stdout
+        assert "acknowledged:" in shown.stdout and "by ann" in shown.stdout
+        assert f"delivery {alert.id}.1:slack: pending, 0 attempt(s)" in shown.stdout
         unknown = in_process(["alerts", "ack", "nope-nope"], env)
         assert unknown.returncode == 2 and "no alert has id" in unknown.stderr
         client.close()
