@@ -46,6 +46,7 @@ COMPONENT_CLI_MODULES: list[str] = [
     "pitstop.cli.patches",  # patches
     "pitstop.cli.alerts",  # alerts
     "pitstop.cli.deploy",  # deploy
+    "pitstop.cli.web",  # web
     "pitstop.cli.smoke",  # smoke
 ]
 for _module in COMPONENT_CLI_MODULES:

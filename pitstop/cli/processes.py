@@ -370,6 +370,7 @@ def flower(ctx: Context, host: str, port: int | None) -> None:
 @pass_context
 def serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve GitHub webhooks (POST /webhooks/github) and POST /events for any CI."""
+    from pitstop.cli.web import describe, web_routes_for  # web: the web view under /ui
     from pitstop.kernel.constants import LOG_WEBHOOKS
     from pitstop.server import app as http
 
@@ -384,12 +385,14 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
         redactor=ctx.redactor,
         max_concurrent_bodies=settings.max_concurrent_bodies,
         body_timeout=settings.body_timeout_seconds,
+        extra_routes=web_routes_for(ctx),  # web
     )
     bind_host = host or settings.host
     bind_port = port or settings.port
     click.echo(f"pitstop serve: http://{bind_host}:{bind_port} "
                f"(webhooks {'on' if settings.webhook_secret else 'off: no webhook_secret'}, "
-               f"/events {'on' if settings.api_token else 'off: no api_token'})", err=True)
+               f"/events {'on' if settings.api_token else 'off: no api_token'}; "
+               f"{describe(ctx)})", err=True)  # web
     http.serve(app, host=bind_host, port=bind_port)
 
 

@@ -312,3 +312,18 @@ CANARY_TASK: Final = "pitstop.smoke_canary"
 """``pitstop smoke``'s round trip through a worker (a no-op that echoes its argument)."""
 SMOKE_STUCK_AFTER_SECONDS: Final = 120
 """A consumer group whose oldest undelivered or unacknowledged entry is older is stuck."""
+
+# --- web ------------------------------------------------------------------------------------------
+WEB_CONFIG_FILE: Final = "web.yaml"
+"""Who may log in to the web view, cookie and link settings (``config/web.yaml``, optional)."""
+WEB_MOUNT: Final = "/ui"
+"""Where ``pitstop serve`` mounts the web view."""
+WEB_PREFIX: Final = f"{KEY_PREFIX}:web:"
+WEB_SESSION_PREFIX: Final = f"{WEB_PREFIX}session:"
+"""``...session:<sha256 of the session id>`` -> JSON ``{user, via, csrf, created}`` (with a TTL)."""
+WEB_SIGNING_KEY: Final = f"{WEB_PREFIX}signing-key"
+"""Random key (SET NX once) that signs session and login cookies."""
+WEB_LOGIN_FAILURES_PREFIX: Final = f"{WEB_PREFIX}login-failures:"
+"""``...login-failures:<client address>``: failed logins in the current window (INCR, TTL)."""
+LOG_WEB_ACTIONS: Final = "web_actions"
+"""``.state/web_actions.jsonl``: logins, logouts and every action taken from the web view."""

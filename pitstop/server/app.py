@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from pitstop.bus.eventbus import EventBus
 from pitstop.bus.events import check_depth, check_source
@@ -540,8 +540,10 @@ def create_app(
     redactor: Redactor | None = None,
     max_concurrent_bodies: int = MAX_CONCURRENT_BODIES,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The pitstop HTTP app. A ``None`` secret or token disables that endpoint (503).
+    ``extra_routes`` come after the server's own (``pitstop serve`` adds the web view's).
 
     At most ``max_concurrent_bodies`` request bodies (of at most ``max_body_bytes``) are read
     at once; a request has ``body_timeout`` seconds to get a slot and send its body."""
@@ -565,6 +567,7 @@ def create_app(
             Route("/events", handlers.events, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             *ack_routes(client),  # alerts: signed ack links (GET shows, POST acknowledges)
+            *extra_routes,  # web: the web view under /ui (pitstop.web.web_routes)
         ]
     )
 
