@@ -181,7 +181,7 @@ class TriggerEngine:
             params = render_value(rule.params, context)
             if rule.dedupe is not None:
                 key = rule.dedupe.key.render_text(context)
-                winner = (self._peek_dedupe(rule, key) if dry_run else
+                winner = (self.limits.peek_dedupe(rule.id, key) if dry_run else
                           self.limits.dedupe(rule.id, key, event.id, rule.dedupe.window))
                 if winner is not None and winner != event.id:
                     return self._decision(rule, event, config, "deduped",
@@ -201,25 +201,24 @@ class TriggerEngine:
             return self._decision(rule, event, config, "failed", str(exc))
         return self._launch(rule, event, config, params, context, clock_ms, dry_run)
 
-    def _peek_dedupe(self, rule: Rule, key: str) -> str | None:
-        from pitstop.kernel.constants import TRIGGER_DEDUPE_PREFIX
-        from pitstop.triggers.limits import key_hash
-
-        value = self.state._call("read a dedupe key", self.bus.client.get,
-                                 f"{TRIGGER_DEDUPE_PREFIX}{rule.id}:{key_hash(key)}")
-        return None if value is None else (value.decode() if isinstance(value, bytes) else value)
-
     def _launch(self, rule: Rule, event: Event, config: TriggerConfig, params: Any,
                 context: dict[str, Any], clock_ms: Callable[[], int], dry_run: bool,
                 note: str = "") -> Decision:
         if rule.throttle is not None:
-            key = rule.throttle.key.render_text(context) if rule.throttle.key else ""
-            if not dry_run and not self.limits.throttle(
-                    rule.id, key, event.id, limit=rule.throttle.max, per_s=rule.throttle.per,
-                    now_ms=clock_ms()):
+            throttle = rule.throttle
+            try:
+                key = throttle.key.render_text(context) if throttle.key else ""
+            except ValidationError as exc:
+                return self._decision(rule, event, config, "failed", str(exc))
+            if dry_run:
+                allowed = self.limits.peek_throttle(rule.id, key, limit=throttle.max,
+                                                    per_s=throttle.per, now_ms=clock_ms())
+            else:
+                allowed = self.limits.throttle(rule.id, key, event.id, limit=throttle.max,
+                                               per_s=throttle.per, now_ms=clock_ms())
+            if not allowed:
                 return self._decision(rule, event, config, "throttled",
-                                      f"{rule.throttle.max} launches per "
-                                      f"{rule.throttle.per:g}s already")
+                                      f"{throttle.max} launches per {throttle.per:g}s already")
         if dry_run:
             return self._decision(rule, event, config, "would_launch", note)
         return self._call_orchestrator(rule, event, config, params or {}, f"{event.id}:{rule.id}",

@@ -140,6 +140,25 @@ class Limits:
                             "check a trigger throttle")
         return bool(allowed)
 
+    def peek_dedupe(self, rule_id: str, key: str) -> str | None:
+        """The event holding a dedupe key, or None (a dry run: nothing is taken)."""
+        try:
+            value = self.client.get(f"{TRIGGER_DEDUPE_PREFIX}{rule_id}:{key_hash(key)}")
+        except redis.RedisError as exc:
+            raise unavailable(self.client, exc, "read a trigger dedupe key") from exc
+        return None if value is None else (value.decode() if isinstance(value, bytes)
+                                           else str(value))
+
+    def peek_throttle(self, rule_id: str, key: str, *, limit: int, per_s: float,
+                      now_ms: int) -> bool:
+        """Whether a launch would fit the throttle now (a dry run: no place is taken)."""
+        name = f"{TRIGGER_THROTTLE_PREFIX}{rule_id}:{key_hash(key)}"
+        try:
+            used = int(self.client.zcount(name, now_ms - int(per_s * 1000) + 1, "+inf"))
+        except redis.RedisError as exc:
+            raise unavailable(self.client, exc, "read a trigger throttle") from exc
+        return used < limit
+
     def push_burst(self, rule_id: str, key: str, event: Event, *, window_s: float,
                    now_ms: int) -> int:
         """Make ``event`` its burst's latest (unless a newer one is) and delay the burst's launch

@@ -243,3 +243,19 @@ def test_dry_run_changes_nothing(redis_client: redis.Redis, tmp_path: Path) -> N
     assert list(redis_client.scan_iter("pitstop:*")) == []
     assert not orchestrator.launches
     assert not (tmp_path / "trigger_executions.jsonl").exists()
+
+
+def test_dry_run_tells_which_limit_would_stop_a_launch(redis_client: redis.Redis,
+                                                       tmp_path: Path) -> None:
+    engine, _ = engine_for(redis_client, tmp_path, """
+        triggers:
+          - {id: d, event: e, workstream: WS-A, dedupe: "{{ event.data.k }}"}
+          - {id: t, event: e, workstream: WS-B, throttle: {max: 1, per: 1h}}
+          - {id: bad, event: e, workstream: WS-B, throttle: {max: 1, per: 1h, key: "{{ event.data.nope }}"}}
+    """)
+    assert [d.decision for d in engine.handle(make_event("e", {"k": "1"}))] == [
+        "launched", "launched", "failed"]
+    decisions = engine.evaluate(make_event("e", {"k": "1"}))
+    assert [(d.decision, d.reason.split(" was")[0]) for d in decisions[:2]] == [
+        ("deduped", "dedupe key '1'"), ("throttled", "1 launches per 3600s already")]
+    assert "event.data.nope is not set" in decisions[2].reason
