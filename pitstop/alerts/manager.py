@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import redis
+
 from pitstop.alerts.ack import AckLinks
 from pitstop.alerts.config import AlertsConfig
 from pitstop.alerts.engine import AlertEngine, Decision, Silence
@@ -63,6 +65,7 @@ class AlertManager:
         self._renewed = 0.0
         self._swept = 0.0
         self._acks_polled = 0.0
+        self._next_config: AlertsConfig | None = None
 
     def _new_engine(self, config: AlertsConfig) -> AlertEngine:
         def ack_url(alert_id: str) -> str | None:
@@ -72,7 +75,14 @@ class AlertManager:
         return AlertEngine(config, ack_url=ack_url)
 
     def reconfigure(self, config: AlertsConfig) -> None:
-        """Use ``config`` from now on, keeping the open alerts."""
+        """Use ``config`` from the next step on, keeping the open alerts (any thread may call
+        this: the swap happens between steps, never in the middle of one)."""
+        self._next_config = config
+
+    def _apply_config(self) -> None:
+        config, self._next_config = self._next_config, None
+        if config is None:
+            return
         engine = self._new_engine(config)
         engine.open, engine.storm = self.engine.open, self.engine.storm
         self.config, self.engine = config, engine
@@ -88,7 +98,7 @@ class AlertManager:
                 if down:
                     log.info("alert manager: Redis answers again")
                     down = False
-            except RedisUnavailable as exc:
+            except (RedisUnavailable, redis.RedisError) as exc:
                 if not down:
                     log.warning("alert manager: Redis unavailable (%s); retrying", exc)
                 down = True
@@ -106,6 +116,7 @@ class AlertManager:
 
     def step(self, *, block_ms: int | None = None) -> bool:
         """One round; False when another manager leads (nothing was done)."""
+        self._apply_config()
         if not self._lead():
             return False
         now = self.clock()

@@ -360,3 +360,27 @@ def test_a_group_closed_and_opened_again_in_one_commit_stays_open(redis_client: 
                  now=T0, requeue_after=30)
     reopened, _ = store.load_open()
     assert [a.id for a in reopened.values()] == [changed[0].id]
+
+
+def test_alerts_yaml_is_reread_when_it_changes_and_applied_between_steps(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    from pitstop.alerts.runtime import AlertsRuntime
+
+    (tmp_path / "config").mkdir()
+    path = tmp_path / "config" / "alerts.yaml"
+    path.write_text("route: {group_wait: 0s}\n")
+    settings = Settings(config_dir=tmp_path / "config", state_dir=tmp_path / ".state")
+    bus = components.event_bus(redis_client, settings)
+    runtime = AlertsRuntime(settings, redis_client, bus, Redactor(), clock=Clock())
+    manager = runtime.manager(enqueue=lambda did: None)
+    assert manager is not None and runtime.config() is manager.config  # unchanged: same
+    path.write_text("min_severity: critical\nroute: {group_wait: 0s}\n  bad: [\n")
+    assert runtime.config() is manager.config          # a bad edit keeps the config in force
+    path.write_text("min_severity: critical\nroute: {group_wait: 0s}\n")
+    latest = runtime.config()
+    assert latest is not None and latest.file.min_severity == "critical"
+    manager.reconfigure(latest)
+    bus.publish("build.linux.failed", {})
+    assert manager.step(block_ms=10)
+    assert manager.config is latest
+    assert not (tmp_path / ".state" / "alerts.jsonl").exists()   # failed < critical now
