@@ -185,7 +185,8 @@ def _canary(probe: WorkerProbe, queues: list[str], timeout: float,
 def _beat(client: redis.Redis, default_ttl: float) -> str:
     raw: Any = client.get(BEAT_HEARTBEAT_KEY)
     if raw is None:
-        raise _Failed("no Beat heartbeat: Beat never ran here (start it: pitstop beat)")
+        raise _Failed("no Beat heartbeat: no Beat has led for over twice its lock TTL "
+                      "(is one running? pitstop beat)")
     parts = text_of(raw).split(" ")  # "<stamp> <holder> <ttl>"
     holder = parts[1] if len(parts) > 1 else "an unknown Beat"
     ttl = _number(parts[2]) if len(parts) > 2 else None
