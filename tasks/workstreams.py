@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pitstop import components
 from pitstop.kernel.constants import TASK_REAP_WORKSTREAMS, TASK_WORKSTREAM_STEP
 from pitstop.kernel.errors import RedisUnavailable, RunNotFound
+from pitstop.kernel.redaction import Redactor
 from pitstop.workstreams import Orchestrator, StepExecutor, orchestrator_from, repair_runs
 from workers import context
 
@@ -42,9 +43,17 @@ def orchestrator(app: Celery) -> Orchestrator:
     return _orchestrator_for(os.getpid(), app)
 
 
+@lru_cache(maxsize=1)
+def _redactor_for(pid: int) -> Redactor:
+    # Step kinds only redact with it (a script run learns its secrets in a redactor of its own),
+    # so one per process serves every step without collecting anything.
+    return context.new_redactor()
+
+
 def _executor(app: Celery) -> StepExecutor:
     return StepExecutor(orchestrator(app), host=socket.gethostname(), pid=os.getpid(),
-                        new_redactor=context.new_redactor, script_runner=context.script_runner,
+                        new_redactor=lambda: _redactor_for(os.getpid()),
+                        script_runner=context.script_runner,
                         runs=context.run_store(), timeout_errors=(SoftTimeLimitExceeded,))
 
 

@@ -279,6 +279,11 @@ class RunStore:
         """How long run records are kept."""
         return self._ttl
 
+    def with_clock(self, clock: Callable[[], datetime]) -> RunStore:
+        """The same store telling time with ``clock`` (a cached reading of Redis's, say)."""
+        return RunStore(self._client, state_log=self._state_log, clock=clock,
+                        ttl_seconds=self._ttl)
+
     def note(self, op: str, run: Run) -> None:
         """Append ``run`` to the runs log under ``op`` (for records written outside this store,
         such as a workstream launch made in one Redis script)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from pitstop.runs.store import Run, RunStore
 from pitstop.scripts.runner import ScriptRunner
 from pitstop.workstreams.orchestrator import Claimed, Orchestrator, beat_key, stop_key
 from pitstop.workstreams.plan import AttemptResult
+from pitstop.workstreams.records import Snapshot
 from pitstop.workstreams.steps import StepContext, StepKind, StepResult, step_kinds
 from pitstop.workstreams.templates import render
 
@@ -99,23 +102,25 @@ class StepExecutor:
             settings=self.orchestrator.settings, redis=self.orchestrator.client,
             bus=self.orchestrator.bus, redactor=redactor, cancelled=watch.cancelled.is_set,
             queue=step.queue, runs=self._runs,
-            script_runner=self._script_runner() if self._script_runner is not None else None,
+            script_runner=(self._script_runner() if self._script_runner is not None
+                           and getattr(kind, "uses_scripts", False) else None),
             give_up_by=give_up_by,
             launch_workstream=lambda workstream_id, sub_params: self.orchestrator.launch_child(
                 run.run_id, step.id, attempt, workstream_id, sub_params))
-        watch.start()
+        _watcher().add(watch)
         try:
             result = self._execute(kind, ctx, timeout, redactor)
         finally:
-            watch.stop()
+            _watcher().remove(watch)
         if result.status == "waiting":
             child = str(result.outputs.get("run_id") or "")
             self._outage(give_up_by).call(lambda: self.orchestrator.wait_for_child(
-                run.run_id, step.id, attempt, child))
+                run.run_id, step.id, attempt, child, known=claimed.snapshot))
             return StepOutcome(run.run_id, step.id, attempt, "waiting", result.message)
         outputs = _capped(redactor.redact(result.outputs))
         return self._report(run, step.id, attempt, AttemptResult(
-            result.status, outputs, redactor.redact_text(result.message)), give_up_by)
+            result.status, outputs, redactor.redact_text(result.message)), give_up_by,
+            known=claimed.snapshot)
 
     def _params(self, claimed: Claimed, kind: StepKind) -> pydantic.BaseModel:
         raw = self.orchestrator.unseal(claimed.run, claimed.step)
@@ -136,12 +141,12 @@ class StepExecutor:
                 f"{type(exc).__name__}: {_one_line(exc)}"))
 
     def _report(self, run: Run, step_id: str, attempt: int, result: AttemptResult,
-                give_up_by: float | None) -> StepOutcome:
+                give_up_by: float | None, *, known: Snapshot | None = None) -> StepOutcome:
         """Record the result, riding out a short Redis outage; if that fails the reaper finds the
         attempt's heartbeat gone and ends it."""
         try:
             self._outage(give_up_by).call(lambda: self.orchestrator.finish_step(
-                run.run_id, step_id, attempt, result))
+                run.run_id, step_id, attempt, result, known=known))
         except PitstopError as exc:
             log.error("step %s of run %s: could not record that attempt %d %s: %s", step_id,
                       run.run_id, attempt, result.status, exc)
@@ -153,7 +158,7 @@ class StepExecutor:
 
 
 class _Watch:
-    """Keeps the attempt's heartbeat alive and notices a cancel or stop request."""
+    """One executing attempt: its heartbeat key and whether it was asked to stop."""
 
     def __init__(self, orchestrator: Orchestrator, run_id: str, step_id: str,
                  attempt: int) -> None:
@@ -162,30 +167,60 @@ class _Watch:
         self.beat_key = beat_key(run_id, step_id, attempt)
         self.watched = (f"{RUN_CANCEL_PREFIX}{run_id}", stop_key(run_id, step_id))
         self.cancelled = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"pitstop-step-{step_id}",
-                                        daemon=True)
+        self.beat_every = max(0.5, min(5.0, self.ttl / 4))
+        self.last_beat = time.monotonic()  # the claim set the key
 
-    def start(self) -> None:
+    def poll(self, now: float) -> None:
+        if not self.cancelled.is_set() and self.client.exists(*self.watched):
+            self.cancelled.set()
+        if now - self.last_beat >= self.beat_every:
+            self.client.set(self.beat_key, "1", ex=self.ttl)
+            self.last_beat = now
+
+
+class _Watcher:
+    """One thread per process polls every executing attempt's watch (starting a thread per step
+    would cost milliseconds before each step starts)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._thread = threading.Thread(target=self._loop, name="pitstop-step-watcher",
+                                        daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join(2.0)
+    def add(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+
+    def remove(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
 
     def _loop(self) -> None:
-        beat_every = max(0.5, min(5.0, self.ttl / 4))
-        since_beat = 0.0
-        while not self._done.wait(CANCEL_POLL_SECONDS):
-            since_beat += CANCEL_POLL_SECONDS
-            try:
-                if not self.cancelled.is_set() and self.client.exists(*self.watched):
-                    self.cancelled.set()
-                if since_beat >= beat_every:
-                    since_beat = 0.0
-                    self.client.set(self.beat_key, "1", ex=self.ttl)
-            except Exception as exc:  # a Redis blip: the next round tries again
-                log.debug("step heartbeat: %s", exc)
+        while True:
+            time.sleep(CANCEL_POLL_SECONDS)
+            with self._lock:
+                watches = list(self._watches)
+            for watch in watches:
+                try:
+                    watch.poll(time.monotonic())
+                except Exception as exc:  # a Redis blip: the next round tries again
+                    log.debug("step heartbeat: %s", exc)
+
+
+_WATCHER: _Watcher | None = None
+_WATCHER_LOCK = threading.Lock()
+
+
+def _watcher() -> _Watcher:
+    """This process's watcher (a forked child starts its own)."""
+    global _WATCHER
+    with _WATCHER_LOCK:
+        if _WATCHER is None or _WATCHER.pid != os.getpid():
+            _WATCHER = _Watcher()
+        return _WATCHER
 
 
 def _one_line(exc: BaseException) -> str:

@@ -87,6 +87,8 @@ class RunKind:
     """Params the orchestrator seals inside the run record (values of secret variables)."""
     enforces_timeout = True
     """The script runner kills the script at the step's timeout itself."""
+    uses_scripts = True
+    """Give it this worker's script runner (``StepContext.script_runner``)."""
 
     def default_queue(self, settings: Settings) -> str:
         return settings.scripts.default_queue

@@ -19,6 +19,8 @@ import hashlib
 import json
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -56,18 +58,18 @@ from pitstop.runs.output import RunOutput
 from pitstop.runs.store import Run, RunStore
 from pitstop.workstreams.catalog import WorkstreamCatalog
 from pitstop.workstreams.plan import Advance, AttemptResult, AttemptStatus, Plan, StepState
+from pitstop.workstreams.records import Effects, RunRecords, Snapshot
+from pitstop.workstreams.seals import seal_spec, unseal_params
 from pitstop.workstreams.slots import Slots
 from pitstop.workstreams.spec import StepSpec, WorkstreamSpec
 from pitstop.workstreams.steps import step_kinds
 from pitstop.workstreams.templates import render
 
-__all__ = ["SEALED", "Claimed", "LaunchResult", "Orchestrator", "SendTask", "orchestrator_from"]
+__all__ = ["Claimed", "LaunchResult", "Orchestrator", "SendTask", "orchestrator_from"]
 
 log = logging.getLogger(__name__)
 
 SendTask = Callable[..., Any]
-SEALED = "__sealed__"
-"""A sealed param is ``{"__sealed__": token}`` inside the run record."""
 
 
 @dataclass
@@ -90,6 +92,8 @@ class Claimed:
     spec: WorkstreamSpec
     step: StepSpec
     plan: Plan
+    snapshot: Snapshot
+    """The record as the claim left it (the step's report compares against it)."""
 
 
 def _utc_now() -> datetime:
@@ -114,6 +118,7 @@ class Orchestrator:
         self.output = RunOutput(client)
         self.slots = Slots(client)
         self._clock = clock or _utc_now
+        self.records = RunRecords(client, ttl_seconds=runs.ttl_seconds, clock=self.now)
         self._specs: dict[str, WorkstreamSpec] = {}
 
     # --- the catalog -----------------------------------------------------------------------------
@@ -206,13 +211,15 @@ class Orchestrator:
             slot = f"{spec.id}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         if seal_root is None:
             seal_root = run_id
-            spec = self._sealed(spec.with_queues(self._default_queue), seal_root)
+            spec = seal_spec(spec.with_queues(self._default_queue), root=seal_root,
+                             kinds=step_kinds(), sealer=self.settings.sealer(),
+                             redactor=self.redactor)
         orchestration: dict[str, Any] = {
             "spec": spec.to_dict(), "phase": "pending", "outcome": None, "failed_step": None,
             "deadline": None, "params": resolved, "policy": spec.policy if slot else "allow",
             "slot": slot, "concurrency_key": key, "launch_key": launch_key,
             "trigger_id": trigger_id, "config_version": config_version, "parent": parent,
-            "seal_root": seal_root, "finalized": False, "completion_event": None}
+            "seal_root": seal_root, "completion_event": None}
         queued = Run(run_id=run_id, kind=RUN_KIND_WORKSTREAM, status="queued", created_at=now,
                      updated_at=now, workstream_id=spec.id, trace_id=trace,
                      params=self.redactor.redact(resolved), event=event_dict,
@@ -222,10 +229,17 @@ class Orchestrator:
         plan = Plan(spec)
         advance = plan.start(now)
         running = self._with(queued, plan, now, advance)
+        cause = (f" by trigger {trigger_id}" if trigger_id else "") + (
+            f" on event {event.type} ({event.id})" if event is not None else "")
         decision = self.slots.launch(
             run_id=run_id, running_doc=running.model_dump_json(),
-            queued_doc=queued.model_dump_json(), score=now.timestamp(),
-            ttl=self.runs.ttl_seconds, policy=spec.policy, slot=slot, launch_key=launch_key)
+            queued_doc=queued.model_dump_json() if slot and spec.policy == "queue" else "",
+            score=now.timestamp(),
+            ttl=self.runs.ttl_seconds, policy=spec.policy, slot=slot, launch_key=launch_key,
+            lines=[self.redactor.redact_text(line) for line in (
+                f"workstream {spec.id}: run {run_id} launched{cause}", *advance.notes)],
+            queued_line=self.redactor.redact_text(
+                f"workstream {spec.id}: queued (concurrency key {key!r}) behind run "))
         if decision.decision == "duplicate":
             first, _, rest = decision.other.partition(":")
             first_run, _, holder = rest.partition(":")
@@ -237,16 +251,11 @@ class Orchestrator:
             return LaunchResult(None, "skipped", f"run {decision.other} of {spec.id} is active "
                                 f"for concurrency key {key!r} (policy skip)")
         if decision.decision == "queued":
-            self.runs.note("launch", queued)
-            self._say(run_id, [f"workstream {spec.id}: queued behind run {decision.other} "
-                               f"(concurrency key {key!r})"])
+            self.runs.note("launch", _for_log(queued))
             return LaunchResult(run_id, "queued", f"waits for run {decision.other} to end "
                                 f"(concurrency key {key!r})")
         self._send_all(running, advance)
-        self.runs.note("launch", running)
-        cause = (f" by trigger {trigger_id}" if trigger_id else "") + (
-            f" on event {event.type} ({event.id})" if event is not None else "")
-        self._say(run_id, [f"workstream {spec.id}: run {run_id} launched{cause}", *advance.notes])
+        self.runs.note("launch", _for_log(running))
         if decision.decision == "cancelled_previous":
             previous = decision.other
             with contextlib.suppress(NothingToCancel, RunNotFound):
@@ -269,55 +278,11 @@ class Orchestrator:
         chooser = getattr(kind, "default_queue", None)
         return str(chooser(self.settings)) if callable(chooser) else DEFAULT_QUEUE
 
-    def _sealed(self, spec: WorkstreamSpec, seal_root: str) -> WorkstreamSpec:
-        """``spec`` with the params kinds mark secret (``run``'s ``env``) sealed with the shared
-        key, bound to this launch; without a key, refused if they hold secret-named values."""
-        kinds = step_kinds()
-        sealer = self.settings.sealer()
-
-        def seal_step(step: StepSpec) -> StepSpec:
-            names = getattr(kinds.get(step.kind), "sealed_params", ())
-            params = dict(step.params)
-            for name in names:
-                values = params.get(name)
-                if not isinstance(values, dict) or not values:
-                    continue
-                if sealer is None:
-                    secret = sorted(k for k in values if self.redactor.is_secret_name(str(k)))
-                    if secret:
-                        raise ConfigError(
-                            f"step {step.id} of {spec.id} sets secret variable(s) "
-                            f"{', '.join(secret)}: they travel encrypted through Redis, with a "
-                            "key launchers and workers share: set PITSTOP_SECRET_KEY "
-                            "(pitstop keygen)", key_path="secret_key")
-                    continue
-                text = {str(k): v if isinstance(v, str) else json.dumps(v)
-                        for k, v in values.items()}
-                params[name] = {SEALED: sealer.seal(text, bound_to=_seal_binding(
-                    seal_root, spec.id, step.id, name))}
-            return replace(step, params=params)
-
-        def seal(ws: WorkstreamSpec) -> WorkstreamSpec:
-            return replace(
-                ws, stages=tuple(tuple(seal_step(s) for s in st) for st in ws.stages),
-                on_failure=tuple(tuple(seal_step(s) for s in st) for st in ws.on_failure),
-                subs={key: seal(sub) for key, sub in ws.subs.items()})
-
-        return seal(spec)
-
     def unseal(self, run: Run, step: StepSpec) -> dict[str, Any]:
         """The step's params with sealed values opened (for the worker executing it)."""
-        params = dict(step.params)
-        for name, value in step.params.items():
-            if isinstance(value, dict) and set(value) == {SEALED}:
-                sealer = self.settings.sealer()
-                if sealer is None:
-                    raise ConfigError("this step's params are encrypted but this worker has no "
-                                      "PITSTOP_SECRET_KEY to decrypt them", key_path="secret_key")
-                params[name] = sealer.unseal(str(value[SEALED]), bound_to=_seal_binding(
-                    str(run.orchestration.get("seal_root")), run.workstream_id or "", step.id,
-                    name))
-        return params
+        return unseal_params(step, root=str(run.orchestration.get("seal_root")),
+                             workstream_id=run.workstream_id or "",
+                             sealer=self.settings.sealer())
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -328,7 +293,7 @@ class Orchestrator:
         verdict: list[str] = []
         lost: list[Advance] = []
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             verdict.clear()
             lost.clear()
             if run.kind != RUN_KIND_WORKSTREAM:
@@ -337,30 +302,29 @@ class Orchestrator:
             outcome = plan.claim(step_id, attempt, host=host, pid=pid, now=now)
             verdict.append(outcome)
             if outcome == "claimed":
-                return self._with(run, plan, now)
+                retries = plan.spec.step(step_id).retries
+                return self._commit(run, plan, now, None, Effects(
+                    lines=[f"step {step_id}: started on {host} (attempt {attempt} of "
+                           f"{retries + 1})"],
+                    sets=[(beat_key(run_id, step_id, attempt), f"{host}:{pid}",
+                           self.beat_ttl)]))
             if outcome == "held":
                 why = self.holder_lost(run, step_id, plan.steps[step_id], now, host=host)
                 if why is not None:
                     advance = plan.finish(step_id, attempt, why, now)
                     lost.append(advance)
-                    return self._with(run, plan, now, advance)
+                    return self._commit(run, plan, now, advance)
             return None
 
-        run = self.runs.mutate(run_id, change, op="")
+        snapshot, _ = self.records.transact(run_id, change)
         if lost:
-            self._apply(run, lost[0])
+            self._apply(snapshot.run, lost[0])
             return None
         if not verdict or verdict[0] not in ("claimed", "again"):
             return None
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(beat_key(run_id, step_id, attempt), f"{host}:{pid}", ex=self.beat_ttl)
-        pipe.execute()
-        spec = self.spec_of(run)
-        plan = self.plan_of(run)
-        step = spec.step(step_id)
-        self._say(run_id, [f"step {step_id}: started on {host} (attempt {attempt} of "
-                           f"{step.retries + 1})"])
-        return Claimed(run, spec, step, plan)
+        spec = self.spec_of(snapshot.run)
+        return Claimed(snapshot.run, spec, spec.step(step_id), self.plan_of(snapshot.run),
+                       snapshot)
 
     def holder_lost(self, run: Run, step_id: str, state: StepState, now: datetime, *,
                     host: str | None = None) -> AttemptResult | None:
@@ -384,36 +348,39 @@ class Orchestrator:
             return AttemptResult("timed_out", message=f"{dead}, after its timeout of {limit:g}s")
         return AttemptResult("failed", message=dead)
 
-    def wait_for_child(self, run_id: str, step_id: str, attempt: int, child_run_id: str) -> None:
+    def wait_for_child(self, run_id: str, step_id: str, attempt: int, child_run_id: str, *,
+                       known: Snapshot | None = None) -> None:
         """The attempt goes on as sub-workstream run ``child_run_id``."""
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             plan = self.plan_of(run)
             if not plan.wait_for(step_id, attempt, child_run_id):
                 return None
-            return self._with(run, plan, now)
+            return self._commit(run, plan, now, None, Effects(lines=[
+                f"step {step_id}: waiting for sub-workstream run {child_run_id}"]))
 
-        self.runs.mutate(run_id, change, op="")
-        self._say(run_id, [f"step {step_id}: waiting for sub-workstream run {child_run_id}"])
+        self.records.transact(run_id, change, known=known)
 
-    def finish_step(self, run_id: str, step_id: str, attempt: int, result: AttemptResult) -> Run:
+    def finish_step(self, run_id: str, step_id: str, attempt: int, result: AttemptResult, *,
+                    known: Snapshot | None = None) -> Run:
         """Record how the attempt ended and move the run on (a compare-and-set: a second report
-        of the same attempt changes nothing)."""
+        of the same attempt changes nothing). ``known``: the record as the caller last saw it
+        (one round trip if nobody changed it since)."""
         advances: list[Advance] = []
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             advances.clear()
             plan = self.plan_of(run)
             advance = plan.finish(step_id, attempt, result, now)
             if not advance.changed:
                 return None
             advances.append(advance)
-            return self._with(run, plan, now, advance)
+            return self._commit(run, plan, now, advance)
 
-        run = self.runs.mutate(run_id, change, op="")
+        snapshot, _ = self.records.transact(run_id, change, known=known)
         if advances:
-            self._apply(run, advances[0])
-        return run
+            self._apply(snapshot.run, advances[0])
+        return snapshot.run
 
     def cancel_run(self, run_id: str, *, reason: str = "cancelled") -> Run:
         """End a workstream run ``cancelled``: steps not started never will, running ones are
@@ -421,7 +388,7 @@ class Orchestrator:
         when it has ended, :class:`RunNotFound`."""
         advances: list[Advance] = []
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             advances.clear()
             if run.kind != RUN_KIND_WORKSTREAM:
                 raise ValidationError(f"run {run_id} is a {run.kind} run, not a workstream run")
@@ -430,20 +397,20 @@ class Orchestrator:
             if advance is None:
                 return None
             advances.append(advance)
-            return self._with(run, plan, now, advance)
+            return self._commit(run, plan, now, advance)
 
         self.output.request_cancel(run_id)  # running steps see it at once
-        run = self.runs.mutate(run_id, change, op="")
+        snapshot, _ = self.records.transact(run_id, change)
         if not advances:
-            raise NothingToCancel(f"run {run_id} already ended: {run.status}")
-        self._apply(run, advances[0])
-        return run
+            raise NothingToCancel(f"run {run_id} already ended: {snapshot.run.status}")
+        self._apply(snapshot.run, advances[0])
+        return snapshot.run
 
     def time_out_run(self, run_id: str) -> Run | None:
         """End the run's main stages if it outlived its timeout (the reaper calls this)."""
         advances: list[Advance] = []
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             advances.clear()
             deadline = run.orchestration.get("deadline")
             if not deadline or now < datetime.fromisoformat(deadline):
@@ -453,37 +420,36 @@ class Orchestrator:
             if advance is None:
                 return None
             advances.append(advance)
-            return self._with(run, plan, now, advance)
+            return self._commit(run, plan, now, advance)
 
-        run = self.runs.mutate(run_id, change, op="")
-        if advances:
-            self._apply(run, advances[0])
-            return run
-        return None
+        snapshot, _ = self.records.transact(run_id, change)
+        if not advances:
+            return None
+        self._apply(snapshot.run, advances[0])
+        return snapshot.run
 
     def start_queued(self, run_id: str) -> Run | None:
         """Start a run that waited for its concurrency slot (whoever freed the slot calls this)."""
         advances: list[Advance] = []
 
-        def change(run: Run, now: datetime) -> Run | None:
+        def change(run: Run, now: datetime) -> tuple[Run, Effects] | None:
             advances.clear()
             if run.status != "queued" or run.kind != RUN_KIND_WORKSTREAM:
                 return None
             plan = self.plan_of(run)
             advance = plan.start(now)
             advances.append(advance)
-            return self._with(run, plan, now, advance)
+            return self._commit(run, plan, now, advance, Effects(lines=[
+                f"workstream {run.workstream_id}: its concurrency slot is free; started"]))
 
         try:
-            run = self.runs.mutate(run_id, change, op="start")
+            snapshot, _ = self.records.transact(run_id, change)
         except RunNotFound:
             return None
         if not advances:
             return None
-        self._apply(run, advances[0])
-        self._say(run_id, [f"workstream {run.workstream_id}: its concurrency slot is free; "
-                           "started", *advances[0].notes])
-        return run
+        self._apply(snapshot.run, advances[0])
+        return snapshot.run
 
     # --- the record --------------------------------------------------------------------------------
 
@@ -516,6 +482,7 @@ class Orchestrator:
         }
 
     def _with(self, run: Run, plan: Plan, now: datetime, advance: Advance | None = None) -> Run:
+        """``run`` as ``plan`` leaves it (started, ended, with its completion event built)."""
         orchestration = {**run.orchestration, "phase": plan.phase, "outcome": plan.outcome,
                          "failed_step": plan.failed_step}
         update: dict[str, Any] = {"steps": plan.dump_steps(), "orchestration": orchestration,
@@ -535,6 +502,22 @@ class Orchestrator:
                 run, ending.status, ending.exit_code, ending.error, ending.failed_step,
                 (now - started).total_seconds(), now)
         return run.model_copy(update=update)
+
+    def _commit(self, run: Run, plan: Plan, now: datetime, advance: Advance | None,
+                effects: Effects | None = None) -> tuple[Run, Effects]:
+        """The new run and what its compare-and-set writes with it: progress lines, stop
+        requests for running steps, the end of its output when it ended."""
+        new = self._with(run, plan, now, advance)
+        effects = effects or Effects()
+        effects.lines = [self.redactor.redact_text(line) for line in effects.lines]
+        if advance is not None:
+            effects.lines.extend(self.redactor.redact_text(note) for note in advance.notes)
+            effects.sets.extend((stop_key(run.run_id, step_id), "1", self.runs.ttl_seconds)
+                                for step_id in advance.stop)
+            if advance.ended is not None:
+                effects.lines.append(self.redactor.redact_text(_ending_line(new)))
+                effects.end = (new.status, new.exit_code)
+        return new, effects
 
     def _completion_event(self, run: Run, status: str, exit_code: int | None, error: str | None,
                           failed_step: str | None, duration: float,
@@ -564,16 +547,12 @@ class Orchestrator:
     # --- after a commit ----------------------------------------------------------------------------
 
     def _apply(self, run: Run, advance: Advance) -> None:
+        """After a commit: send the attempts it queued, cancel sub-workstreams it stopped, and
+        finalize the run if it ended (lines, stop requests and the output's end are written)."""
         self._send_all(run, advance)
-        if advance.stop:
-            pipe = self.client.pipeline(transaction=False)
-            for step_id in advance.stop:
-                pipe.set(stop_key(run.run_id, step_id), "1", ex=self.runs.ttl_seconds)
-            pipe.execute()
         for child in advance.stop_children:
             with contextlib.suppress(NothingToCancel, RunNotFound):
                 self.cancel_run(child, reason=f"its parent run {run.run_id} stopped")
-        self._say(run.run_id, advance.notes)
         if advance.ended is not None:
             self.finalize(run)
 
@@ -604,22 +583,19 @@ class Orchestrator:
         self.send(TASK_WORKSTREAM_STEP, **options)
 
     def finalize(self, run: Run) -> None:
-        """What follows a run's end, each part repeatable: its event, the end of its output, its
-        slot handed on, its parent told; then it is marked finalized."""
-        orchestration = run.orchestration
-        if orchestration.get("finalized") or not run.terminal:
+        """What follows a run's end, each part repeatable: its ``completed``/``failed`` event
+        (built when it ended: a repeat has the same id), its slot handed on, its parent step
+        told; then it leaves the set of runs the reaper watches."""
+        if not run.terminal:
             return
         run_id = run.run_id
+        orchestration = run.orchestration
         event = orchestration.get("completion_event")
         if event:
             try:
                 self.bus.publish_event(Event.from_dict(event))
             except PitstopError as exc:
                 log.warning("run %s: could not publish %s: %s", run_id, event.get("type"), exc)
-        took = f" in {run.duration:.2f}s" if run.duration is not None else ""
-        why = f": {run.error}" if run.error and run.status != "succeeded" else ""
-        self._say(run_id, [f"workstream {run.workstream_id}: {run.status}{took}{why}"])
-        self.output.close(run_id, status=run.status, exit_code=run.exit_code)
         slot = orchestration.get("slot")
         if slot:
             following = self.slots.release(slot, run_id, ttl=self.runs.ttl_seconds)
@@ -637,24 +613,20 @@ class Orchestrator:
                                                f"sub-workstream run {run_id} {run.status}"))
             except RunNotFound:
                 log.warning("run %s: its parent run %s is gone", run_id, parent["run_id"])
+        if self.client.srem(WS_ACTIVE_RUNS, run_id):
+            self.runs.note("finish", _for_log(run))
 
-        def mark(current: Run, now: datetime) -> Run | None:
-            if current.orchestration.get("finalized"):
-                return None
-            return current.model_copy(update={
-                "orchestration": {**current.orchestration, "finalized": True}})
 
-        final = self.runs.mutate(run_id, mark, op="")
-        self.client.srem(WS_ACTIVE_RUNS, run_id)
-        self.runs.note("finish", final)
+def _ending_line(run: Run) -> str:
+    took = f" in {run.duration:.2f}s" if run.duration is not None else ""
+    why = f": {run.error}" if run.error and run.status != "succeeded" else ""
+    return f"workstream {run.workstream_id}: {run.status}{took}{why}"
 
-    def _say(self, run_id: str, lines: list[str]) -> None:
-        """Progress lines on the run's output stream (what ``pitstop launch --wait`` prints)."""
-        for line in lines:
-            try:
-                self.output.append(run_id, "stdout", self.redactor.redact_text(line))
-            except Exception as exc:  # progress is a courtesy: never fail a transition for it
-                log.debug("run %s: could not write progress: %s", run_id, exc)
+
+def _for_log(run: Run) -> Run:
+    """The run as runs.jsonl keeps it: without the definition it carries (the config has it)."""
+    return run.model_copy(update={"orchestration": {
+        key: value for key, value in run.orchestration.items() if key != "spec"}})
 
 
 def beat_key(run_id: str, step_id: str, attempt: int) -> str:
@@ -663,10 +635,6 @@ def beat_key(run_id: str, step_id: str, attempt: int) -> str:
 
 def stop_key(run_id: str, step_id: str) -> str:
     return f"{WS_STEP_STOP_PREFIX}{run_id}:{step_id}"
-
-
-def _seal_binding(root: str, workstream_id: str, step_id: str, name: str) -> dict[str, Any]:
-    return {"launch": root, "workstream": workstream_id, "step": step_id, "param": name}
 
 
 def _no_event(trace_id: str) -> dict[str, Any]:
@@ -680,11 +648,30 @@ def orchestrator_from(settings: Settings, client: redis.Redis, bus: EventBus, ru
                       redactor: Redactor | None = None) -> Orchestrator:
     """An orchestrator from settings: the catalog is ``<config_dir>/workstreams.yaml`` (read when
     first needed: workers executing steps never need it), the clock is Redis's."""
-    from pitstop.runs.store import redis_clock
 
     def load() -> WorkstreamCatalog:
         return WorkstreamCatalog.load(settings.config_dir / WORKSTREAMS_FILE)
 
-    return Orchestrator(catalog if catalog is not None else load, client=client, runs=run_store,
-                        bus=bus, send=send, settings=settings, redactor=redactor,
-                        clock=redis_clock(client))
+    clock = synced_clock(client)
+    return Orchestrator(catalog if catalog is not None else load, client=client,
+                        runs=run_store.with_clock(clock), bus=bus, send=send, settings=settings,
+                        redactor=redactor, clock=clock)
+
+
+def synced_clock(client: redis.Redis, *, every: float = 10.0) -> Callable[[], datetime]:
+    """Redis's clock (as every host agrees on it), read once every ``every`` seconds and carried
+    on meanwhile by this host's monotonic clock: a launch then costs no ``TIME`` round trip."""
+    lock = threading.Lock()
+    state = {"offset": 0.0, "synced": -math.inf}
+
+    def now() -> datetime:
+        mono = time.monotonic()
+        with lock:
+            if mono - state["synced"] > every:
+                seconds, micros = client.time()
+                state["offset"] = seconds + micros / 1_000_000 - time.monotonic()
+                state["synced"] = mono
+            offset = state["offset"]
+        return datetime.fromtimestamp(time.monotonic() + offset, tz=UTC)
+
+    return now

@@ -29,6 +29,7 @@ from pitstop.kernel.errors import NothingToCancel, PitstopError, RunNotFound
 from pitstop.runs.store import Run
 from pitstop.workstreams.orchestrator import Orchestrator
 from pitstop.workstreams.plan import AttemptResult, AttemptStatus, StepState
+from pitstop.workstreams.records import Effects
 
 __all__ = ["RepairReport", "repair_run", "repair_runs"]
 
@@ -158,20 +159,17 @@ def _queued(orchestrator: Orchestrator, run: Run, step_id: str, state: StepState
 
 
 def _mark_resent(orchestrator: Orchestrator, run: Run, step_id: str, state: StepState) -> bool:
-    marked: list[bool] = []
-
-    def change(current: Run, now: datetime) -> Run | None:
-        marked.clear()
+    def change(current: Run, now: datetime) -> tuple[Run, Effects] | None:
         step = current.steps.get(step_id) or {}
         if step.get("status") != "queued" or step.get("attempt") != state.attempt \
                 or step.get("resent"):
             return None
-        marked.append(True)
         return current.model_copy(update={
-            "steps": {**current.steps, step_id: {**step, "resent": 1}}, "updated_at": now})
+            "steps": {**current.steps, step_id: {**step, "resent": 1}},
+            "updated_at": now}), Effects()
 
-    orchestrator.runs.mutate(run.run_id, change, op="")
-    return bool(marked)
+    _, written = orchestrator.records.transact(run.run_id, change)
+    return written is not None
 
 
 def _waiting(orchestrator: Orchestrator, run: Run, step_id: str, state: StepState,

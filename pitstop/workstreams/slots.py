@@ -12,6 +12,7 @@ end and its release never blocks the key for good; the reaper releases such slot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,6 +23,8 @@ from pitstop.kernel.constants import (
     RUN_CANCEL_PREFIX,
     RUN_INDEX,
     RUN_KEY_PREFIX,
+    RUN_OUTPUT_MAXLEN,
+    RUN_OUTPUT_PREFIX,
     WS_ACTIVE_RUNS,
     WS_LAUNCH_PREFIX,
     WS_SLOT_PREFIX,
@@ -35,7 +38,9 @@ local run_key, index, active, launch_key, slot, slot_queue =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, running_doc, queued_doc, score, ttl, policy, run_prefix, has_key =
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local cancel_prefix = ARGV[9]
+local cancel_prefix, stream, queued_line = ARGV[9], ARGV[10], ARGV[11]
+local lines = tonumber(ARGV[12])
+local maxlen = ARGV[13 + lines]
 local terminal = """ + _TERMINAL + """
 if has_key == '1' then
   local first = redis.call('GET', launch_key)
@@ -75,7 +80,15 @@ if has_key == '1' then
 end
 if decision == 'skipped' then return {decision, other} end
 local doc = running_doc
-if decision == 'queued' then doc = queued_doc end
+if decision == 'queued' then
+  doc = queued_doc
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', 'stdout', 'l', queued_line .. other)
+else
+  for i = 1, lines do
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 's', 'stdout', 'l', ARGV[12 + i])
+  end
+end
+redis.call('EXPIRE', stream, ttl)
 redis.call('SET', run_key, doc, 'EX', ttl)
 redis.call('ZADD', index, score, run_id)
 redis.call('SADD', active, run_id)
@@ -128,13 +141,18 @@ class Slots:
         self._release = client.register_script(_RELEASE)
 
     def launch(self, *, run_id: str, running_doc: str, queued_doc: str, score: float, ttl: int,
-               policy: str, slot: str | None, launch_key: str | None) -> LaunchDecision:
+               policy: str, slot: str | None, launch_key: str | None,
+               lines: Sequence[str] = (), queued_line: str = "") -> LaunchDecision:
+        """``lines``: progress lines for the run's output stream when it starts; a queued run
+        gets ``queued_line`` followed by the id of the run it waits for."""
         keys = [RUN_KEY_PREFIX + run_id, RUN_INDEX, WS_ACTIVE_RUNS,
                 WS_LAUNCH_PREFIX + (launch_key or ""), WS_SLOT_PREFIX + (slot or ""),
                 WS_SLOT_QUEUE_PREFIX + (slot or "")]
         args: list[Any] = [run_id, running_doc, queued_doc, repr(score), ttl,
                            policy if slot else "allow", RUN_KEY_PREFIX,
-                           "1" if launch_key else "0", RUN_CANCEL_PREFIX]
+                           "1" if launch_key else "0", RUN_CANCEL_PREFIX,
+                           RUN_OUTPUT_PREFIX + run_id, queued_line, len(lines), *lines,
+                           RUN_OUTPUT_MAXLEN]
         reply = cast("list[Any]", self._launch(keys=keys, args=args))
         return LaunchDecision(text_of(reply[0]), text_of(reply[1]))
 

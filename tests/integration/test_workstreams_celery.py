@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from pitstop import components
+from pitstop.kernel.constants import WS_ACTIVE_RUNS
 from pitstop.kernel.proc import pid_alive
 from pitstop.kernel.settings import load_settings
 from pitstop.runs.store import Run
@@ -74,9 +75,15 @@ class Launcher:
         return self.orchestrator.runs.get_run(run_id)
 
     def ended(self, run_id: str | None, timeout: float = 30) -> Run:
+        """The run once it has ended and been finalized (its event published, its slot free)."""
         assert run_id is not None
-        return wait_for(lambda: (run := self.run(run_id)).terminal and run.orchestration.get(
-            "finalized") and run, timeout, interval=0.05, message=f"run {run_id} to end")
+
+        def finalized() -> Run | None:
+            run = self.run(run_id)
+            done = run.terminal and not self.client.sismember(WS_ACTIVE_RUNS, run_id)
+            return run if done else None
+
+        return wait_for(finalized, timeout, interval=0.05, message=f"run {run_id} to end")
 
     def step(self, run_id: str, step_id: str) -> dict[str, Any]:
         return self.run(run_id).steps[step_id]
