@@ -19,7 +19,7 @@ from pitstop.triage.model import Category
 from pitstop.triage.parsed import EXCEPTION_LINE, InputFacts, ParsedInput, RawFailure
 from pitstop.triage.signals import KEYWORDS, Hit, clean_line, location_in, scan
 
-GAP = 12
+GAP = 8
 """Lines after the last interesting one that are still read closely."""
 KEYWORD_TAIL = 3
 """Lines after a keyword read closely even when the keyword's own line showed nothing."""
