@@ -7,7 +7,7 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 import sys
 import time
 from collections.abc import Mapping
@@ -361,7 +361,7 @@ def flower(ctx: Context, host: str, port: int | None) -> None:
     args = [sys.executable, "-m", "workers.flowerauth", "-A", "workers.app", "flower",
             f"--address={host}", f"--port={bind_port}"]
     # Become Flower (no wrapper process left behind to forward signals).
-    os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell
+    os.execve(sys.executable, args, env)  # noqa: S606 - argv list, no shell  # nosec B606 # our own interpreter
 
 
 @click.command(short_help="Serve GitHub webhooks and POST /events.")

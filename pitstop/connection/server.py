@@ -26,7 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -200,12 +200,12 @@ class RedisServer:
         # The configuration goes in on stdin, so the passwords never show in ps; umask 077 keeps
         # the AOF, the RDB snapshots and the log private to this user.
         # A daemonized server must outlive the terminal that started it: own session, no stdio.
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # nosec B603 # redis-server we located, config on stdin
             [self._binary or find_redis_server(), "-"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=daemonize,
             close_fds=True, umask=0o077,
         )
-        assert self.process.stdin is not None  # noqa: S101 - stdin=PIPE above
+        assert self.process.stdin is not None  # noqa: S101 - stdin=PIPE above  # nosec B101 # type narrowing
         with self.process.stdin as stdin:
             stdin.write(text.encode())
         info = ServerInfo(pid=self.process.pid, port=port, password=password,

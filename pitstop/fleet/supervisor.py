@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +35,7 @@ STABLE_AFTER = 60.0
 def spawn_child(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """A child in its own session (and process group): the terminal's Ctrl-C reaches only
     ``pitstop up``, which stops its children in order."""
-    return subprocess.Popen(list(args), env=dict(env), start_new_session=True)
+    return subprocess.Popen(list(args), env=dict(env), start_new_session=True)  # nosec B603 # pitstop's own children
 
 
 def doubling_delay(failures: int, first: float, maximum: float) -> float:

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 import sys
 import threading
 import time
@@ -250,7 +250,7 @@ class CheckRunner:
         command = [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
         with out_path.open("wb") as out, err_path.open("wb") as err:
             try:
-                proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # nosec B603 # configured checks, no shell
                                         stdout=out, stderr=err, close_fds=True,
                                         start_new_session=True)
             except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,7 @@ class Git:
         argv = ["git", *_SAFE_CONFIG, "-c", f"user.name={name}", "-c", f"user.email={email}",
                 *args]
         try:
-            proc = subprocess.run(argv, cwd=self.cwd, env=_git_env(env), input=input_bytes,
+            proc = subprocess.run(argv, cwd=self.cwd, env=_git_env(env), input=input_bytes,  # nosec B603 # git argv, safe -c config
                                   capture_output=True, check=False,
                                   timeout=timeout or self.timeout)
         except FileNotFoundError:
@@ -143,7 +143,7 @@ def git_version() -> tuple[int, ...]:
     git = shutil.which("git")
     if git is None:
         raise GitTooOld("git is not installed (pitstop needs git 2.39.2 or later)")
-    out = subprocess.run([git, "--version"], capture_output=True, text=True, check=False,
+    out = subprocess.run([git, "--version"], capture_output=True, text=True, check=False,  # nosec B603 # git --version
                          timeout=30).stdout
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
     if match is None:

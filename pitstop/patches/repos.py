@@ -80,7 +80,7 @@ class RepoRegistry:
     def _handle(self, name: str, repo: RepoConfig) -> RepoHandle:
         if repo.path is not None:
             return self._local(name, repo.path, repo, repo.target)
-        assert repo.url is not None  # noqa: S101 - the model requires one of the two
+        assert repo.url is not None  # noqa: S101 - the model requires one of the two  # nosec B101 # type narrowing
         return self._mirror(name, repo.url, repo)
 
     def _local(self, name: str, path: Path, repo: RepoSettings, target: str) -> RepoHandle:

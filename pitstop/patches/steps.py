@@ -45,7 +45,7 @@ class FixLintStep:
 
     def execute(self, ctx: StepContext) -> StepResult:
         params = ctx.params
-        assert isinstance(params, FixLintParams)  # noqa: S101 - the engine validated it
+        assert isinstance(params, FixLintParams)  # noqa: S101 - the engine validated it  # nosec B101 # type narrowing
         validator = build_validator(ctx.settings, ctx.redis, bus=ctx.bus, redactor=ctx.redactor)
         try:
             repo = validator.registry.resolve(params.repo)
@@ -84,7 +84,7 @@ class ValidatePatchStep:
 
     def execute(self, ctx: StepContext) -> StepResult:
         params = ctx.params
-        assert isinstance(params, ValidatePatchParams)  # noqa: S101 - the engine validated it
+        assert isinstance(params, ValidatePatchParams)  # noqa: S101 - the engine validated it  # nosec B101 # type narrowing
         if not params.patch.strip():
             return StepResult("succeeded", outputs={"result": "nothing_to_do", "exit_code": 0},
                               message="empty patch: nothing to validate")

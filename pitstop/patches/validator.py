@@ -252,7 +252,7 @@ class PatchValidator:
                 outcome.result = {"auto_merge": "would_merge", "pr": "would_open_pr",
                                   "review": "would_queue_review"}[assessment.decision]
                 return
-            assert applied.commit is not None  # noqa: S101 - applied() says so
+            assert applied.commit is not None  # noqa: S101 - applied() says so  # nosec B101 # type narrowing
             branch = f"{PATCH_BRANCH_PREFIX}{outcome.validation_id[-12:]}"
             repo.git.run("update-ref", f"refs/heads/{branch}", applied.commit)
             outcome.landing["branch"] = branch
@@ -267,7 +267,7 @@ class PatchValidator:
 
     def _carry_out(self, repo: RepoHandle, outcome: PatchOutcome, changed: ChangedFiles,
                    title: str) -> None:
-        assert outcome.commit is not None  # noqa: S101
+        assert outcome.commit is not None  # noqa: S101  # nosec B101 # type narrowing
         branch = outcome.landing["branch"]
         if outcome.decision == "auto_merge":
             self.on_phase("landing")

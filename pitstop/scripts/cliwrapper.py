@@ -47,7 +47,7 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 import sys
 import threading
 import time
@@ -318,7 +318,7 @@ class CLIWrapper:
         started_at = self.clock()
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # nosec B603 # resolved script, argv list
                 _with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, cwd=cwd, close_fds=True, start_new_session=_POSIX,
@@ -332,7 +332,7 @@ class CLIWrapper:
                                 duration=time.monotonic() - start, stdout_tail="",
                                 stderr_tail=message + "\n", started_at=started_at, pid=None)
 
-        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given
+        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given  # nosec B101 # narrowing
         sink_lock = threading.Lock()
         readers = [PipeReader(name, pipe, redactor=self.redactor, sink=self.output_sink,
                               sink_lock=sink_lock, cap_bytes=self.output_cap_bytes,
@@ -416,7 +416,7 @@ class CLIWrapper:
         """SIGTERM the script's process group, SIGKILL what is left after ``kill_grace``."""
         if not _POSIX:
             if not exited.is_set():
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],  # nosec B603 B607 # Windows' own taskkill
                                capture_output=True, check=False)
             return
         pgid = proc.pid  # start_new_session: the child leads its own group

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
+import subprocess  # nosec B404 # argv lists only, never a shell
 from pathlib import Path
 
 from pitstop.kernel.errors import ValidationError
@@ -41,7 +41,7 @@ def changed_files(spec: str, *, cwd: Path | None = None, git: str = "git",
     args = [git, "-c", "core.quotepath=off", "diff", "--name-only", "-z", "--no-renames",
             "--no-ext-diff", "--no-textconv", f"{base}{dots}{head}", "--"]
     try:
-        done = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, check=False)  # nosec B603 # checked revisions
     except FileNotFoundError:
         raise ValidationError("--changed-files needs git, which is not installed") from None
     except subprocess.TimeoutExpired:

@@ -19,7 +19,7 @@ from pitstop.web.passwords import check_hash_format
 
 __all__ = ["TOKEN_USER", "WebConfig", "WebUser", "load_web_config"]
 
-TOKEN_USER = "token"  # noqa: S105 - a user name, not a password
+TOKEN_USER = "token"  # noqa: S105 - a user name, not a password  # nosec B105 # a user name
 """The name a login with the API token gets."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
