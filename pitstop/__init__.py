@@ -36,6 +36,7 @@ from pitstop.kernel.settings import Settings, load_settings
 from pitstop.kernel.statelog import StateLog, read_log
 from pitstop.runs.store import Run, RunStore
 from pitstop.scripts.cliwrapper import CLIWrapper, ExecutionResult
+from pitstop.triggers.engine import TriggerEngine
 
 __all__ = [
     "CLIWrapper",
@@ -63,6 +64,7 @@ __all__ = [
     "SignatureMismatch",
     "StateLog",
     "Subscription",
+    "TriggerEngine",
     "ValidationError",
     "WebhookError",
     "compile_pattern",
