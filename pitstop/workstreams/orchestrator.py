@@ -500,7 +500,7 @@ class Orchestrator:
                           error=ending.error)
             orchestration["completion_event"] = self._completion_event(
                 run, ending.status, ending.exit_code, ending.error, ending.failed_step,
-                (now - started).total_seconds(), now)
+                (now - started).total_seconds())
         return run.model_copy(update=update)
 
     def _commit(self, run: Run, plan: Plan, now: datetime, advance: Advance | None,
@@ -520,8 +520,7 @@ class Orchestrator:
         return new, effects
 
     def _completion_event(self, run: Run, status: str, exit_code: int | None, error: str | None,
-                          failed_step: str | None, duration: float,
-                          now: datetime) -> dict[str, Any] | None:
+                          failed_step: str | None, duration: float) -> dict[str, Any] | None:
         """The ``workstream.<id>.completed``/``.failed`` event, built when the run ends (so a
         repeated finalization publishes the same event, with the same id)."""
         template = EVENT_WORKSTREAM_COMPLETED if status == "succeeded" else EVENT_WORKSTREAM_FAILED
@@ -535,7 +534,8 @@ class Orchestrator:
             try:
                 event = make_event(template.format(id=run.workstream_id),
                                    self.redactor.redact(attempt), source=self.bus.source,
-                                   parent=parent, trace_id=run.trace_id, now=now,
+                                   parent=parent, trace_id=run.trace_id,
+                                   now=self.bus.clock(),  # stamped like every other event
                                    max_data_bytes=self.bus.max_data_bytes,
                                    max_hops=self.bus.max_hops)
             except PitstopError as exc:
