@@ -78,7 +78,7 @@ route:
       receiver: flaky-team
     - match: {{type: "esc.**"}}
       receiver: first-line
-      escalate_after: 2s
+      escalate_after: 3s
       escalate_to: managers
 """
 
