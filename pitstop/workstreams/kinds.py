@@ -55,8 +55,6 @@ class RunParams(BaseModel):
     env: dict[str, Text] = Field(default_factory=dict)
     """Travels sealed inside the run record when a secret key is configured."""
     cwd: str | None = None
-    idempotent: bool = False
-    """Safe to run again when the worker running it died (else the attempt fails ``lost``)."""
 
     @field_validator("script")
     @classmethod
@@ -110,7 +108,7 @@ class RunKind:
                 "workstream_run": ctx.run_id, "step": ctx.step_id, "attempt": ctx.attempt}))
         request = ScriptRequest(run_id=child_id, script=params.script, args=list(params.args),
                                 env=dict(params.env), cwd=params.cwd, timeout=timeout,
-                                idempotent=params.idempotent, trace_id=ctx.trace_id)
+                                trace_id=ctx.trace_id)
         done = threading.Event()
         forwarder = threading.Thread(target=_forward_cancel, name=f"pitstop-cancel-{child_id}",
                                      args=(ctx, RunOutput(ctx.redis), child_id, done), daemon=True)

@@ -343,3 +343,31 @@ def test_secret_env_travels_sealed_and_reaches_the_script(harness_for: Any) -> N
     without_key = harness_for({"WS": {"steps": [step]}}, secret_key=False)
     with pytest.raises(ConfigError, match="DEPLOY_TOKEN"):
         without_key.launch("WS")
+
+
+def test_a_sub_workstream_ends_its_parent_step_and_is_cancelled_with_its_parent(
+        harness_for: Any) -> None:
+    h = harness_for({
+        "P": {"params": {"code": "ok"}, "steps": [
+            {"id": "sub", "kind": "workstream",
+             "params": {"workstream": "C", "params": {"kind": "{{ params.code }}"}}},
+            _emit("after")],
+            "on_failure": [_emit("tell", "p.failed")]},
+        "C": {"params": {"kind": "ok"}, "steps": [_emit("a", "{{ params.kind }}.x"), _emit("b")]}})
+    failing = h.launch("P", params={"code": "bad..type"}).run_id
+    h.drain()
+    assert h.steps(failing) == {"sub": "failed", "after": "skipped", "tell": "succeeded"}
+    child = h.run(h.run(failing).steps["sub"]["child_run_id"])
+    assert (child.status, child.parent_run_id) == ("failed", failing)
+    assert "empty segment" in (child.error or "")
+
+    parent = h.launch("P").run_id
+    h.drain(1)  # the sub step launches its run and waits for it
+    assert h.steps(parent)["sub"] == "waiting"
+    child_id = h.run(parent).steps["sub"]["child_run_id"]
+    assert h.orchestrator.launch_child(parent, "sub", 1, "C", {}) == child_id  # redelivered
+    h.orchestrator.cancel_run(parent, reason="stop")
+    assert h.run(child_id).status == "cancelled"
+    assert "its parent run" in (h.run(child_id).error or "")
+    assert h.drain() == [("a", "skipped")]
+    assert h.steps(parent) == {"sub": "cancelled", "after": "skipped", "tell": "skipped"}

@@ -229,13 +229,20 @@ def test_mistakes_name_file_line_and_key(tmp_path: Path, text: str, expected: st
 
 
 def test_templated_values_are_checked_when_the_step_starts_not_at_load(tmp_path: Path) -> None:
-    # `idempotent` wants a bool: a template there is fine at load (it renders later)
+    # `data` wants a mapping: a template there is fine at load (it is checked once rendered)
     _load(tmp_path, """\
 workstreams:
   A:
-    params: {again: "false"}
+    params: {payload: "{}"}
     steps:
-      - {id: x, kind: run, params: {script: a.sh, idempotent: "{{ params.again }}"}}
+      - {id: x, kind: emit, params: {type: a, data: "{{ params.payload }}"}}
+""")
+    with pytest.raises(ConfigError, match="data: Input should be a valid dictionary"):
+        _load(tmp_path, """\
+workstreams:
+  A:
+    steps:
+      - {id: x, kind: emit, params: {type: a, data: "not a template"}}
 """)
 
 
