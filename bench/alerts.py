@@ -12,7 +12,9 @@ alert on its own (``group_by: [...]``, ``group_wait: 0s``, no storm limit, no ra
     latency from the burst's start to arrival at the stand-in;
 (c) alert burst: N failure events published at once, latency from each publish to its
     message's arrival;
-(d) one alert at a time, against one bare POST at a time.
+(d) one alert at a time, against one bare POST at a time;
+(e) the floor of the design: the same burst as plain Celery tasks (same settings: JSON,
+    acks_late, prefetch 1) that only POST, on a worker with the same concurrency.
 Goal: (c) p99 < 2 s, and (c) p50 within 5x of (b) p50 plus (a) p50.
 """
 
@@ -57,6 +59,21 @@ receivers:
   team: {channels: [slack], storm: {max_messages: 100000, window: 1s}}
 route: {receiver: team, group_by: ["..."], group_wait: 0s, group_interval: 1h}
 """
+
+
+RAW_QUEUE = "bench-raw-alerts"
+if os.environ.get("BENCH_RAW_REDIS_URL"):  # imported by the baseline worker (celery -A alerts)
+    from celery import Celery
+
+    raw_app = Celery("bench_raw_alerts", broker=os.environ["BENCH_RAW_REDIS_URL"])
+    raw_app.conf.update(task_serializer="json", accept_content=["json"], task_acks_late=True,
+                        worker_prefetch_multiplier=1, task_default_queue=RAW_QUEUE,
+                        task_ignore_result=True)
+    _raw_client = httpx.Client(timeout=10)
+
+    @raw_app.task(name="bench.raw_alert_post")
+    def raw_post(url: str, text: str) -> None:
+        _raw_client.post(url, content=json.dumps({"text": text}))
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -180,6 +197,38 @@ def one_at_a_time(client: redis.Redis, stand_in: StandIn, n: int) -> tuple[list[
     return alerts, bare
 
 
+def raw_celery_burst(redis_url: str, stand_in: StandIn, n: int, concurrency: int,
+                     env: dict[str, str], log: Any) -> list[float]:
+    """The same burst as plain Celery tasks that only POST (the floor of a task per delivery)."""
+    from celery import Celery
+
+    env = {**env, "BENCH_RAW_REDIS_URL": redis_url}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "alerts:raw_app", "worker", "-Q", RAW_QUEUE,
+         "-c", str(concurrency), "-l", "warning", "--without-mingle", "--without-gossip"],
+        cwd=Path(__file__).resolve().parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    sender = Celery("bench_raw_sender", broker=redis_url)
+    sender.conf.update(task_serializer="json", task_default_queue=RAW_QUEUE)
+    try:
+        for i in range(3):  # warm-up: the worker is up when these arrive
+            sender.send_task("bench.raw_alert_post", (stand_in.url, f"bench-rawwarm-{i}"))
+        if len(stand_in.collect("rawwarm", 3, timeout=60)) < 3:
+            return []
+        sent: dict[int, float] = {}
+        for i in range(n):
+            sent[i] = time.perf_counter()
+            sender.send_task("bench.raw_alert_post", (stand_in.url, f"bench-raw-{i}"))
+        arrived = stand_in.collect("raw", n)
+        return [arrived[i] - sent[i] for i in arrived]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
 def line(name: str, samples: list[float]) -> str:
     return (f"{name:<34} n={len(samples):<4} p50 {percentile(samples, 0.5) * 1000:8.1f} ms   "
             f"p99 {percentile(samples, 0.99) * 1000:8.1f} ms")
@@ -225,6 +274,9 @@ def main() -> int:
                 worker.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
+        try:
+            raw = raw_celery_burst(info.url, stand_in, args.n, args.concurrency, env, log)
+        finally:
             client.close()
             server.stop()
             log.close()
@@ -234,6 +286,8 @@ def main() -> int:
     print(line("(c) alert burst: event -> Slack", burst))
     print(line("(d) one alert: event -> Slack", single_alerts))
     print(line("    one bare POST", single_bare))
+    if raw:
+        print(line("(e) plain Celery POST task burst", raw))
     budget = percentile(bare, 0.5) + percentile(bus, 0.5)
     ratio = percentile(burst, 0.5) / budget
     single_ratio = statistics.median(single_alerts) / (statistics.median(single_bare)
@@ -242,6 +296,10 @@ def main() -> int:
     print(f"burst p50 / (bare POST p50 + bus p50) = {ratio:.2f}x (goal <= 5x); "
           f"one-at-a-time: {single_ratio:.2f}x")
     print(f"burst p99 = {p99:.3f} s (goal < 2 s)")
+    if raw:
+        print(f"burst p50 / plain Celery POST task burst p50 = "
+              f"{percentile(burst, 0.5) / percentile(raw, 0.5):.2f}x (what pitstop adds to a task "
+              "per delivery)")
     ok = ratio <= 5 and p99 < 2
     print("verdict:", "goal met" if ok else "goal NOT met")
     return 0 if ok else 1
