@@ -81,9 +81,7 @@ class Gate:
                 if not same_origin(request):
                     return PlainTextResponse("cross-site request refused", status_code=403)
                 form = await read_form(request)
-                if form is None:
-                    return PlainTextResponse("expected a small urlencoded form", status_code=400)
-                if not csrf_ok(session, form.get("csrf")):
+                if form is None or not csrf_ok(session, form.get("csrf")):
                     return PlainTextResponse("missing or wrong CSRF token: reload the page and "
                                              "try again", status_code=403)
                 return await run_in_threadpool(fn, request, session, form)
