@@ -26,7 +26,7 @@ from tests.trigger_project import decisions, make_project, workstream_runs
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LONG = os.environ.get("PITSTOP_LONG_TESTS") == "1"
-PHASE = 24.0 if LONG else 4.0
+PHASE = 24.0 if LONG else 3.0
 """Seconds between disruptions (the long version spans about two minutes)."""
 
 
