@@ -121,8 +121,8 @@ def create_app(settings: Settings, redis_url: str, *, queues: Iterable[str] = ()
                      for name in declared_queues(settings, queues)],
         task_create_missing_queues=True,
         task_routes={TASK_RUN_SCRIPT: {"queue": settings.scripts.default_queue}},
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.celery.task_events,  # Flower needs them; they cost
+        task_send_sent_event=settings.celery.task_events,
         beat_scheduler="workers.beat:LockedScheduler",
         include=TASK_MODULES,
         timezone="UTC",

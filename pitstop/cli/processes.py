@@ -289,7 +289,8 @@ def worker(ctx: Context, queues: str | None, concurrency: int | None, hostname: 
     check_visibility_timeout(app, settings)
     argv = ["worker", "-Q", ",".join(queue_list), "-l", (loglevel or settings.log_level).upper(),
             "-n", hostname or f"pitstop-{'-'.join(queue_list)}-{os.getpid()}@%h",
-            "--pool", pool, "-E", "--without-mingle", "--without-gossip"]
+            "--pool", pool, "--without-mingle", "--without-gossip",
+            *(["-E"] if settings.celery.task_events else [])]  # celery.task_events
     if concurrency or settings.celery.concurrency:
         argv += ["-c", str(concurrency or settings.celery.concurrency)]
     code = run_worker(app, argv)

@@ -163,6 +163,11 @@ class CelerySettings(_Section):
     """Seconds a standby Beat waits after the leader dies before it takes over."""
     queues: list[QueueName] = Field(default_factory=lambda: [DEFAULT_QUEUE, DEFAULT_SCRIPT_QUEUE])
     """Queues a plain ``pitstop worker`` or ``pitstop up`` consumes."""
+    task_events: bool = False
+    """Workers send task events from the start (``-E``), which Flower needs to list tasks
+    (``PITSTOP_TASK_EVENTS=1``; on in docker-compose.yml). They cost worker throughput
+    (``bench/flower_events.py``). Off, a running Flower still switches them on in the workers
+    it sees (its ``enable_events``), for as long as those workers run."""
 
     @field_validator("queues")
     @classmethod
@@ -299,6 +304,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PITSTOP_LOST_AFTER_SECONDS": ("scripts", "lost_after_seconds"),
     "PITSTOP_QUEUE_TTL": ("scripts", "queue_ttl_seconds"),
     "PITSTOP_BEAT_LOCK_TTL": ("celery", "beat_lock_ttl"),
+    "PITSTOP_TASK_EVENTS": ("celery", "task_events"),
     "PITSTOP_DEFAULT_QUEUE": ("scripts", "default_queue"),
     "PITSTOP_CALLER_ENV": ("scripts", "caller_env"),
 }
