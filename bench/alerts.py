@@ -266,7 +266,12 @@ def main() -> int:
                 return 1
             bus = bus_latency(client, 200)
             bare = bare_burst(stand_in, args.n, args.concurrency, "bare")
+            activity = home / ".state" / "alert_activity.jsonl"
+            before = len(activity.read_text().splitlines())
             burst = alert_burst(client, stand_in, args.n, "burst")
+            queued_to_sent = [json.loads(entry).get("latency", 0.0) for entry in
+                              activity.read_text().splitlines()[before:]
+                              if '"state":"delivered"' in entry]
             single_alerts, single_bare = one_at_a_time(client, stand_in, args.single)
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -284,6 +289,8 @@ def main() -> int:
     print(line("(a) bus publish -> subscriber", bus))
     print(line("(b) bare POST burst", bare))
     print(line("(c) alert burst: event -> Slack", burst))
+    if queued_to_sent:
+        print(line("    of which: queued -> delivered", queued_to_sent))
     print(line("(d) one alert: event -> Slack", single_alerts))
     print(line("    one bare POST", single_bare))
     if raw:

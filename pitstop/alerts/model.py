@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -125,7 +125,8 @@ class Alert:
         return self.status == "firing" or not self.resolved_notified
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Field by field (shallow), not dataclasses.asdict: that deep-copies every example.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))

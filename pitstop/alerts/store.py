@@ -21,11 +21,11 @@ from pitstop.kernel.constants import (
     ALERT_DELIVERED_PREFIX,
     ALERT_DELIVERY_PREFIX,
     ALERT_KEY_PREFIX,
-    ALERT_SEEN_PREFIX,
     ALERT_SILENCES,
     ALERTS_INDEX,
     ALERTS_LEADER_KEY,
     ALERTS_OPEN,
+    ALERTS_SEEN,
     ALERTS_STORM,
     ALERTS_TTL_SECONDS,
 )
@@ -104,8 +104,8 @@ class AlertStore:
     def seen(self, event_ids: list[str]) -> set[str]:
         if not event_ids:
             return set()
-        flags = self.client.mget([ALERT_SEEN_PREFIX + i for i in event_ids])
-        return {i for i, flag in zip(event_ids, flags, strict=True) if flag is not None}
+        scores = self.client.zmscore(ALERTS_SEEN, event_ids)
+        return {i for i, score in zip(event_ids, scores, strict=True) if score is not None}
 
     def commit(self, token: str, *, changed: Iterable[Alert], closed: dict[str, Alert],
                storm: dict[str, StormState], outbox: list[Outgoing], seen: Iterable[str],
@@ -120,19 +120,24 @@ class AlertStore:
                 if _text(pipe.get(ALERTS_LEADER_KEY) or b"") != token:
                     raise LeaderLost
                 pipe.multi()
-                for alert in [*changed, *closed.values()]:
+                written = [*changed, *closed.values()]
+                for alert in written:
                     pipe.set(ALERT_KEY_PREFIX + alert.id, alert.to_json(), ex=ALERTS_TTL_SECONDS)
-                    pipe.zadd(ALERTS_INDEX, {alert.id: alert.created_at})
+                if written:
+                    pipe.zadd(ALERTS_INDEX, {alert.id: alert.created_at for alert in written})
                 reopened = {alert.group_key for alert in changed}
                 gone = [key for key in closed if key not in reopened]
-                if gone:  # before the HSETs: a group closed and opened again keeps its new alert
+                if gone:  # before the HSET: a group closed and opened again keeps its new alert
                     pipe.hdel(ALERTS_OPEN, *gone)
-                for alert in changed:
-                    pipe.hset(ALERTS_OPEN, alert.group_key, alert.id)
-                for receiver, state in storm.items():
-                    pipe.hset(ALERTS_STORM, receiver, json.dumps(state.to_dict()))
-                for event_id in seen:
-                    pipe.set(ALERT_SEEN_PREFIX + event_id, "1", ex=SEEN_TTL_SECONDS)
+                if changed:
+                    pipe.hset(ALERTS_OPEN, mapping={a.group_key: a.id for a in changed})
+                if storm:
+                    pipe.hset(ALERTS_STORM, mapping={receiver: json.dumps(state.to_dict())
+                                                     for receiver, state in storm.items()})
+                marks = dict.fromkeys(seen, now)
+                if marks:
+                    pipe.zadd(ALERTS_SEEN, marks)
+                    pipe.zremrangebyscore(ALERTS_SEEN, "-inf", now - SEEN_TTL_SECONDS)
                 deliveries: list[str] = []
                 for item in outbox:
                     deliveries += self.ledger.queue_notification(

@@ -293,7 +293,7 @@ def test_one_manager_leads_and_redelivered_events_are_not_counted_twice(
     assert second.engine.open[alert.group_key].count == 2
     quiet = bus.publish("phase.1.info", {})  # not for alerting: acked, never remembered
     second.step(block_ms=10)
-    assert redis_client.get("pitstop:alerts:seen:" + quiet.id) is None
+    assert redis_client.zscore("pitstop:alerts:seen", quiet.id) is None
     assert not redis_client.xpending("pitstop:events", "alerts")["pending"]
     assert (tmp_path / "m1" / "alerts.jsonl").read_text().count("build.linux.failed") == 1
     assert (tmp_path / "m2" / "alerts.jsonl").read_text().count("build.linux.failed") == 1
