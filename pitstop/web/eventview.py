@@ -18,7 +18,7 @@ import redis
 from pitstop.bus.eventbus import EventBus, stream_id_at
 from pitstop.bus.events import Event
 from pitstop.bus.patterns import Pattern, compile_pattern
-from pitstop.bus.streamcodec import EVENT_FIELD, Fields, decode_entry, text_of, unavailable
+from pitstop.bus.streamcodec import EVENT_FIELD, decode_entry, text_of, unavailable
 from pitstop.kernel.constants import RUN_KEY_PREFIX
 from pitstop.kernel.errors import ValidationError
 from pitstop.runs.store import Run
@@ -29,13 +29,12 @@ __all__ = ["EventPage", "TraceNode", "event_ms", "find_event", "load_runs", "rec
            "run_ids_of", "trace_events", "trace_tree"]
 
 _PAGE = 500
-MAX_SCAN = 20_000
+MAX_SCAN = 30_000
 """Stream entries a history page reads at most."""
 TRACE_SCAN = 20_000
 """Stream entries read forward from a trace's root to find its events."""
 TRACE_MAX_EVENTS = 500
 TRACE_MAX_RUNS = 200
-_FIELD = EVENT_FIELD.encode()
 
 
 @dataclass
@@ -49,51 +48,86 @@ class EventPage:
     """Entries that were not events."""
 
 
-def _raw(fields: Fields) -> bytes:
-    raw = fields.get(_FIELD, fields.get(EVENT_FIELD, b""))
-    return raw if isinstance(raw, bytes) else str(raw).encode()
+_FILTER = """
+local entries = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', tonumber(ARGV[4]))
+local needle = ARGV[5]
+local out = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == ARGV[6] then
+      if needle == '' or string.find(fields[j + 1], needle, 1, true) then
+        out[#out + 1] = {entry[1], fields[j + 1]}
+      end
+      break
+    end
+  end
+end
+local last = ''
+if #entries > 0 then last = entries[#entries][1] end
+return {#entries, last, out}
+"""
+"""One page of the stream, filtered inside Redis: only the envelopes holding ``needle`` (a
+plain substring) cross the network and get parsed. Returns (entries read, last id read,
+[(id, envelope)...])."""
 
 
-def _type_needle(pattern: Pattern) -> bytes | None:
-    # Envelopes are compact JSON written id first, then type (Event.to_dict's order).
+def _needle(pattern: Pattern) -> str:
+    """A substring every envelope of a matching event holds ("" when none is known): its
+    literal leading segments, else its literal last segment. Envelopes are compact JSON
+    written id, type, source... (``Event.to_dict``'s order); matches are checked again."""
     prefix = pattern.literal_prefix
-    return f'"type":"{prefix}'.encode() if prefix else None
+    if prefix:
+        return f'"type":"{prefix}'
+    last = pattern.segments[-1] if pattern.segments else "**"
+    return f'{last}","source":"' if last not in ("*", "**") else ""
+
+
+def _page(bus: EventBus, *, reverse: bool, start: str, end: str, count: int,
+          needle: str) -> tuple[int, str, list[tuple[str, bytes]]]:
+    script = bus.client.register_script(_FILTER)
+    command = "XREVRANGE" if reverse else "XRANGE"
+    try:
+        read, last, found = script(keys=[bus.stream],
+                                   args=[command, start, end, count, needle, EVENT_FIELD])
+    except redis.RedisError as exc:
+        raise unavailable(bus.client, exc, "read events") from exc
+    return int(read), text_of(last), [(text_of(i), raw) for i, raw in found]
+
+
+def _decode(raw: bytes) -> Event | None:
+    try:
+        return decode_entry({EVENT_FIELD: raw})
+    except ValidationError:
+        return None
 
 
 def recent_events(bus: EventBus, *, pattern: str = "**", since: datetime | None = None,
                   limit: int = 100, max_scan: int = MAX_SCAN) -> EventPage:
-    """The newest ``limit`` events matching ``pattern`` (newer than ``since``)."""
+    """The newest ``limit`` events matching ``pattern`` (newer than ``since``), reading at
+    most ``max_scan`` stream entries."""
     compiled = compile_pattern(pattern)
-    needle = _type_needle(compiled)
+    needle = _needle(compiled)
     low = "-" if since is None else stream_id_at(since)
     high = "+"
     found: list[tuple[str, Event]] = []
     scanned = skipped = 0
     while len(found) < limit and scanned < max_scan:
-        count = min(_PAGE, max_scan - scanned)
-        try:
-            entries = bus.client.xrevrange(bus.stream, max=high, min=low, count=count)
-        except redis.RedisError as exc:
-            raise unavailable(bus.client, exc, "read events") from exc
-        if not entries:
-            return EventPage(found, scanned, True, skipped)
-        for raw_id, fields in entries:
-            scanned += 1
-            raw = _raw(fields or {})
-            if needle is not None and needle not in raw:
-                continue
-            try:
-                event = decode_entry(fields or {})
-            except ValidationError:
+        count = min(_PAGE if not needle else 2000, max_scan - scanned)
+        read, last, entries = _page(bus, reverse=True, start=high, end=low, count=count,
+                                    needle=needle)
+        scanned += read
+        for stream_id, raw in entries:
+            event = _decode(raw)
+            if event is None:
                 skipped += 1
-                continue
-            if compiled.matches(event.type):
-                found.append((text_of(raw_id), event))
+            elif compiled.matches(event.type):
+                found.append((stream_id, event))
                 if len(found) >= limit:
                     return EventPage(found, scanned, True, skipped)
-        if len(entries) < count:
+        if read < count:
             return EventPage(found, scanned, True, skipped)
-        high = f"({text_of(entries[-1][0])}"
+        high = f"({last}"
     return EventPage(found, scanned, len(found) >= limit, skipped)
 
 
@@ -108,33 +142,28 @@ def event_ms(event_id: str) -> int | None:
         return None
 
 
-def _scan(bus: EventBus, low: str, high: str, needle: bytes, max_scan: int,
+def _scan(bus: EventBus, low: str, high: str, needle: str, max_scan: int,
           max_found: int) -> tuple[list[tuple[str, Event]], int]:
     found: list[tuple[str, Event]] = []
     scanned = 0
     while scanned < max_scan and len(found) < max_found:
-        count = min(2000, max_scan - scanned)
-        try:
-            entries = bus.client.xrange(bus.stream, min=low, max=high, count=count)
-        except redis.RedisError as exc:
-            raise unavailable(bus.client, exc, "read events") from exc
-        for raw_id, fields in entries or ():
-            scanned += 1
-            if needle not in _raw(fields or {}):
-                continue
-            try:
-                found.append((text_of(raw_id), decode_entry(fields or {})))
-            except ValidationError:
-                continue
-        if not entries or len(entries) < count:
+        count = min(5000, max_scan - scanned)
+        read, last, entries = _page(bus, reverse=False, start=low, end=high, count=count,
+                                    needle=needle)
+        scanned += read
+        for stream_id, raw in entries:
+            event = _decode(raw)
+            if event is not None:
+                found.append((stream_id, event))
+        if read < count:
             break
-        low = f"({text_of(entries[-1][0])}"
+        low = f"({last}"
     return found, scanned
 
 
 def find_event(bus: EventBus, event_id: str) -> tuple[str, Event] | None:
     """The stored event ``event_id`` (searched around the time its id carries), or None."""
-    needle = f'"id":"{event_id}"'.encode()
+    needle = f'"id":"{event_id}"'
     ms = event_ms(event_id)
     windows = [(10_000, 50_000), (300_000, 200_000)] if ms is not None else [(0, 50_000)]
     for span, budget in windows:
@@ -163,7 +192,7 @@ def trace_events(bus: EventBus, trace_id: str, *, around_ms: int | None) -> tupl
     """The events of trace ``trace_id``, oldest first (read forward from its root's time)."""
     start_ms = event_ms(trace_id) or around_ms or 0
     low = f"{max(0, start_ms - 5_000)}-0"
-    found, scanned = _scan(bus, low, "+", f'"trace_id":"{trace_id}"'.encode(), TRACE_SCAN,
+    found, scanned = _scan(bus, low, "+", f'"trace_id":"{trace_id}"', TRACE_SCAN,
                            TRACE_MAX_EVENTS)
     events = [event for _, event in found if event.trace_id == trace_id]
     return events, scanned < TRACE_SCAN and len(found) < TRACE_MAX_EVENTS
