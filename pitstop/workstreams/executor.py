@@ -25,7 +25,8 @@ from pitstop.kernel.errors import PitstopError
 from pitstop.kernel.redaction import Redactor
 from pitstop.runs.store import Run, RunStore
 from pitstop.scripts.runner import ScriptRunner
-from pitstop.workstreams.orchestrator import Claimed, Orchestrator, beat_key, stop_key
+from pitstop.workstreams.driver import Claimed, beat_key, stop_key
+from pitstop.workstreams.orchestrator import Orchestrator
 from pitstop.workstreams.plan import AttemptResult
 from pitstop.workstreams.records import Snapshot
 from pitstop.workstreams.steps import StepContext, StepKind, StepResult, step_kinds

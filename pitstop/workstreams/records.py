@@ -12,9 +12,12 @@ meanwhile (the caller passes the document it last saw), two otherwise.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -28,7 +31,7 @@ from pitstop.kernel.constants import (
 from pitstop.kernel.errors import PitstopError, RedisUnavailable, RunNotFound
 from pitstop.runs.store import Run
 
-__all__ = ["Effects", "RunRecords", "Snapshot"]
+__all__ = ["Effects", "RunRecords", "Snapshot", "synced_clock"]
 
 MAX_TRIES = 1000
 
@@ -145,3 +148,22 @@ class RunRecords:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Redis is unreachable while updating run {run_id}: {exc}"
                                    ) from exc
+
+
+def synced_clock(client: redis.Redis, *, every: float = 10.0) -> Callable[[], datetime]:
+    """Redis's clock (as every host agrees on it), read once every ``every`` seconds and carried
+    on meanwhile by this host's monotonic clock: a launch then costs no ``TIME`` round trip."""
+    lock = threading.Lock()
+    state = {"offset": 0.0, "synced": -math.inf}
+
+    def now() -> datetime:
+        mono = time.monotonic()
+        with lock:
+            if mono - state["synced"] > every:
+                seconds, micros = client.time()
+                state["offset"] = seconds + micros / 1_000_000 - time.monotonic()
+                state["synced"] = mono
+            offset = state["offset"]
+        return datetime.fromtimestamp(time.monotonic() + offset, tz=UTC)
+
+    return now
