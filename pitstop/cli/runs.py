@@ -15,7 +15,8 @@ from rich.text import Text
 
 from pitstop.cli.common import Context, pass_context, print_json
 from pitstop.cli.follow import cancel_requests, exit_code_for, follow_run
-from pitstop.cli.workstreams import cancel_workstream, follow_workstream, show_workstream
+from pitstop.cli.workstreams import cancel_workstream, show_workstream
+from pitstop.cli.wsfollow import follow_workstream
 from pitstop.kernel.constants import ENV_NAME_PATTERN, RUN_KIND_WORKSTREAM
 from pitstop.kernel.errors import NothingToCancel, PitstopError, RunNotFound, ValidationError
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
