@@ -230,11 +230,13 @@ def pitstop_executable() -> list[str]:
 
 def second_worker_command(settings: Settings, queues: str | None,
                           environ: Mapping[str, str]) -> str:
-    """A ``pitstop worker`` command line that joins this project from another shell as is: the
-    project named by ``PITSTOP_HOME`` (the worker finds its embedded Redis, password and key in
-    ``.state`` itself), explicit config and state directories kept, the same executable. An
+    """A ``pitstop worker`` command line that joins this project from another shell as is: run
+    from the project directory (relative script paths mean there what they mean to ``up``'s
+    worker) and named by ``PITSTOP_HOME`` (the worker finds its embedded Redis, password and key
+    in ``.state`` itself), explicit config and state directories kept, the same executable. An
     external Redis's URL holds a password: the command says to export it rather than print it."""
-    words = [f"PITSTOP_HOME={shlex.quote(str(settings.project_dir.resolve()))}"]
+    project = shlex.quote(str(settings.project_dir.resolve()))
+    words = ["cd", project, "&&", f"PITSTOP_HOME={project}"]
     for name in ("PITSTOP_CONFIG_DIR", "PITSTOP_STATE_DIR"):
         if environ.get(name):
             words.append(f"{name}={shlex.quote(str(Path(environ[name]).resolve()))}")

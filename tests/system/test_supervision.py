@@ -224,8 +224,18 @@ def test_up_prints_a_second_worker_command_that_works_as_is_from_another_shell(
         doctor = run_cli(["doctor", "--json"], env, cwd=home)
         workers = next(c for c in json.loads(doctor.stdout) if c["name"] == "workers")
         assert workers["detail"].startswith("2 answering"), workers
+        # One worker each (-c 1): a run that blocks one of them sends the next to the other, so
+        # the command's worker runs one of the two, its script path relative to the project.
+        sent = run_cli(["run", "scripts/forever.py", "--json"], env, cwd=home)
+        assert sent.returncode == 0, sent.stderr
+        blocking = json.loads(sent.stdout.splitlines()[-1])["run_id"]
+        store = RunStore(redis_client(home))
+        wait_for(lambda: store.get_run(blocking).status != "queued", 60,
+                 message="a worker to take the blocking run")
+        assert store.get_run(blocking).status == "running", store.get_run(blocking)
         done = run_cli(["run", "scripts/hello.py", "--wait"], env, cwd=home, timeout=120)
         assert done.returncode == 0, done.stderr
+        assert run_cli(["cancel", blocking, "--wait"], env, cwd=home).returncode == 0
     finally:
         if second is not None:
             if second.poll() is None:
