@@ -560,6 +560,7 @@ def create_app(
         body_timeout=body_timeout,
     )
     from pitstop.alerts.web import ack_routes  # alerts
+    from pitstop.server.metrics import metrics_routes  # metrics
 
     return Starlette(
         routes=[
@@ -567,6 +568,7 @@ def create_app(
             Route("/events", handlers.events, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             *ack_routes(client),  # alerts: signed ack links (GET shows, POST acknowledges)
+            *metrics_routes(client, api_token),  # metrics: Prometheus, behind the API token
             *extra_routes,  # web: the web view under /ui (pitstop.web.web_routes)
         ]
     )
