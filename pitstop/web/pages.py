@@ -28,7 +28,7 @@ from pitstop.web.eventview import (
     trace_tree,
 )
 from pitstop.web.fleetview import fleet_page
-from pitstop.web.render import compact_json, pretty_json, ui
+from pitstop.web.render import compact_json, pretty_json, seconds, ui
 from pitstop.web.runview import get_run, graph_of, recent_runs, took
 from pitstop.web.sessions import Session
 from pitstop.web.triageview import triage_page
@@ -172,20 +172,20 @@ class Pages:
                 points += [(f"{severity} p50 (n={spread['n']})", spread["p50"]),
                            (f"{severity} p95", spread["p95"])]
                 css += [f"sev-{severity}", f"sev-{severity} p95"]
-            charts.append(bar_chart(title, points, unit="s", fmt="{:.1f}", css=css))
+            charts.append(bar_chart(title, points, css=css, show=seconds))
         days = page.days
         charts.append(bar_chart("alerts per day", [(d["day"], d["alerts"]) for d in days],
                                 fmt="{:.0f}"))
         charts.append(bar_chart("time to acknowledge per day (p50)",
-                                [(d["day"], d["ack_p50"]) for d in days], unit="s",
-                                fmt="{:.1f}"))
+                                [(d["day"], d["ack_p50"]) for d in days], show=seconds))
         return self._page("alerts.html", "alerts", session, {"page": page, "charts": charts})
 
     def triage(self, request: Request, session: Session) -> Response:
         del request
         page = triage_page(self.ctx.client, self.ctx.deps.state_dir)
         share = bar_chart("auto-fixable share per batch",
-                          [(f"{b['ts'][:19]} {b['failures']} failures", b["share"] * 100)
+                          [(f"{b['ts'][5:10]} {b['ts'][11:16]} · {b['failures']} failures",
+                            b["share"] * 100)
                            for b in page.batches], unit="%", fmt="{:.0f}", width=480)
         return self._page("triage.html", "triage", session, {"page": page, "share": share})
 
