@@ -4,8 +4,8 @@ The event feed follows the durable stream by id (:class:`~pitstop.bus.tail.Strea
 ``pitstop watch`` does), so a browser that reconnects (``Last-Event-ID``) misses nothing, and
 it batches: after the first new event it keeps reading for :data:`BATCH_WINDOW` seconds and
 sends everything it got as one message, so 500 events a second cost ten messages, not 500.
-A stream lasts at most :data:`STREAM_SECONDS` (the browser reconnects where it left off), so a
-server that is stopping never waits long for its streams; at most
+A stream ends when the server begins to stop (:func:`server_stopping`), else after
+:data:`STREAM_SECONDS` (the browser reconnects where it left off); at most
 ``web.max_live_streams`` run at once.
 
 Everything sent is JSON the page's script inserts as text (``textContent``), never as HTML.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -47,6 +48,23 @@ RUN_POLL_SECONDS = 0.25
 PATIENCE_SECONDS = 10.0
 RETRY_MS = 1000
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def server_stopping() -> bool:
+    """Whether the server serving us is shutting down. uvicorn waits for every open response
+    before it stops, so a live view must end itself: while uvicorn serves, its SIGTERM/SIGINT
+    handler is its ``Server.handle_exit`` (a bound method), whose ``should_exit`` says a stop
+    was asked. Under anything else this is False and streams end after
+    :data:`STREAM_SECONDS`."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        owner = getattr(signal.getsignal(signum), "__self__", None)
+        if getattr(owner, "should_exit", False) is True:
+            return True
+    return False
+
+
+def _open_for(started: float) -> bool:
+    return time.monotonic() - started < STREAM_SECONDS and not server_stopping()
 
 
 def sse(event: str, data: Any, *, event_id: str | None = None) -> str:
@@ -139,7 +157,7 @@ class LiveStreams:
                 return [(tail.last_id or "", event) for event in tail.poll(timeout)]
 
             started = time.monotonic()
-            while time.monotonic() - started < STREAM_SECONDS:
+            while _open_for(started):
                 try:
                     batch = await self._blocking(poll, POLL_SECONDS)
                     if batch:
@@ -167,7 +185,7 @@ class LiveStreams:
         async def body() -> AsyncIterator[str]:
             last: Any = None
             started = time.monotonic()
-            while time.monotonic() - started < STREAM_SECONDS:
+            while _open_for(started):
                 run = await run_in_threadpool(get_run, self.ctx.client, run_id)
                 if run is None:
                     yield sse("gone", {"run_id": run_id})
@@ -195,7 +213,7 @@ class LiveStreams:
                 run_id, after=after, block_ms=int(POLL_SECONDS * 1000))
             redact = self.ctx.redactor.redact_text
             started = time.monotonic()
-            while time.monotonic() - started < STREAM_SECONDS:
+            while _open_for(started):
                 lines: list[list[str]] = []
                 last_id = None
                 end: OutputEnd | None = None

@@ -19,7 +19,10 @@ from starlette.testclient import TestClient
 from pitstop import components
 from pitstop.alerts.model import Alert
 from pitstop.alerts.store import AlertStore
-from pitstop.kernel.constants import LOG_TRIGGER_EXECUTIONS
+from pitstop.bus.streamcodec import EVENT_FIELD
+from pitstop.kernel.constants import EVENT_STREAM, LOG_TRIGGER_EXECUTIONS
+from pitstop.kernel.errors import InvalidEventType
+from pitstop.kernel.ids import new_id
 from pitstop.kernel.settings import Settings
 from pitstop.kernel.statelog import StateLog, read_log
 from pitstop.runs.output import RunOutput
@@ -232,6 +235,12 @@ def test_the_templates_hold_no_inline_script_style_or_handlers() -> None:
 def test_attacker_controlled_values_render_as_text(
         app: Any, settings: Settings, redis_client: redis.Redis) -> None:
     bus = components.event_bus(redis_client, settings)
+    for payload in XSS[:5]:  # a type cannot carry markup: the bus refuses it...
+        with pytest.raises(InvalidEventType):
+            bus.publish(payload, {})
+    for payload in XSS:  # ...and an entry written past the bus is skipped, never shown
+        redis_client.xadd(EVENT_STREAM, {EVENT_FIELD: json.dumps(
+            {"id": new_id(), "type": payload, "source": "x", "time": "2026-01-01T00:00:00Z"})})
     published = []
     for index, payload in enumerate(XSS):
         data = {"payload": payload, payload[:40]: "key", "url": payload, "run_url": payload}
@@ -265,7 +274,9 @@ def test_attacker_controlled_values_render_as_text(
             assert not re.match(r"\s*(javascript|data|vbscript):", href, re.I), (path, href)
             assert href.startswith(("/ui/", "http://127.0.0.1:5555")), (path, href)
         assert len(re.findall(r"<script\b", body)) == 1, path  # only pitstop.js
-    assert html.escape(XSS[0]) in client.get("/ui/events?limit=500").text
+    listing = client.get("/ui/events?limit=500").text
+    assert html.escape(XSS[0]) in listing
+    assert f"{len(XSS)} entries that are not events skipped" in listing
 
 
 def test_secret_values_are_redacted_as_in_the_cli(
