@@ -27,6 +27,23 @@ if TYPE_CHECKING:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+_REST_ROLE = re.compile(r":(?:[a-z]+:)+`([^`]+)`")
+_REST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def _role_text(match: re.Match[str]) -> str:
+    content = match.group(1)
+    if "<" in content:  # :ref:`shown text <target>`
+        return content.split("<", 1)[0].strip()
+    if content.startswith("~"):  # :class:`~a.b.C` shows C
+        return content[1:].rsplit(".", 1)[-1]
+    return content
+
+
+def plain_text(text: str) -> str:
+    """Docstring markup as a terminal should show it: a role such as ``:class:`~a.B``` becomes
+    ``B``, a literal in double backticks becomes the text in single quotes."""
+    return _REST_LITERAL.sub(r"'\1'", _REST_ROLE.sub(_role_text, text))
 
 
 def first_sentence(text: str) -> str:
@@ -38,11 +55,19 @@ def first_sentence(text: str) -> str:
 
 
 def give_summaries(group: click.Group) -> None:
-    """Give every command under ``group`` without a ``short_help`` its help's first sentence, so
-    ``pitstop --help`` wraps a long summary instead of cutting it mid-sentence with "..."."""
+    """Make the help of every command under ``group`` plain text (:func:`plain_text`: help comes
+    from docstrings) and give each command without a ``short_help`` its help's first sentence,
+    so ``pitstop --help`` wraps a long summary instead of cutting it mid-sentence with "..."."""
     for command in group.commands.values():
-        if command.short_help is None and command.help:
+        if command.help:
+            command.help = plain_text(command.help)
+        if command.short_help:
+            command.short_help = plain_text(command.short_help)
+        elif command.help:
             command.short_help = first_sentence(command.help)
+        for param in command.params:
+            if isinstance(param, click.Option) and param.help:
+                param.help = plain_text(param.help)
         if isinstance(command, click.Group):
             give_summaries(command)
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from pitstop.cli import cli
-from pitstop.cli.common import first_sentence
+from pitstop.cli.common import first_sentence, give_summaries
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,6 +63,20 @@ def test_pitstop_help_never_cuts_a_summary_mid_sentence() -> None:
     for _, command in walk(cli):
         assert command.short_help, f"{command.name} has no summary"
         assert not command.short_help.endswith("..."), command.short_help
+
+
+def test_the_help_shown_is_plain_text_whatever_the_docstring_says() -> None:
+    @click.command()
+    @click.option("--x", help="Like ``--y``, see :class:`~pitstop.runs.RunStore`.")
+    def marked() -> None:
+        """Run it: see :func:`pitstop.cli.main` and ``--`` (:ref:`the docs <docs>`)."""
+
+    group = click.Group("g", commands=[marked])
+    give_summaries(group)
+    shown = CliRunner().invoke(group, ["marked", "--help"], terminal_width=100).output
+    assert not REST_MARKUP.search(shown), shown
+    assert "see pitstop.cli.main and '--' (the docs)" in shown
+    assert "Like '--y', see RunStore." in shown
 
 
 def test_a_summary_is_the_first_sentence_whole() -> None:
