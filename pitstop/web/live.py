@@ -157,6 +157,7 @@ class LiveStreams:
                 return [(tail.last_id or "", event) for event in tail.poll(timeout)]
 
             started = time.monotonic()
+            sent = after
             while _open_for(started):
                 try:
                     batch = await self._blocking(poll, POLL_SECONDS)
@@ -173,6 +174,13 @@ class LiveStreams:
                 if batch:
                     yield sse("events", [self._event(sid, event) for sid, event in batch],
                               event_id=tail.last_id)
+                    sent = tail.last_id
+                elif tail.last_id and tail.last_id != sent:
+                    # Entries read that did not match: an id-only message moves the browser's
+                    # Last-Event-ID past them (nothing is dispatched), so a reconnect after a
+                    # quiet spell does not read them again.
+                    yield f"id: {tail.last_id}\n\n"
+                    sent = tail.last_id
                 else:
                     yield ": idle\n\n"  # lets a closed connection be noticed
 

@@ -417,3 +417,19 @@ def test_a_script_runs_output_streams_until_its_end(
                     break
     assert kinds[0] == ("lines", [["stdout", "one"], ["stderr", "two <b>"]])
     assert kinds[-1] == ("end", {"status": "succeeded", "exit_code": 0})
+
+
+def test_a_quiet_feed_still_moves_the_browsers_resume_point(
+        app: Any, settings: Settings, redis_client: redis.Redis) -> None:
+    bus = components.event_bus(redis_client, settings)
+    client = logged_in(app)
+    after = bus.last_stream_id()
+    others = [bus.publish("noise.tick", {"n": n}) for n in range(5)]
+    last = bus.last_stream_id()
+    with client.stream("GET", f"/ui/events/live?pattern=wanted.*&after={after}") as reply:
+        deadline = time.monotonic() + 10
+        for line in reply.iter_lines():
+            assert not line.startswith("event: events"), "a non-matching event was sent"
+            if line == f"id: {last}" or time.monotonic() > deadline:
+                break
+    assert line == f"id: {last}", f"no id-only message after {len(others)} skipped entries"
