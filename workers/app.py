@@ -15,6 +15,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from pitstop.connection.connect import resolve_redis_url
+from pitstop.connection.sentinel import SentinelURL, is_sentinel_url
 from pitstop.kernel.constants import DEFAULT_QUEUE, SCRIPT_QUEUES, TASK_RUN_SCRIPT
 from pitstop.kernel.errors import ConfigError, ValidationError
 from pitstop.kernel.settings import Settings, load_settings
@@ -99,10 +100,15 @@ def create_app(settings: Settings, redis_url: str, *, queues: Iterable[str] = ()
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
+    broker_url = redis_url
+    if is_sentinel_url(redis_url):  # kombu's and Celery's own Sentinel form, and the service name
+        sentinel = SentinelURL.parse(redis_url)
+        broker_url = sentinel.kombu_url()
+        transport.update(sentinel.transport_options())
     script_limit = settings.scripts.max_timeout + settings.celery.time_limit_grace
     app.conf.update(
-        broker_url=redis_url,
-        result_backend=redis_url,
+        broker_url=broker_url,
+        result_backend=broker_url,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
@@ -137,6 +143,7 @@ def create_app(settings: Settings, redis_url: str, *, queues: Iterable[str] = ()
 
     app.conf.beat_schedule = build_schedule(settings)
     app.pitstop_settings = settings
+    app.pitstop_redis_url = redis_url  # pitstop's own form (Beat's lock client takes it)
     return app
 
 

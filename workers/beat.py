@@ -22,6 +22,7 @@ import redis
 from celery.beat import Scheduler
 from redis.commands.core import AsyncScript, Script
 
+from pitstop.connection.connect import client_for_url
 from pitstop.fleet.beatlock import lock_lifetime, renew_interval, standby_delay
 from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
@@ -59,8 +60,8 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
 
     def _client(self) -> redis.Redis:
         if self._lock_client is None:
-            self._lock_client = redis.Redis.from_url(self.app.conf.broker_url,
-                                                     socket_connect_timeout=5)
+            url = getattr(self.app, "pitstop_redis_url", None) or self.app.conf.broker_url
+            self._lock_client = client_for_url(url, socket_connect_timeout=5)
         return self._lock_client
 
     def _hold_lock(self) -> bool:

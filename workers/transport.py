@@ -21,7 +21,8 @@ The mends, in :class:`Channel`:
   connection error (which Celery and kombu handle: retry, or log "Couldn't ack") instead of an
   AttributeError.
 
-:func:`install` makes ``redis://`` and ``rediss://`` URLs use this transport in this process
+:func:`install` makes ``redis://`` and ``rediss://`` URLs use this transport (and ``sentinel://``
+URLs its Sentinel twin, :class:`SentinelTransport`) in this process
 (Celery, Flower and plain kombu connections alike); URLs and their display are unchanged.
 """
 
@@ -37,6 +38,7 @@ from kombu.transport import redis as kombu_redis
 
 TRANSPORT_PATH = "workers.transport:Transport"
 _SCHEMES = ("redis", "rediss")
+SENTINEL_TRANSPORT_PATH = "workers.transport:SentinelTransport"
 
 
 class Channel(kombu_redis.Channel):
@@ -62,10 +64,22 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel with the same mends as :class:`Channel`."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
 def install() -> None:
-    """Route ``redis://`` and ``rediss://`` broker URLs of this process to :class:`Transport`."""
-    for scheme in _SCHEMES:
-        kombu.transport.TRANSPORT_ALIASES[scheme] = TRANSPORT_PATH
+    """Route ``redis://`` and ``rediss://`` broker URLs of this process to :class:`Transport`,
+    ``sentinel://`` ones to :class:`SentinelTransport`."""
+    paths = {**dict.fromkeys(_SCHEMES, TRANSPORT_PATH), "sentinel": SENTINEL_TRANSPORT_PATH}
+    for scheme, path in paths.items():
+        kombu.transport.TRANSPORT_ALIASES[scheme] = path
         # A class resolved before (none is, in pitstop's processes) would otherwise stay cached.
         cache: dict[Any, Any] = getattr(kombu.transport, "_transport_cache", {})
         cache.pop(scheme, None)

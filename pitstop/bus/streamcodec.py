@@ -51,7 +51,11 @@ def decode_event(raw: bytes | str) -> Event:
 
 
 def redis_location(client: redis.Redis) -> str:
-    """``host:port`` (or the socket path) of ``client``: never the password."""
+    """``host:port`` (or the socket path, or the Sentinel service) of ``client``: never the
+    password."""
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:  # redis.sentinel.SentinelConnectionPool: wherever its primary is
+        return f"the primary of sentinel service {service}"
     kwargs = client.connection_pool.connection_kwargs
     if kwargs.get("path"):
         return str(kwargs["path"])

@@ -1,8 +1,16 @@
 """Where Redis is: the embedded redis-server, connecting to it, and riding out short outages."""
 
-from pitstop.connection.connect import connect, describe_url, embedded_server, resolve_redis_url
+from pitstop.connection.connect import (
+    client_for_url,
+    connect,
+    describe_url,
+    embedded_server,
+    resolve_redis_url,
+)
 from pitstop.connection.outage import RedisOutage, is_transient
+from pitstop.connection.sentinel import SentinelURL, is_sentinel_url
 from pitstop.connection.server import RedisServer, find_redis_server
 
-__all__ = ["RedisOutage", "RedisServer", "connect", "describe_url", "embedded_server",
-           "find_redis_server", "is_transient", "resolve_redis_url"]
+__all__ = ["RedisOutage", "RedisServer", "SentinelURL", "client_for_url", "connect", "describe_url",
+           "embedded_server", "find_redis_server", "is_sentinel_url", "is_transient",
+           "resolve_redis_url"]

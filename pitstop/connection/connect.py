@@ -1,12 +1,18 @@
-"""Where Redis is: ``PITSTOP_REDIS_URL`` when set, else the embedded server under ``.state/redis``."""
+"""Where Redis is: ``PITSTOP_REDIS_URL`` when set, else the embedded server under ``.state/redis``.
+
+The URL may name a Redis behind Sentinel (``sentinel://…``, see :mod:`pitstop.connection.sentinel`):
+:func:`client_for_url` gives a client of its current primary, as every other URL's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 
+from pitstop.connection.sentinel import SentinelURL, is_sentinel_url
 from pitstop.connection.server import RedisServer
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.kernel.serverinfo import ServerInfo
@@ -15,9 +21,19 @@ from pitstop.kernel.settings import Settings
 
 def describe_url(url: str) -> str:
     """``host:port/db`` of a Redis URL: safe to print (no credentials)."""
+    if is_sentinel_url(url):
+        return SentinelURL.parse(url).describe()
     parts = urlsplit(url)
     db = parts.path.lstrip("/") or "0"
     return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
+
+
+def client_for_url(url: str, **kwargs: Any) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://`` or ``sentinel://``);
+    ``kwargs`` as for :class:`redis.Redis`. Connects lazily."""
+    if is_sentinel_url(url):
+        return SentinelURL.parse(url).client(**kwargs)
+    return redis.Redis.from_url(url, **kwargs)
 
 
 def embedded_server(settings: Settings) -> RedisServer:
@@ -51,8 +67,8 @@ def connect(settings: Settings, *, start_embedded: bool = True, check: bool = Tr
             on_start: Callable[[ServerInfo], None] | None = None) -> redis.Redis:
     """A client for the configured Redis; with ``check`` a failed PING raises RedisUnavailable."""
     url = resolve_redis_url(settings, start_embedded=start_embedded, on_start=on_start)
-    client = redis.Redis.from_url(url, decode_responses=decode_responses,
-                                  socket_connect_timeout=5, health_check_interval=30)
+    client = client_for_url(url, decode_responses=decode_responses,
+                            socket_connect_timeout=5, health_check_interval=30)
     if check:
         try:
             client.ping()

@@ -83,7 +83,8 @@ class _Section(BaseModel):
 
 class RedisSettings(_Section):
     url: SecretStr | None = None
-    """A real Redis (``redis://`` or ``rediss://``, password included). Unset: the embedded server."""
+    """A real Redis (``redis://``, ``rediss://``, or ``sentinel://`` naming sentinels and the
+    service they watch; password included). Unset: the embedded server."""
     embedded_dir: Path | None = None
     """Where the embedded server keeps its files; default ``<state_dir>/redis``."""
 
@@ -93,8 +94,8 @@ class RedisSettings(_Section):
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             scheme = value.get_secret_value().partition("://")[0]
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            if scheme not in ("redis", "rediss", "unix", "sentinel"):
+                raise ValueError("must be a redis://, rediss://, unix:// or sentinel:// URL")
         return value
 
 

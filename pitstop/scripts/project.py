@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 
 from pitstop.bus.eventbus import EventBus
-from pitstop.connection.connect import resolve_redis_url
+from pitstop.connection.connect import client_for_url, resolve_redis_url
 from pitstop.kernel.constants import LOG_CLI_EXECUTIONS
 from pitstop.kernel.errors import PitstopError
 from pitstop.kernel.redaction import Redactor
@@ -92,8 +92,7 @@ def _reachable_bus(settings: Settings) -> EventBus | None:
     """A bus on the project's Redis if it answers now; never starts the embedded one."""
     try:
         url = resolve_redis_url(settings, start_embedded=False)
-        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                      socket_timeout=5)
+        client = client_for_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=5)
         client.ping()
     except (PitstopError, redis.RedisError, OSError) as exc:
         log.info("the project's Redis is not reachable (%s): no tool.* events", exc)
