@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from pitstop import components
+from pitstop.alerts.model import Alert
+from pitstop.alerts.store import AlertStore
 from pitstop.kernel.settings import Settings, load_settings
 from pitstop.web import WebDeps, hash_password, load_web_config, web_routes
 
@@ -135,3 +138,18 @@ def logged_in(app: Starlette, *, base_url: str = "http://testserver") -> TestCli
     reply = login(client)
     assert reply.status_code == 303, reply.text
     return client
+
+
+def make_alert(client: redis.Redis, subject: str = "build broke", **fields: Any) -> Alert:
+    now = float(client.time()[0])
+    alert = Alert(id=f"al-{time.monotonic_ns()}", group_key=f"route:{time.monotonic_ns()}",
+                  route_id="failures", receiver="ops", group={"subject": subject},
+                  labels={"type": "build.failed"}, severity="error", source="ci",
+                  created_at=now, first_event_at=now - 30, last_event_at=now, count=2,
+                  **fields)
+    store = AlertStore(client)
+    assert store.acquire("web-test", 30)
+    store.commit("web-test", changed=[alert], closed={}, storm={}, outbox=[], seen=[], now=now,
+                 requeue_after=60)
+    store.release("web-test")
+    return alert

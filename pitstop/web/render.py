@@ -106,9 +106,13 @@ def seconds(value: Any) -> str:
 
 
 def short(value: Any, keep: int = 8) -> str:
-    """The end of an id (its random part: ids sort by time, so their starts look alike)."""
+    """The end of an id (its random part: ids sort by time, so their starts look alike); a
+    step's script run (``<run id>.<step>.<attempt>``) keeps its step and attempt whole."""
     text = str(value or "")
-    return text if len(text) <= keep else "…" + text[-keep:]
+    base, dot, rest = text.partition(".")
+    if dot and len(base) > 6:
+        return "\u2026" + base[-6:] + "." + rest
+    return text if len(text) <= keep else "\u2026" + text[-keep:]
 
 
 def percent(value: Any) -> str:

@@ -17,7 +17,6 @@ import redis
 from starlette.testclient import TestClient
 
 from pitstop import components
-from pitstop.alerts.model import Alert
 from pitstop.alerts.store import AlertStore
 from pitstop.bus.streamcodec import EVENT_FIELD
 from pitstop.kernel.constants import EVENT_STREAM, LOG_TRIGGER_EXECUTIONS
@@ -36,6 +35,7 @@ from tests.web_support import (
     form_token,
     logged_in,
     login,
+    make_alert,
     make_app,
     project_settings,
 )
@@ -57,21 +57,6 @@ def app(settings: Settings, redis_client: redis.Redis) -> Any:
 
 def _hrefs(text: str) -> list[str]:
     return [html.unescape(h) for h in re.findall(r'\s(?:href|src|action)="([^"]*)"', text)]
-
-
-def make_alert(client: redis.Redis, subject: str = "build broke", **fields: Any) -> Alert:
-    now = float(client.time()[0])
-    alert = Alert(id=f"al-{time.monotonic_ns()}", group_key=f"route:{time.monotonic_ns()}",
-                  route_id="failures", receiver="ops", group={"subject": subject},
-                  labels={"type": "build.failed"}, severity="error", source="ci",
-                  created_at=now, first_event_at=now - 30, last_event_at=now, count=2,
-                  **fields)
-    store = AlertStore(client)
-    assert store.acquire("web-test", 30)
-    store.commit("web-test", changed=[alert], closed={}, storm={}, outbox=[], seen=[], now=now,
-                 requeue_after=60)
-    store.release("web-test")
-    return alert
 
 
 # --- login -------------------------------------------------------------------------------------

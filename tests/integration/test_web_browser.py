@@ -29,9 +29,8 @@ from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import RunStore
 from pitstop.workstreams import WorkstreamCatalog, orchestrator_from
-from tests.integration.test_web_app import make_alert
 from tests.support import Proc, gate, running, wait_for
-from tests.web_support import TOKEN, XSS, write_project
+from tests.web_support import TOKEN, XSS, make_alert, write_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
