@@ -92,6 +92,18 @@ class Gate:
         return handler
 
 
+def _redis_guarded(ctx: WebContext, fn: Callable[[Request], Awaitable[Response]]
+                   ) -> Callable[[Request], Awaitable[Response]]:
+    """``fn`` answering a clear 503 page while Redis is unreachable (the login page needs it)."""
+    @functools.wraps(fn)
+    async def handler(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+            return _unavailable(ctx, exc)
+    return handler
+
+
 def _routes(ctx: WebContext) -> list[BaseRoute]:
     gate = Gate(ctx)
     pages, actions = Pages(ctx), Actions(ctx)
@@ -99,8 +111,8 @@ def _routes(ctx: WebContext) -> list[BaseRoute]:
     view, act = gate.view, gate.action
     return [
         Route("/", lambda request: RedirectResponse(ui("events"), status_code=303)),
-        Route("/login", login.form, methods=["GET"]),
-        Route("/login", login.submit, methods=["POST"]),
+        Route("/login", _redis_guarded(ctx, login.form), methods=["GET"]),
+        Route("/login", _redis_guarded(ctx, login.submit), methods=["POST"]),
         Route("/logout", act(login.logout), methods=["POST"]),
         Route("/events", view(pages.events)),
         Route("/events/live", live.events),

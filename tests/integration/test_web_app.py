@@ -418,3 +418,19 @@ def test_a_quiet_feed_still_moves_the_browsers_resume_point(
             if line == f"id: {last}" or time.monotonic() > deadline:
                 break
     assert line == f"id: {last}", f"no id-only message after {len(others)} skipped entries"
+
+
+def test_without_redis_pages_say_so_instead_of_failing(settings: Settings) -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from pitstop.connection.server import free_port
+
+    gone = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5,
+                       retry=Retry(NoBackoff(), 0))
+    client = TestClient(make_app(settings, gone))
+    for path in ["/ui/login", "/ui/events", "/ui/fleet"]:
+        reply = client.get(path)
+        assert reply.status_code == 503, path
+        assert "Redis is unavailable" in reply.text
+        assert reply.headers["content-security-policy"] == CSP
