@@ -41,7 +41,7 @@ from pitstop.kernel.errors import ConfigError, InvalidPattern
 __all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_alerts_config",
            "parse_duration"]
 
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 DEFAULT_SUBSCRIPTIONS = ("**.error", "**.critical", "**.failed", "alert.**")
 DEFAULT_RESOLVE_ON = ("**.succeeded", "**.success", "**.completed", "**.passed", "**.ok",
                       "**.resolved", "**.recovered", "**.fixed")

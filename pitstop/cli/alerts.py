@@ -226,7 +226,7 @@ def list_command(ctx: Context, since: str, only_open: bool, as_json: bool) -> No
 @pass_context
 def show(ctx: Context, alert_id: str, as_json: bool) -> None:
     """One alert: its group, counts, examples, acknowledgement, and every delivery of its
-    messages (state, attempts, last error: ``in_doubt`` when a sender died mid-send)."""
+    messages (state, attempts, last error: "in_doubt" when a sender died mid-send)."""
     rt = _runtime(ctx)
     full = rt.store.resolve_id(alert_id)
     alert = rt.store.get(full)

@@ -27,9 +27,9 @@ from pitstop.kernel.redaction import Redactor
 if sys.platform != "win32":
     import fcntl
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_ROTATED_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)\.(?P<n>\d+)\.jsonl$")
-_CURRENT_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)\.jsonl$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+_ROTATED_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)\.(?P<n>\d+)\.jsonl\Z")
+_CURRENT_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)\.jsonl\Z")
 _HAS_PREAD = hasattr(os, "pread")  # not on Windows: there a torn tail is left to the reader
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 

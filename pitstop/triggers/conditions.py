@@ -39,7 +39,7 @@ MAX_MATCH_CHARS = 10_000
 """Longest string a ``matches`` regex is run on (event data is anyone's; config regexes may
 backtrack): longer values do not match, and the failure says why."""
 MAX_DEPTH = 32
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\Z")
 _MISSING = object()
 
 

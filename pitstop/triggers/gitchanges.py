@@ -16,7 +16,7 @@ from pitstop.kernel.errors import ValidationError
 
 __all__ = ["changed_files", "fit_paths"]
 
-_RANGE = re.compile(r"^([^\s.][^\s]*?)(\.\.\.?)([^\s.][^\s]*)$")
+_RANGE = re.compile(r"^([^\s.][^\s]*?)(\.\.\.?)([^\s.][^\s]*)\Z")
 GIT_TIMEOUT = 60.0
 
 

@@ -36,10 +36,10 @@ from pitstop.triggers.templates import Template, compile_value
 __all__ = ["Debounce", "Dedupe", "Rule", "RuleModel", "Schedule", "Throttle", "TriggersFile",
            "compile_rule", "parse_duration"]
 
-RULE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$")
+RULE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}\Z")
 EVENT_ROOTS = frozenset({"event", "trigger"})
 SCHEDULE_ROOTS = frozenset({"schedule", "trigger"})
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+\Z")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = 366 * 86400

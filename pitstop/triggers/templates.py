@@ -20,7 +20,7 @@ from pitstop.kernel.errors import ValidationError
 __all__ = ["Template", "TemplateError", "compile_value", "lookup", "render_value"]
 
 _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\Z")
 _DEFAULT = re.compile(
     r"""^default\(\s*(?:"([^"\\]*)"|'([^'\\]*)'|(-?\d+(?:\.\d+)?)|(true|false|null))\s*\)$""")
 _MISSING = object()
