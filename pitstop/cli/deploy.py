@@ -113,7 +113,7 @@ def run(ctx: Context, env: str, version: str, by: str | None, trigger: str | Non
     if queue is None:
         _finish(deployer.execute(record["id"]), as_json)
         return
-    _finish(_on_worker(ctx, deployer.store, record["id"], queue, queue_timeout), as_json)
+    _finish(_on_worker(ctx, deployer, record["id"], queue, queue_timeout), as_json)
 
 
 def _wait_approved(deployer: Deployer, deployment_id: str) -> dict[str, Any]:
@@ -126,8 +126,9 @@ def _wait_approved(deployer: Deployer, deployment_id: str) -> dict[str, Any]:
         time.sleep(1.0)
 
 
-def _on_worker(ctx: Context, store: DeployStore, deployment_id: str, queue: str,
+def _on_worker(ctx: Context, deployer: Deployer, deployment_id: str, queue: str,
                queue_timeout: float) -> dict[str, Any]:
+    store = deployer.store
     app = ctx.celery_app(start_embedded=True)
     app.send_task(TASK_DEPLOY, kwargs={"deployment_id": deployment_id}, queue=queue,
                   task_id=f"deploy-{deployment_id}", expires=queue_timeout)
@@ -142,6 +143,9 @@ def _on_worker(ctx: Context, store: DeployStore, deployment_id: str, queue: str,
         shown = len(record["steps"])
         if record["status"] in FINAL_STATUSES:
             return record
+        lost = deployer.check_lost(record)  # the worker running it died
+        if lost is not None:
+            return lost
         if record["status"] in ("ready", "approved") and time.monotonic() > deadline:
             click.echo(f"pitstop: error: no worker consuming queue {queue!r} took deployment "
                        f"{deployment_id} within {queue_timeout:g}s", err=True)
@@ -185,7 +189,7 @@ def approve(ctx: Context, deployment_id: str, who: str | None, queue: str | None
     deployer = _deployer(ctx, quiet=as_json)
     record = deployer.approve(deployment_id, by=who or default_identity())
     if queue is not None and not deployer.store.has_waiter(record["id"]):
-        _finish(_on_worker(ctx, deployer.store, record["id"], queue, queue_timeout), as_json)
+        _finish(_on_worker(ctx, deployer, record["id"], queue, queue_timeout), as_json)
         return
     _finish(deployer.run_approved(record["id"]), as_json)
 

@@ -273,27 +273,38 @@ class Deployer:
         return record
 
     def _follow(self, deployment_id: str, poll: float) -> dict[str, Any]:
-        """Wait for the process that claimed the deployment; if it died mid-run (the record
-        says ``running`` but the environment's lock names another deployment or none), the
-        deployment ends ``critical``: the environment may be half-deployed."""
+        """Wait for the process that claimed the deployment to finish it (or to die: see
+        :meth:`check_lost`)."""
         self.say(f"deployment {deployment_id} runs elsewhere: following it")
         while True:
             record = self.store.get(deployment_id)
             if record["status"] in FINAL_STATUSES:
                 return record
-            if record["status"] == "running":
-                cfg = self._environment(record["env"])
-                holder = EnvironmentLock(self.store.client, record["env"], cfg.lock_ttl).holder()
-                if ((holder or {}).get("deployment") != deployment_id
-                        and self.store.claim(f"{deployment_id}:lost", self.host)):
-                    record["error"] = ("the process running it stopped mid-way (its lock "
-                                       "expired): check the environment")
-                    self._commit(record, int(record.get("fence") or 0), "critical",
-                                 record["version"])
-                    record["status"] = "critical"
-                    self._finish(record, event="critical")
-                    return record
+            lost = self.check_lost(record)
+            if lost is not None:
+                return lost
             self.sleep(poll)
+
+    def check_lost(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """A ``running`` deployment whose environment lock no longer names it lost the process
+        running it (the holder renews the lock until it has saved the outcome): it ends
+        ``critical``, since the environment may be half-deployed. None while it is alive."""
+        if record["status"] != "running":
+            return None
+        cfg = self._environment(record["env"])
+        holder = EnvironmentLock(self.store.client, record["env"], cfg.lock_ttl).holder()
+        if (holder or {}).get("deployment") == record["id"]:
+            return None
+        record = self.store.get(record["id"])  # it may have ended just before the lock went
+        if record["status"] != "running" or not self.store.claim(f"{record['id']}:lost",
+                                                                  self.host):
+            return None
+        record["error"] = ("the process running it stopped mid-way (its lock expired): check "
+                           "the environment")
+        self._commit(record, int(record.get("fence") or 0), "critical", record["version"])
+        record["status"] = "critical"
+        self._finish(record, event="critical")
+        return record
 
     def _run(self, record: dict[str, Any], cfg: EnvironmentConfig, fence: int) -> None:
         env, version = record["env"], record["version"]

@@ -357,3 +357,21 @@ def test_a_smoke_script_outside_the_allowed_roots_fails_its_step_without_running
     assert record["steps"][0]["exit_code"] == 2
     assert "outside" in record["steps"][0]["detail"]
     assert isinstance(deployer.smoke, SmokeSuite) and isinstance(deployer.scripts, ScriptStep)
+
+
+def test_a_deployment_whose_process_died_mid_run_ends_critical_for_its_followers(
+        project: Path, redis_client: redis.Redis) -> None:
+    deployer = deployer_for(project, redis_client)
+    record = deployer.request("staging", "6.0", by="ci")
+    lock = EnvironmentLock(redis_client, "staging", ttl=5)
+    lease = lock.acquire(deployment=record["id"])
+    record.update(status="running", fence=lease.fence, started_at=record["requested_at"])
+    DeployStore(redis_client).save(record, score=1.0)
+    assert deployer.check_lost(record) is None  # its lock is alive: still running
+    redis_client.delete(lock.key)  # the process died; its lock ran out
+    lost = deployer.check_lost(record)
+    assert lost is not None and lost["status"] == "critical"
+    assert "stopped mid-way" in lost["error"]
+    assert DeployStore(redis_client).get(record["id"])["status"] == "critical"
+    assert events_of(redis_client)[-1]["type"] == "deploy.staging.critical"
+    assert deployer.execute(record["id"])["status"] == "critical"  # final: nothing runs again
