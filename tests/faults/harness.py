@@ -42,7 +42,7 @@ TRIGGERS = f"""
 
 def ledger_workstreams(script: str, ledger: Path) -> str:
     """One ``run`` step whose script appends one line per execution to ``ledger`` (the effect
-    ledger): ``<event seq> <workstream run id>``."""
+    ledger): ``<event seq> <script run id>``."""
     return f"""
     workstreams:
       {WORKSTREAM}:
@@ -50,6 +50,7 @@ def ledger_workstreams(script: str, ledger: Path) -> str:
         steps:
           - id: effect
             kind: run
+            queue: default
             timeout: 60
             params: {{script: {script}, args: ["{ledger}", "{{{{ params.seq }}}}"]}}
 """
