@@ -375,3 +375,21 @@ def test_a_deployment_whose_process_died_mid_run_ends_critical_for_its_followers
     assert DeployStore(redis_client).get(record["id"])["status"] == "critical"
     assert events_of(redis_client)[-1]["type"] == "deploy.staging.critical"
     assert deployer.execute(record["id"])["status"] == "critical"  # final: nothing runs again
+
+
+def test_the_lock_is_renewed_while_held_and_a_lost_lock_is_noticed(
+        redis_client: redis.Redis) -> None:
+    from tests.support import wait_for
+
+    lock = EnvironmentLock(redis_client, "renewed", ttl=1.5)
+    lease = lock.acquire(deployment="long")
+    started = time.monotonic()
+    with lock.keep_alive(lease) as lost:
+        # Past two lifetimes of the lock it is still ours: renewed every third of its TTL.
+        wait_for(lambda: time.monotonic() - started > 3.2, 10, interval=0.1,
+                 message="two lock lifetimes")
+        assert lock.holder() is not None and lock.holder()["deployment"] == "long"
+        assert not lost.is_set()
+        redis_client.set(lock.key, "99 other {}")  # taken over after a stall
+        wait_for(lost.is_set, 5, message="the renewal to notice the lock is gone")
+    assert lock.holder() is not None and lock.holder()["fence"] == "99"
