@@ -117,10 +117,14 @@ class Event:
             raise ValidationError("event JSON must be an object")
         if isinstance(text, bytes):
             opened = text.count(b"[") + text.count(b"{")
+            escaped_surrogate = b"\\ud" in text or b"\\uD" in text
         else:
             opened = text.count("[") + text.count("{")
+            escaped_surrogate = "\\ud" in text or "\\uD" in text
         if opened > EVENT_DATA_MAX_DEPTH:  # else it cannot be nested too deeply
             check_depth(raw.get("data"))
+        if escaped_surrogate:  # a lone one is not text: written past the bus, never delivered
+            check_unicode(raw, what="event")
         return cls.from_dict(raw)
 
 
@@ -197,6 +201,17 @@ def check_depth(value: Any, *, max_depth: int = EVENT_DATA_MAX_DEPTH,
         stack.extend((child, depth + 1) for child in children)
 
 
+def check_unicode(value: Any, *, what: str = "event data") -> None:
+    """Raise :class:`ValidationError` when ``value`` holds a lone surrogate (``"\\ud800"`` in
+    JSON): it is not text, and every UTF-8 writer downstream (the web view, Slack, mail, a
+    response) would fail on it for as long as the event is kept."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} holds a lone surrogate (\\ud800-\\udfff): not valid "
+                              "Unicode text") from None
+
+
 def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_BYTES) -> str:
     """Serialize ``data`` to JSON, enforcing that it is an object, under ``max_bytes`` and
     nested at most :data:`EVENT_DATA_MAX_DEPTH` levels deep."""
@@ -211,6 +226,8 @@ def encode_data(data: dict[str, Any] | None, *, max_bytes: int = EVENT_DATA_MAX_
                               "levels") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"event data is not JSON-serializable: {exc}") from exc
+    if "\\ud" in text:  # escaped surrogates: a pair is an emoji, a lone one poisons every reader
+        check_unicode(data)
     if text.count("[") + text.count("{") > EVENT_DATA_MAX_DEPTH:  # else it cannot be that deep
         check_depth(data)
     size = len(text.encode())

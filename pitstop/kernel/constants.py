@@ -57,7 +57,7 @@ API_EVENT_SOURCE: Final = "api:token"
 """The ``source`` of events published through ``POST /events`` (``api:token/<what the caller
 says>``): an API event never passes for a verified webhook's (``github``) or a worker's."""
 RESERVED_EVENT_ROOTS: Final = frozenset({
-    "tool", "run", "github", "workstream", "triage", "patch", "deploy", "alerting",
+    "tool", "run", "github", "workstream", "triage", "patch", "deploy", "alerting", "schedule",
 })
 """First segments of the event types only pitstop itself or a verified webhook publishes:
 ``POST /events`` refuses them (403). A component that publishes a new family adds its root here."""

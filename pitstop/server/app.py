@@ -379,7 +379,7 @@ class _Handlers:
     def _accept_event(self, body: bytes | bytearray, idempotency_key: str | None) -> _Outcome:
         try:
             request = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a >4300-digit number
             return _error(400, f"body is not valid JSON: {exc}")
         except RecursionError:
             return _error(400, _TOO_DEEP)
