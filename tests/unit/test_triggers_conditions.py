@@ -174,3 +174,22 @@ def test_any_condition_on_any_payload_raises_only_our_errors(condition: Any,
     except (FieldProblem, PitstopError):
         return
     compiled.failure({"type": "x.y", "data": data, "hops": 0})
+
+
+@pytest.mark.timeout(10)
+def test_a_backtracking_regex_on_hostile_data_fails_fast_instead_of_stalling_the_router() -> None:
+    import time
+
+    cond = parse_condition({"field": "data.branch", "matches": r"^(\w+\s?)*$"})
+    started = time.monotonic()
+    why = cond.failure({"data": {"branch": "a" * 5000 + "!"}})  # re: past 40, hours
+    assert time.monotonic() - started < 2
+    assert why is not None and "took longer than" in why
+    assert cond.holds({"data": {"branch": "feature branch"}})
+
+
+def test_matches_keeps_pythons_regex_syntax() -> None:
+    assert parse_condition({"field": "data.b", "matches": r"^release/(?P<v>\d+)\.x$"}).holds(
+        {"data": {"b": "release/12.x"}})
+    with pytest.raises(FieldProblem, match="bad regular expression"):
+        parse_condition({"field": "data.b", "matches": r"\p{L}+"})  # regex-only syntax: refused
