@@ -43,9 +43,12 @@ def outcomes(parsed: Iterable[ParsedInput]) -> list[tuple[str, str]]:
     return found
 
 
-def resolve_input(path: str, *, project_dir: Path, roots: Iterable[Path]) -> Path:
+def resolve_input(path: str, *, project_dir: Path, roots: Iterable[Path],
+                  refused: Iterable[Path] = ()) -> Path:
     """``path`` (relative ones are the project's), symlinks resolved, inside one of ``roots``
-    or the project directory; else :class:`PathNotAllowed`."""
+    or the project directory but under none of ``refused`` (the step passes the state
+    directory: its secret key and Redis passwords are never test output); else
+    :class:`PathNotAllowed`."""
     candidate = Path(path)
     if not candidate.is_absolute():
         candidate = project_dir / candidate
@@ -53,6 +56,14 @@ def resolve_input(path: str, *, project_dir: Path, roots: Iterable[Path]) -> Pat
         resolved = candidate.resolve(strict=True)
     except (OSError, RuntimeError):
         raise PathNotAllowed(f"{path}: no such file") from None
+    for place in refused:
+        try:
+            base = (place if place.is_absolute() else project_dir / place).resolve()
+        except (OSError, RuntimeError):
+            continue
+        if resolved == base or base in resolved.parents:
+            raise PathNotAllowed(f"{path} is inside {base}, which holds pitstop's state and "
+                                 "secrets, never test output")
     allowed = [project_dir, *roots]
     for root in allowed:
         try:

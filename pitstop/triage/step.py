@@ -67,7 +67,8 @@ class TriageStep:
         try:
             config = load_triage_config(settings.config_dir)
             roots = [*settings.scripts.allowed_roots, *config.allowed_roots]
-            paths = [resolve_input(file, project_dir=settings.project_dir, roots=roots)
+            paths = [resolve_input(file, project_dir=settings.project_dir, roots=roots,
+                                   refused=[settings.state_dir])
                      for file in params.files()]
             service = configured_service(settings, config, clock=self.clock,
                                          redactor=ctx.redactor, client=ctx.redis, bus=ctx.bus)
