@@ -27,7 +27,7 @@ from pitstop.alerts.store import AlertStore, LeaderLost
 from pitstop.bus.consumer import Delivery, GroupConsumer
 from pitstop.bus.eventbus import EventBus
 from pitstop.bus.events import Event
-from pitstop.kernel.constants import ALERTS_GROUP
+from pitstop.kernel.constants import ALERTS_GROUP, EVENT_ALERTING_DEGRADED
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.statelog import StateLog
@@ -66,6 +66,7 @@ class AlertManager:
         self._swept = 0.0
         self._acks_polled = 0.0
         self._next_config: AlertsConfig | None = None
+        self._log_refused: str | None = None
 
     def _new_engine(self, config: AlertsConfig) -> AlertEngine:
         def ack_url(alert_id: str) -> str | None:
@@ -194,13 +195,13 @@ class AlertManager:
             event = replace(event, data=self.redactor.redact(event.data))
         if kind == "alert":
             decisions = self.engine.evaluate(event, now=now, silences=silences)
-            self.alert_log.append({
+            self._log_alert({
                 "kind": "alert", "event": event.to_dict(), "severity": event.severity,
                 "decisions": [d.to_dict() for d in decisions]})
             return decisions
         if kind == "resolve":
             for alert in self.engine.resolve(event, now=now):
-                self.alert_log.append({
+                self._log_alert({
                     "kind": "resolved", "alert": alert.id, "by_event": event.id,
                     "type": event.type, "group": alert.group, "count": alert.count})
         return []
@@ -243,6 +244,30 @@ class AlertManager:
         except Exception:
             # The ledger keeps it: the sweeper queues it again after requeue_after.
             log.exception("could not queue alert delivery %s; the sweeper will retry", did)
+
+    def _log_alert(self, record: dict[str, Any]) -> None:
+        """Write ``record`` to ``.state/alerts.jsonl``. A disk that refuses it (full, over a
+        file-size limit, read-only) is said once, in one line and one ``alerting.degraded``
+        event, and alerting goes on without its log: delivering the alert matters more than
+        its record, and retrying the event would only fail again."""
+        try:
+            self.alert_log.append(record)
+        except OSError as exc:
+            if self._log_refused is None:
+                self._log_refused = reason = f"cannot write {self.alert_log.path}: " \
+                                             f"{exc.strerror or exc}"
+                log.error("alert manager: %s; alerts are still delivered, without their log "
+                          "line, until it can write again", reason)
+                try:
+                    self.bus.publish(EVENT_ALERTING_DEGRADED, {
+                        "severity": "warning", "reason": reason,
+                        "log": str(self.alert_log.path)}, source="pitstop-alerts")
+                except Exception:
+                    log.exception("could not publish %s", EVENT_ALERTING_DEGRADED)
+            return
+        if self._log_refused is not None:
+            log.info("alert manager: %s is written again", self.alert_log.path)
+            self._log_refused = None
 
     def _activity(self, record: dict[str, Any]) -> None:
         if self.activity_log is not None:

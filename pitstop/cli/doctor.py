@@ -17,6 +17,7 @@ import redis
 from pitstop.cli.common import Context, pass_context
 from pitstop.connection.connect import describe_url, resolve_redis_url
 from pitstop.fleet.beatlock import beat_alive
+from pitstop.fleet.consumption import WorkerView, not_consuming, sample_queues
 from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY
 from pitstop.kernel.errors import ExitCode, PitstopError, ValidationError
 from pitstop.kernel.settings import SETTINGS_FILE
@@ -123,15 +124,35 @@ def _probe_state_dir(ctx: Context) -> str:
 
 
 def _probe_workers(ctx: Context, timeout: float) -> str:
-    from workers.app import create_app
+    from workers.app import create_app, declared_queues
 
     app = create_app(ctx.settings, resolve_redis_url(ctx.settings, start_embedded=False))
+    client = ctx.redis(start_embedded=False)
+    watched = declared_queues(ctx.settings)
+    sampled, before = time.monotonic(), sample_queues(client, watched)  # consuming: see below
     replies = app.control.ping(timeout=timeout) or []
     if not replies:
         raise ValidationError(f"no worker answered ping within {timeout:g}s "
                               "(start one: pitstop worker, or pitstop up)")
     names = sorted(name for reply in replies for name in reply)
+    views = _worker_views(app, names, timeout)
+    after = sample_queues(client, [*watched, *(q for view in views for q in view.queues)])
+    problems = not_consuming(views, before, after, time.monotonic() - sampled)
+    if problems:
+        raise ValidationError("; ".join(problems))
     return f"{len(names)} answering: {', '.join(names)}"
+
+
+def _worker_views(app: Any, names: list[str], timeout: float) -> list[WorkerView]:
+    """What each answering worker consumes and how busy it is (Celery's inspect)."""
+    inspect = app.control.inspect(destination=names, timeout=timeout, limit=len(names))
+    queues, stats, active = (inspect.active_queues() or {}, inspect.stats() or {},
+                             inspect.active() or {})
+    return [WorkerView(name, tuple(q["name"] for q in queues.get(name) or []),
+                       busy=len(active.get(name) or []),
+                       slots=int(((stats.get(name) or {}).get("pool") or {}).get(
+                           "max-concurrency", 1)))
+            for name in names if name in queues]
 
 
 def _probe_triggers(ctx: Context) -> str:  # triggers: the config in force, a refused edit

@@ -1,7 +1,9 @@
 """Landing a validated patch: one merge lane per target branch, re-tested when the target moved.
 
-:class:`MergeLane` is a Redis lock per (repository, branch) with an expiry, so two patches never
-land on one branch at once and a crashed holder does not block the lane forever. Inside it,
+:class:`MergeLane` is a Redis lock per (repository, branch) with a short expiry that its holder
+renews while it lands, so two patches never land on one branch at once and a holder that dies
+(a SIGKILLed worker) blocks the lane for at most that expiry, not for the whole landing's
+worst case. Inside it,
 :class:`Lander`:
 
 1. reads the target's current head (the remote's, fetched, when there is a remote);
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +40,11 @@ _ATTEMPTS = 3
 
 
 class MergeLane:
-    def __init__(self, client: redis.Redis, *, wait: float = 600.0, hold: float = 3600.0) -> None:
+    def __init__(self, client: redis.Redis, *, wait: float = 600.0, hold: float = 15.0) -> None:
         self.client = client
         self.wait = wait
         self.hold_seconds = hold
+        """The lock's expiry: renewed every third of it while held; a dead holder's runs out."""
 
     @staticmethod
     def key(repo: str, branch: str) -> str:
@@ -57,9 +61,20 @@ class MergeLane:
         if not acquired:
             raise LandingFailed(f"the merge lane of {repo}:{branch} stayed busy for "
                                 f"{self.wait:g}s")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.hold_seconds / 3):
+                with contextlib.suppress(redis.RedisError):
+                    lock.reacquire()
+
+        renewer = threading.Thread(target=renew, name="pitstop-merge-lane", daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            done.set()
+            renewer.join()
             with contextlib.suppress(redis.RedisError):
                 lock.release()
 
