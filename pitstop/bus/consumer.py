@@ -116,6 +116,10 @@ class GroupConsumer:
         self._group_ready = False
         # Where the next read of our own pending entries starts; None once they are all re-read.
         self._history_from: str | None = "0"
+        # An entry becomes claimable only after claim_idle_ms: looking more often than a quarter
+        # of that (at most once a second) between reads is a round trip that finds nothing.
+        self._reclaim_every = min(1.0, claim_idle_ms / 4000)
+        self._next_reclaim = 0.0
 
     def ensure_group(self) -> None:
         """Create the group at the start of the stream (so earlier events are delivered)."""
@@ -213,10 +217,14 @@ class GroupConsumer:
                and (max_batches is None or batches < max_batches)):
             batches += 1
             batch: list[Delivery] = []
-            # Under a backlog, reclaim only every few batches: it costs a round trip per batch.
-            if caught_up or since_reclaim >= _RECLAIM_EVERY_BATCHES:
+            # Under a backlog, reclaim only every few batches: it costs a round trip per batch;
+            # caught up, at most every quarter of claim_idle_ms (see __init__).
+            now = time.monotonic()
+            if ((caught_up and now >= self._next_reclaim)
+                    or since_reclaim >= _RECLAIM_EVERY_BATCHES):
                 batch = self.reclaim(count)
                 since_reclaim = 0
+                self._next_reclaim = now + self._reclaim_every
             since_reclaim += 1
             wanted = count - len(batch)
             if wanted > 0:

@@ -32,6 +32,7 @@ from pitstop.triggers.limits import Limits
 from pitstop.triggers.rules import Rule, compile_rule
 from pitstop.triggers.state import TriggerState
 from pitstop.triggers.templates import render_value
+from pitstop.workstreams.records import synced_clock
 
 if TYPE_CHECKING:
     from pitstop.bus.eventbus import EventBus
@@ -45,6 +46,10 @@ DUPLICATE_STATUSES = frozenset({"duplicate", "deduped", "already_launched", "exi
 SKIPPED_STATUSES = frozenset({"skipped", "refused", "rejected"})
 FIRST_CURSOR_LOOKBACK = 10.0
 """A schedule seen for the first time fires slots at most this many seconds old."""
+
+
+def _seconds(clock: Callable[[], datetime]) -> Callable[[], float]:
+    return lambda: clock().timestamp()
 
 
 def _event_context(event: Event, rule: Rule) -> dict[str, Any]:
@@ -65,7 +70,9 @@ class TriggerEngine:
         self.state_log = state_log
         self.max_hops = max_hops if max_hops is not None else getattr(event_bus, "max_hops",
                                                                       EVENT_MAX_HOPS)
-        self._clock = clock or self.state.now
+        # Redis's clock, read every few seconds and carried on by this host's monotonic clock:
+        # the router asks it every turn, and a TIME round trip each time showed in its latency.
+        self._clock = clock or _seconds(synced_clock(event_bus.client))
         self._config = config if config is not None else TriggerConfig([], version="api")
 
     # --- the config in force --------------------------------------------------------------------

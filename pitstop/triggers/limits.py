@@ -35,6 +35,7 @@ __all__ = ["DueBurst", "Limits", "key_hash"]
 
 DEBOUNCE_LEASE_MS = 30_000
 """How long a claimed burst is left to its claimer before another router may launch it."""
+_UNKNOWN: Any = object()
 
 _DEDUPE = """
 local current = redis.call('GET', KEYS[1])
@@ -117,6 +118,7 @@ class Limits:
         self._push = Script(client, _PUSH)
         self._claim = Script(client, _CLAIM)
         self._settle = Script(client, _SETTLE)
+        self._next_due: int | None = _UNKNOWN
 
     def _run(self, script: Script, keys: list[str], args: list[Any], action: str) -> Any:
         try:
@@ -163,6 +165,7 @@ class Limits:
                    now_ms: int) -> int:
         """Make ``event`` its burst's latest (unless a newer one is) and delay the burst's launch
         to ``now + window``; returns how many events the burst has seen."""
+        self._next_due = _UNKNOWN
         member = f"{rule_id}:{key_hash(key)}"
         window_ms = int(window_s * 1000)
         count = self._run(self._push, [TRIGGER_DEBOUNCE_PREFIX + member, TRIGGER_DEBOUNCE_DUE_KEY],
@@ -172,6 +175,11 @@ class Limits:
         return int(count)
 
     def next_due_ms(self) -> int | None:
+        """When the earliest burst comes due (ms), or None. Right after a :meth:`claim_due`
+        that found nothing due, that call's answer (no second round trip)."""
+        if self._next_due is not _UNKNOWN:
+            known, self._next_due = self._next_due, _UNKNOWN
+            return known
         try:
             first = self.client.zrange(TRIGGER_DEBOUNCE_DUE_KEY, 0, 0, withscores=True)
         except redis.RedisError as exc:
@@ -181,7 +189,15 @@ class Limits:
     def claim_due(self, now_ms: int, *, limit: int = 50,
                   lease_ms: int = DEBOUNCE_LEASE_MS) -> list[DueBurst]:
         """Claim bursts due by ``now_ms`` (each for ``lease_ms``)."""
+        self._next_due = _UNKNOWN
         try:
+            # The earliest first: nothing due (the router's usual turn) costs one round trip,
+            # whose answer also says when to look again (next_due_ms).
+            first = self.client.zrange(TRIGGER_DEBOUNCE_DUE_KEY, 0, 0, withscores=True)
+            earliest = int(first[0][1]) if first else None
+            if earliest is None or earliest > now_ms:
+                self._next_due = earliest
+                return []
             members = self.client.zrangebyscore(TRIGGER_DEBOUNCE_DUE_KEY, "-inf", now_ms,
                                                 start=0, num=limit)
         except redis.RedisError as exc:

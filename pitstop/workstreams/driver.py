@@ -397,6 +397,10 @@ class RunDriver:
             "queue": queue or DEFAULT_QUEUE, "task_id": f"{run_id}:{step.id}:{attempt}",
             "soft_time_limit": soft, "time_limit": timeout + grace,
             "expires": countdown + waiting + EXPIRES_SLACK_SECONDS,
+            # The step's state lives in the run record, not in Celery's result backend: without
+            # this, send_task (by name, so it cannot know the task ignores its result) would
+            # SUBSCRIBE to and later UNSUBSCRIBE from the result channel, two round trips a step.
+            "ignore_result": True,
         }
         if countdown > 0:
             options["countdown"] = countdown
