@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pitstop.kernel.configfile import parse_yaml
 from pitstop.kernel.constants import TRIGGERS_FILE, WORKSTREAMS_FILE
 from pitstop.kernel.errors import ConfigError
 from pitstop.kernel.ids import utc_iso
@@ -43,8 +42,9 @@ def catalog_from_text(text: str, file: str, *, path: Path | None = None,
         return None
     if path is not None and path.is_file():
         return cls.load(path)  # type: ignore[no-any-return]
-    data = parse_yaml(text, file=file, environ=environ).data if text.strip() else {}
-    return cls.from_mapping(data or {}, source=file)  # type: ignore[no-any-return]
+    # The same version as load() gives the file: a config compiled from Redis names the version
+    # `pitstop triggers reload`, the routers and their decisions name.
+    return cls.from_text(text, source=file, environ=environ)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

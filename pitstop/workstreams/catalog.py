@@ -105,12 +105,20 @@ class WorkstreamCatalog:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"cannot read: {exc}", file=shown) from None
-        doc = parse_yaml(text, file=shown)
+        return cls.from_text(text, source=shown)
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str,
+                  environ: Mapping[str, str] | None = None) -> WorkstreamCatalog:
+        """The catalog of a workstreams.yaml text (errors with its lines); its version is the one
+        :meth:`load` gives the file holding that text, so a config stored as text (the trigger
+        config in Redis) names the same version as the file it came from."""
+        doc = parse_yaml(text, file=source, environ=environ)
         if doc.data is None:
             doc.data = {}
         if not isinstance(doc.data, dict):
-            raise ConfigError("the top level must be a mapping of keys", file=shown, line=1)
-        return cls(_Builder(doc).build(), version=_digest(raw), source=shown)
+            raise ConfigError("the top level must be a mapping of keys", file=source, line=1)
+        return cls(_Builder(doc).build(), version=_digest(text.encode("utf-8")), source=source)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str = "<memory>") -> WorkstreamCatalog:

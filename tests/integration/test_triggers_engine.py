@@ -259,3 +259,20 @@ def test_dry_run_tells_which_limit_would_stop_a_launch(redis_client: redis.Redis
     assert [(d.decision, d.reason.split(" was")[0]) for d in decisions[:2]] == [
         ("deduped", "dedupe key '1'"), ("throttled", "1 launches per 3600s already")]
     assert "event.data.nope is not set" in decisions[2].reason
+
+
+def test_the_config_in_force_names_the_version_it_was_loaded_as(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    """`pitstop triggers list`/`test` and the web view compile the config stored in Redis; they
+    named another version (a16faf…) than reload, doctor, the routers and their decisions
+    (dc2a9a…) for the shipped files, because the workstream catalog hashed its text otherwise."""
+    root = Path(__file__).resolve().parents[2] / "config"
+    for name in ("triggers.yaml", "workstreams.yaml"):
+        (tmp_path / name).write_text((root / name).read_text(encoding="utf-8"), encoding="utf-8")
+    source = ConfigSource(tmp_path, TriggerState(redis_client))
+    loaded = source.reload()
+    active = source.active()
+    assert active is not None
+    assert active.config.version == loaded.config.version == source.state.active_version()
+    assert active.catalog is not None and loaded.catalog is not None
+    assert active.catalog.version == loaded.catalog.version

@@ -346,3 +346,15 @@ def test_generated_workstreams_load_or_fail_with_a_config_error(
     for ws_id in found.ids():
         found.emitted_event_types(ws_id)
         found.launch_spec(ws_id)
+
+
+def test_a_catalog_from_text_has_the_version_of_the_file_holding_it(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "config" / "workstreams.yaml").read_text(
+        encoding="utf-8")
+    (tmp_path / "workstreams.yaml").write_text(text, encoding="utf-8")
+    from_file = WorkstreamCatalog.load(tmp_path / "workstreams.yaml")
+    from_text = WorkstreamCatalog.from_text(text, source="workstreams.yaml")
+    assert from_text.version == from_file.version
+    assert from_text.ids() == from_file.ids()
+    assert WorkstreamCatalog.from_text("", source="x").version == WorkstreamCatalog.load(
+        tmp_path / "missing.yaml").version
