@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shlex
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 import click
 import redis
@@ -26,6 +28,7 @@ from pitstop.fleet.supervisor import (
     child_pids,
     mark_runs_lost,
 )
+from pitstop.kernel.constants import UP_LOCK_FILE
 from pitstop.kernel.errors import (
     ConfigError,
     ExitCode,
@@ -111,7 +114,9 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
     signal.signal(signal.SIGTERM, interrupted)
     say = partial(_say, "pitstop up")
     keeper: EmbeddedRedisKeeper | None = None
+    up_lock: IO[str] | None = None
     if settings.redis.url is None:
+        up_lock = hold_up_lock(settings, queues)
         keeper = EmbeddedRedisKeeper(settings.redis_dir, say=say)
         redis_url = keeper.start()
     else:
@@ -138,7 +143,31 @@ def up(ctx: Context, queues: str | None, concurrency: int | None, with_server: b
             _stop_children(ctx, supervisor, stop_timeout, interrupts)
         if keeper is not None:
             keeper.stop()
+        if up_lock is not None:
+            up_lock.close()
         say("stopped")
+
+
+def hold_up_lock(settings: Settings, queues: str | None) -> IO[str]:
+    """One ``pitstop up`` per project on the embedded Redis: a second one, when it stopped,
+    stopped the server the first one keeps (its workers lost Redis until it was restarted). The
+    lock is an ``flock`` on ``.state/up.lock``, released when its holder exits however it exits;
+    a second ``up`` is refused (exit 1) naming the first one's pid and how to add a worker."""
+    path = private_dir(settings.state_dir) / UP_LOCK_FILE
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise PitstopError(
+            f"pitstop up already runs for this project (pid {holder}; {path}): stop it first "
+            f"(Ctrl-C), or add a worker to it: {second_worker_command(settings, queues, os.environ)}"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _say(who: str, message: str) -> None:

@@ -78,6 +78,9 @@ EXPIRES_SLACK_SECONDS: Final = 600
 """Added to a run's queue deadline for Celery's ``expires``, which the sender's clock stamps and
 the worker's checks: skewed clocks must not drop a message that is still in time (the run
 record's deadline, on Redis's clock, is what decides)."""
+UP_LOCK_FILE: Final = "up.lock"
+"""Under the state dir: held (``flock``) by the one ``pitstop up`` of a project on the embedded
+Redis, with its pid in it."""
 
 # --- state logs --------------------------------------------------------------------------------
 LOG_RUNS: Final = "runs"
