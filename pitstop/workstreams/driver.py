@@ -22,6 +22,8 @@ import redis
 
 from pitstop.bus.eventbus import EventBus
 from pitstop.bus.events import Event, make_event
+from pitstop.bus.patterns import normalize_type
+from pitstop.bus.streamcodec import EVENT_FIELD, encode_event
 from pitstop.kernel.constants import (
     DEFAULT_QUEUE,
     EVENT_WORKSTREAM_COMPLETED,
@@ -136,9 +138,9 @@ class RunDriver:
                     return self._commit(run, plan, now, advance)
             return None
 
-        snapshot, _ = self.records.transact(run_id, change)
+        snapshot, effects = self.records.transact(run_id, change)
         if lost:
-            self._apply(snapshot.run, lost[0])
+            self._apply(snapshot.run, lost[0], effects)
             return None
         if not verdict or verdict[0] not in ("claimed", "again"):
             return None
@@ -197,9 +199,9 @@ class RunDriver:
             advances.append(advance)
             return self._commit(run, plan, now, advance)
 
-        snapshot, _ = self.records.transact(run_id, change, known=known)
+        snapshot, effects = self.records.transact(run_id, change, known=known)
         if advances:
-            self._apply(snapshot.run, advances[0])
+            self._apply(snapshot.run, advances[0], effects)
         return snapshot.run
 
     def cancel_run(self, run_id: str, *, reason: str = "cancelled") -> Run:
@@ -220,10 +222,10 @@ class RunDriver:
             return self._commit(run, plan, now, advance)
 
         self.output.request_cancel(run_id)  # running steps see it at once
-        snapshot, _ = self.records.transact(run_id, change)
+        snapshot, effects = self.records.transact(run_id, change)
         if not advances:
             raise NothingToCancel(f"run {run_id} already ended: {snapshot.run.status}")
-        self._apply(snapshot.run, advances[0])
+        self._apply(snapshot.run, advances[0], effects)
         return snapshot.run
 
     def time_out_run(self, run_id: str) -> Run | None:
@@ -242,10 +244,10 @@ class RunDriver:
             advances.append(advance)
             return self._commit(run, plan, now, advance)
 
-        snapshot, _ = self.records.transact(run_id, change)
+        snapshot, effects = self.records.transact(run_id, change)
         if not advances:
             return None
-        self._apply(snapshot.run, advances[0])
+        self._apply(snapshot.run, advances[0], effects)
         return snapshot.run
 
     def start_queued(self, run_id: str) -> Run | None:
@@ -263,12 +265,12 @@ class RunDriver:
                 f"workstream {run.workstream_id}: its concurrency slot is free; started"]))
 
         try:
-            snapshot, _ = self.records.transact(run_id, change)
+            snapshot, effects = self.records.transact(run_id, change)
         except RunNotFound:
             return None
         if not advances:
             return None
-        self._apply(snapshot.run, advances[0])
+        self._apply(snapshot.run, advances[0], effects)
         return snapshot.run
 
     # --- the record --------------------------------------------------------------------------------
@@ -337,7 +339,27 @@ class RunDriver:
             if advance.ended is not None:
                 effects.lines.append(self.redactor.redact_text(_ending_line(new)))
                 effects.end = (new.status, new.exit_code)
+                self._finalize_with_commit(new, advance, effects)
         return new, effects
+
+    def _finalize_with_commit(self, run: Run, advance: Advance, effects: Effects) -> None:
+        """A run ending with nothing to hand on (no slot, no parent, no sub-workstream to stop)
+        is finalized by its commit itself: its event and its leaving the reaper's set are
+        written by the same script, so ending costs no further round trips (and the event
+        can no longer be missed by a process dying right after the commit)."""
+        orchestration = run.orchestration
+        if orchestration.get("slot") or orchestration.get("parent") or advance.stop_children:
+            return
+        event = orchestration.get("completion_event")
+        if event:
+            try:
+                built = Event.from_dict(event)
+                channel = self.bus.channel_prefix + normalize_type(built.type)
+            except PitstopError:
+                return  # finalize() publishes it, or says why it cannot
+            effects.publish = (self.bus.stream, self.bus.maxlen, EVENT_FIELD,
+                               encode_event(built), channel)
+        effects.forget = (WS_ACTIVE_RUNS, run.run_id)
 
     def _completion_event(self, run: Run, status: str, exit_code: int | None, error: str | None,
                           failed_step: str | None, duration: float) -> dict[str, Any] | None:
@@ -366,15 +388,19 @@ class RunDriver:
 
     # --- after a commit ----------------------------------------------------------------------------
 
-    def _apply(self, run: Run, advance: Advance) -> None:
+    def _apply(self, run: Run, advance: Advance, effects: Effects | None = None) -> None:
         """After a commit: send the attempts it queued, cancel sub-workstreams it stopped, and
-        finalize the run if it ended (lines, stop requests and the output's end are written)."""
+        finalize the run if it ended (lines, stop requests and the output's end are written;
+        with ``effects.forget`` its finalization too)."""
         self._send_all(run, advance)
         for child in advance.stop_children:
             with contextlib.suppress(NothingToCancel, RunNotFound):
                 self.cancel_run(child, reason=f"its parent run {run.run_id} stopped")
         if advance.ended is not None:
-            self.finalize(run)
+            if effects is not None and effects.forget is not None:
+                self.runs.note("finish", for_log(run))
+            else:
+                self.finalize(run)
 
     def _send_all(self, run: Run, advance: Advance) -> None:
         spec = self.spec_of(run)

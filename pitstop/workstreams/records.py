@@ -6,8 +6,11 @@ that, only if the document is still the one the change was computed from, writes
 what must happen with it, atomically: progress lines on the run's output stream, the step's
 heartbeat key, stop requests for running steps, and when the run ends the output's one ``end``
 entry (the protocol of :meth:`pitstop.runs.output.RunOutput.close`: ``SET NX`` of the end flag,
-then the entry). A step transition is then one round trip when nobody else changed the run
-meanwhile (the caller passes the document it last saw), two otherwise.
+then the entry), and for a run that ends with nothing left to hand on (no concurrency slot, no
+parent, no sub-workstream to stop) its ``completed``/``failed`` event and its removal from the
+set the reaper watches: its whole finalization in the same step. A step transition is then one
+round trip when nobody else changed the run meanwhile (the caller passes the document it last
+saw), two otherwise.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ if ending ~= '' and redis.call('SET', end_flag, ending, 'NX', 'EX', ttl) then
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'end', ending, 'exit_code', ARGV[at + 1])
 end
 if lines > 0 or ending ~= '' then redis.call('EXPIRE', stream, ttl) end
+at = at + 2
+if ARGV[at] ~= '' then
+  redis.call('XADD', ARGV[at], 'MAXLEN', '~', ARGV[at + 1], '*', ARGV[at + 2], ARGV[at + 3])
+  redis.call('PUBLISH', ARGV[at + 4], ARGV[at + 3])
+end
+at = at + 5
+if ARGV[at] ~= '' then redis.call('SREM', ARGV[at], ARGV[at + 1]) end
 return 1
 """
 
@@ -70,6 +80,11 @@ class Effects:
     """Keys to set with a TTL: a step's heartbeat, stop requests."""
     end: tuple[str, int | None] | None = None
     """The run ended: close its output with this status and exit code (once)."""
+    publish: tuple[str, int, str, str, str] | None = None
+    """An event to append and fan out with the change: (stream, maxlen, field, payload,
+    channel), the bus's own XADD + PUBLISH."""
+    forget: tuple[str, str] | None = None
+    """(set, member) to remove with the change: the run leaves the set the reaper watches."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,8 @@ class RunRecords:
             args.extend((status, "" if code is None else str(code)))
         else:
             args.extend(("", ""))
+        args.extend(effects.publish or ("", "", "", "", ""))
+        args.extend(effects.forget or ("", ""))
         keys = [RUN_KEY_PREFIX + run_id, RUN_OUTPUT_PREFIX + run_id,
                 RUN_OUTPUT_END_PREFIX + run_id]
         try:
