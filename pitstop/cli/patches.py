@@ -139,6 +139,10 @@ def validate(ctx: Context, file: str, repo: str, base: str | None, target: str |
         click.echo(f"validation queued as task {result.id} on queue {config.queue!r}; outcome: "
                    "pitstop log patch_decisions")
         return
+    # Said before waiting: under `pitstop up` nobody consumes this queue, and --wait was silent.
+    click.echo(f"validation queued as task {result.id} on queue {config.queue!r}; waiting up to "
+               f"{timeout:g}s for a worker consuming it (pitstop worker -Q {config.queue})",
+               err=True)
     try:
         value: Any = result.get(timeout=timeout, propagate=False)
     except Exception as exc:  # celery's TimeoutError and backend errors

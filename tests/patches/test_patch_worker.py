@@ -163,3 +163,22 @@ def test_local_dry_run_prints_the_table_and_bad_input_is_one_line(
     refused = run_cli(["patch", "validate", str(evil), "--repo", "sample", "--local",
                        "--dry-run"], env)
     assert refused.returncode == 1 and "unsafe: refused a path with '..'" in refused.stdout
+
+
+def test_validate_wait_says_at_once_which_queue_it_waits_on(
+        tmp_path: Path, pitstop_env: dict[str, str], private_redis: ServerInfo) -> None:
+    """Found as a new user: `patch validate --wait` under `pitstop up` (no patches worker)
+    printed nothing for its whole hour; it now says at once what it waits for, and when."""
+    sample = make_sample(tmp_path)
+    env = project(tmp_path, pitstop_env, private_redis, sample, sample_checks())
+    good = tmp_path / "good.diff"
+    good.write_bytes(sample.patch({"calc.py": MUL}, scratch=tmp_path))
+    waited = run_cli(["patch", "validate", str(good), "--repo", "sample", "--wait",
+                      "--timeout", "1"], env)
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    lines = waited.stderr.strip().splitlines()
+    first = lines[0]
+    assert first.startswith("validation queued as task ")
+    assert first.endswith("on queue 'patches'; waiting up to 1s for a worker consuming it "
+                          "(pitstop worker -Q patches)")
+    assert any(line.startswith("pitstop: error: no outcome within 1s") for line in lines)
