@@ -296,7 +296,7 @@ def _preflight(settings: Settings) -> str:
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
               help="Worker processes (default celery.concurrency, else one per CPU).")
 @click.option("-n", "--hostname", help="Worker node name (default pitstop-<queues>-<pid>@<host>, "
-              "e.g. pitstop-linux-default-4242@buildbox).")
+              "e.g. pitstop-linux-default-4242@buildbox for -Q linux).")
 @click.option("-l", "--loglevel", default=None,
               help="debug, info, warning or error (default log_level, info).")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork",
