@@ -226,6 +226,11 @@ def parse_yaml(text: str, *, file: str, environ: Mapping[str, str] | None = None
         problem = exc.problem or str(exc)
         raise ConfigError(f"invalid YAML: {problem}", file=file,
                           line=(mark.line + 1) if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses: say on which line
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        raise ConfigError(f"invalid YAML: character {char!r} is not allowed", file=file,
+                          line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
     finally:
