@@ -93,3 +93,11 @@ def test_triage_yaml(text: str) -> None:
 @given(config_texts("web.yaml"))
 def test_web_yaml(text: str) -> None:
     _in_dir("web.yaml", text, load_web_config)
+
+
+SWEPT = {"pitstop.yaml", "triggers.yaml", "workstreams.yaml", "alerts.yaml", "patches.yaml",
+         "deployments.yaml", "triage.yaml", "web.yaml"}
+
+
+def test_every_shipped_config_is_swept() -> None:
+    assert {path.name for path in CONFIG_DIR.glob("*.yaml")} <= SWEPT
