@@ -418,8 +418,11 @@ class RunDriver:
         kind = step_kinds().get(step.kind)
         soft = timeout + (grace / 2 if getattr(kind, "enforces_timeout", False) else 0)
         waiting = step.queue_timeout or scripts.queue_ttl_seconds
+        kwargs = {"run_id": run_id, "step_id": step.id, "attempt": attempt}
         options: dict[str, Any] = {
-            "kwargs": {"run_id": run_id, "step_id": step.id, "attempt": attempt},
+            "kwargs": kwargs,
+            # Three plain ids: their repr for logs and Flower, without Celery's saferepr walk.
+            "argsrepr": "()", "kwargsrepr": repr(kwargs),
             "queue": queue or DEFAULT_QUEUE, "task_id": f"{run_id}:{step.id}:{attempt}",
             "soft_time_limit": soft, "time_limit": timeout + grace,
             "expires": countdown + waiting + EXPIRES_SLACK_SECONDS,
