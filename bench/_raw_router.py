@@ -1,6 +1,7 @@
 """The baseline for bench/router.py: a bare Celery app configured like pitstop's (JSON, acks_late,
-prefetch 1, Redis broker) whose tasks do the least a step does: publish that it started, or
-count itself done."""
+reject on worker lost, prefetch 1, Redis broker, no result for these tasks, task events off, and
+the same kombu transport pitstop's workers use, ``workers.transport``) whose tasks do the least a
+step does: publish that it started, or count itself done."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import time
 
 import redis
 from celery import Celery
+
+from workers import transport
+
+transport.install()  # pitstop's mended kombu transport: both sides pay the same broker costs
 
 app = Celery("bench_router_raw", broker=os.environ["BENCH_REDIS_URL"])
 app.conf.update(task_serializer="json", accept_content=["json"], task_acks_late=True,
