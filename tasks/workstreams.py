@@ -50,11 +50,17 @@ def _redactor_for(pid: int) -> Redactor:
     return context.new_redactor()
 
 
-def _executor(app: Celery) -> StepExecutor:
-    return StepExecutor(orchestrator(app), host=socket.gethostname(), pid=os.getpid(),
+@lru_cache(maxsize=1)
+def _executor_for(pid: int, app: Celery) -> StepExecutor:
+    # One per process, like the orchestrator: it holds no state of its own between steps.
+    return StepExecutor(orchestrator(app), host=socket.gethostname(), pid=pid,
                         new_redactor=lambda: _redactor_for(os.getpid()),
                         script_runner=context.script_runner,
                         runs=context.run_store(), timeout_errors=(SoftTimeLimitExceeded,))
+
+
+def _executor(app: Celery) -> StepExecutor:
+    return _executor_for(os.getpid(), app)
 
 
 @shared_task(name=TASK_WORKSTREAM_STEP, bind=True, acks_late=True, reject_on_worker_lost=True,

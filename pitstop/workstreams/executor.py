@@ -233,10 +233,11 @@ def _capped(outputs: Any) -> dict[str, Any]:
     if not isinstance(outputs, dict):
         return {}
     try:
-        size = len(json.dumps(outputs, default=str))
+        text = json.dumps(outputs, default=str)
     except (TypeError, ValueError, RecursionError):
         return {"error": "the step's outputs are not JSON"}
-    clean: dict[str, Any] = json.loads(json.dumps(outputs, default=str))
+    size = len(text)
+    clean: dict[str, Any] = json.loads(text)
     if size <= MAX_OUTPUT_BYTES:
         return clean
     kept = {key: value for key, value in clean.items()
