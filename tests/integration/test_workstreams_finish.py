@@ -121,6 +121,7 @@ def test_a_run_with_nothing_to_hand_on_is_finalized_by_the_commit_that_ends_it(
 def test_a_run_holding_a_slot_is_finalized_after_its_commit_and_frees_the_slot(
         rig: Rig) -> None:
     first = rig.run_through("WS-SLOT")
+    assert rig.orchestrator.runs.get_run(first).orchestration["slot"]  # it held one
     assert not rig.client.sismember(WS_ACTIVE_RUNS, first)
     assert len(rig.completions(first)) == 1
     assert rig.finish_notes(first) == 1
