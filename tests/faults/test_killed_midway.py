@@ -126,9 +126,10 @@ def test_a_patch_lands_once_when_the_worker_is_killed_mid_landing(
                       tmp_path / "second.log")
         try:
             second.wait_for_output("ready.", 60)
-            again = run_cli(["patch", "validate", str(diff), "--repo", "sample", "--base", base,
-                             "--wait", "--json"], env, timeout=120)
-            outcomes.append(json.loads(again.stdout))
+            for _ in range(2):  # the retry; then once more, as if a kill had cut it after its push
+                again = run_cli(["patch", "validate", str(diff), "--repo", "sample", "--base",
+                                 base, "--wait", "--json"], env, timeout=120)
+                outcomes.append(json.loads(again.stdout))
         finally:
             second.stop()
     finally:
@@ -140,9 +141,11 @@ def test_a_patch_lands_once_when_the_worker_is_killed_mid_landing(
                 if "def mul" in git(sample.remote, "show", line.split()[0], "--", "calc.py")]
     calc = sample.file_at("main", "calc.py", remote=True)
     record("patch_killed_mid_landing", {"retry_result": outcomes[0].get("result"),
+                                        "landed_again_result": outcomes[1].get("result"),
                                         "commits_with_the_change": len(with_mul)})
     assert calc.count("def mul") == 1
     assert len(with_mul) == 1, history
+    assert outcomes[1].get("result") != "merged", outcomes[1]  # already landed: never twice
 
 
 def test_the_merge_lane_is_renewed_while_held(redis_client: redis.Redis) -> None:
