@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import socket
 import sys
@@ -70,6 +71,17 @@ def give_summaries(group: click.Group) -> None:
                 param.help = plain_text(param.help)
         if isinstance(command, click.Group):
             give_summaries(command)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that refuses ``nan`` and ``inf`` (click lets both through, and a
+    timeout of either made commands fail with an internal error or wait forever)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number is not None and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
 
 
 def fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:

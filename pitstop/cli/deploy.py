@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pitstop.cli.common import Context, pass_context
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context
 from pitstop.deploy import FINAL_STATUSES, DeployStore, configured_deployer, default_identity
 from pitstop.deploy.service import Deployer
 from pitstop.kernel.constants import TASK_DEPLOY
@@ -80,7 +80,7 @@ def deploy(click_ctx: click.Context) -> None:
 @click.option("--by", help="Who requests it (default PITSTOP_USER, else the login name).")
 @click.option("--trigger", help="What triggered it, for the record (default cli@<host>).")
 @click.option("--queue", help="Run it on a worker consuming this queue instead of here.")
-@click.option("--queue-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--queue-timeout", type=FiniteFloatRange(min=1), default=600, show_default=True,
               help="With --queue: seconds a worker has to take it (then exit 75).")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait for a required approval (else print the id and exit 0; "
@@ -178,7 +178,7 @@ def rollback(ctx: Context, env: str, to: str | None, by: str | None, as_json: bo
 @click.option("--as", "who", help="Approve as (default PITSTOP_USER, else the login name).")
 @click.option("--queue", help="Run it on a worker consuming this queue (when no requester "
               "waits for it).")
-@click.option("--queue-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--queue-timeout", type=FiniteFloatRange(min=1), default=600, show_default=True,
               help="With --queue: seconds a worker has to take it (then exit 75).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment record as JSON.")
 @pass_context

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import redis
 
-from pitstop.cli.common import Context, pass_context
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context
 from pitstop.connection.connect import describe_url, resolve_redis_url
 from pitstop.fleet.beatlock import beat_alive
 from pitstop.fleet.consumption import WorkerView, not_consuming, sample_queues
@@ -42,7 +42,7 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
 
 
 @click.command(short_help="Check config, Redis, workers, Beat and the state dir.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for workers to answer ping.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the checks as one JSON array instead of lines.")

@@ -16,7 +16,7 @@ from rich.text import Text
 from pitstop.bus.events import Event, check_depth
 from pitstop.bus.patterns import compile_pattern, normalize_type
 from pitstop.bus.tail import StreamTail
-from pitstop.cli.common import Context, pass_context, print_json
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context, print_json
 from pitstop.kernel.errors import ValidationError
 from pitstop.kernel.timeparse import parse_since
 
@@ -84,7 +84,7 @@ def emit(ctx: Context, event_type: str, pairs: tuple[str, ...], data_json: str |
 @click.option("--json", "as_json", is_flag=True, help="One JSON envelope per line.")
 @click.option("--count", type=click.IntRange(min=1),
               help="Exit after this many events (default: no limit).")
-@click.option("--timeout", type=click.FloatRange(min=0),
+@click.option("--timeout", type=FiniteFloatRange(min=0),
               help="Exit after this many seconds (default: none; Ctrl-C ends it).")
 @pass_context
 def watch(ctx: Context, pattern: str, as_json: bool, count: int | None,

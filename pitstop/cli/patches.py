@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pitstop.cli.common import Context, pass_context, print_json
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context, print_json
 from pitstop.kernel.constants import PATCH_MAX_BYTES, TASK_VALIDATE_PATCH
 from pitstop.kernel.errors import PitstopError, ValidationError
 from pitstop.patches.config import load_patches_config
@@ -105,7 +105,7 @@ def patch_group() -> None:
 @click.option("--wait", is_flag=True, help="Wait for the worker and print the outcome.")
 @click.option("--local", is_flag=True, help="Validate in this process (no worker needed).")
 @click.option("--title", help="Commit and pull request title.")
-@click.option("--timeout", type=float, default=3600.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=3600.0, show_default=True,
               help="Seconds --wait waits for the worker.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context

@@ -19,7 +19,7 @@ from typing import IO
 import click
 import redis
 
-from pitstop.cli.common import Context, pass_context
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context
 from pitstop.connection.connect import connect, describe_url, embedded_server, resolve_redis_url
 from pitstop.connection.server import wait_until
 from pitstop.fleet.supervisor import (
@@ -84,7 +84,7 @@ def ensure_port_free(host: str, port: int, *, setting: str) -> None:
               help="Also run the webhook / events HTTP endpoint.")
 @click.option("--flower/--no-flower", "with_flower", default=False, show_default=True,
               help="Also run Flower (needs flower.basic_auth / PITSTOP_FLOWER_BASIC_AUTH).")
-@click.option("--stop-timeout", type=click.FloatRange(min=0), default=STOP_TIMEOUT,
+@click.option("--stop-timeout", type=FiniteFloatRange(min=0), default=STOP_TIMEOUT,
               show_default=True, metavar="SECONDS",
               help="On Ctrl-C, how long the worker may finish the scripts it is running before "
                    "it is killed (a second Ctrl-C kills it at once).")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pitstop.cli.common import Context, pass_context, print_json
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context, print_json
 from pitstop.cli.follow import cancel_requests, exit_code_for, follow_run
 from pitstop.cli.workstreams import cancel_workstream, show_workstream
 from pitstop.cli.wsfollow import follow_workstream
@@ -48,9 +48,9 @@ def parse_env(pairs: tuple[str, ...], option: str = "--env") -> dict[str, str]:
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-q", "-Q", "--queue", help="Queue of the machines that should run it (default from config).")
-@click.option("--timeout", type=click.FloatRange(min=0.1),
+@click.option("--timeout", type=FiniteFloatRange(min=0.1),
               help="Seconds before the script is killed (default scripts.default_timeout, 300).")
-@click.option("--queue-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--queue-timeout", type=FiniteFloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Give up when no worker has taken the run from its queue this long after it "
                    "was sent: the run ends expired (exit 75 with --wait). Default from config "
                    "(scripts.queue_ttl_seconds).")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pitstop.cli.common import Context, pass_context
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context
 from pitstop.fleet.smoke import run_smoke
 from pitstop.kernel.constants import CANARY_TASK, DEFAULT_QUEUE, SMOKE_STUCK_AFTER_SECONDS
 from pitstop.kernel.errors import ExitCode
@@ -46,9 +46,9 @@ class CeleryProbe:
 @click.option("-Q", "--queue", "queues", multiple=True,
               help="A queue that must have a worker (repeat; default celery.queues and "
                    "'default').")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds workers have to answer (the canary gets five times this).")
-@click.option("--stuck-after", type=click.FloatRange(min=0.1),
+@click.option("--stuck-after", type=FiniteFloatRange(min=0.1),
               default=float(SMOKE_STUCK_AFTER_SECONDS), show_default=True,
               help="Seconds after which an undelivered or unacknowledged event is stuck.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON array.")

@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -160,7 +161,8 @@ COMMANDS = _commands(cli)
 def argvs(draw: st.DrawFn) -> list[str]:
     path, options = draw(st.sampled_from(COMMANDS))
     tokens = st.one_of(st.sampled_from(options or ["--help"]), st.text(max_size=20), WEIRD_TEXT,
-                       st.integers(-5, 10**6).map(str), st.just("--"))
+                       st.integers(-5, 5).map(str), st.sampled_from(["nan", "inf", "-1e309"]),
+                       st.just("--"))
     rest = [t for t in draw(st.lists(tokens, max_size=6)) if t not in NEVER and "\x00" not in t]
     return [*path, *rest]
 
@@ -176,6 +178,16 @@ def cli_env(redis_server: ServerInfo, tmp_path_factory: pytest.TempPathFactory) 
 
 
 ALLOWED_EXITS = {int(code) for code in ExitCode} - {ExitCode.INTERNAL}
+HANG_AFTER = 60
+"""Seconds one command may take (numbers drawn are small: no option asks for a long wait)."""
+
+
+class Hung(BaseException):
+    """Raised by the alarm in the command's thread: past anything main() catches."""
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise Hung
 
 
 @settings(SWEEP, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -183,12 +195,19 @@ ALLOWED_EXITS = {int(code) for code in ExitCode} - {ExitCode.INTERNAL}
 def test_cli_arguments_exit_with_a_code_from_the_table(cli_env: dict[str, str],
                                                        argv: list[str]) -> None:
     runner = CliRunner()
+    previous = signal.signal(signal.SIGALRM, _alarm)
     with runner.isolation(input="", env=cli_env) as (_out, err, *_):
+        signal.alarm(HANG_AFTER)
         try:
             main(argv)
             code: Any = 0
         except SystemExit as exc:
             code = exc.code if exc.code is not None else 0
+        except Hung:
+            pytest.fail(f"{argv} still running after {HANG_AFTER}s")
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
     stderr = err.getvalue().decode(errors="replace")
     assert code in ALLOWED_EXITS, f"exit {code} for {argv}: {stderr[-500:]}"
     assert "Traceback" not in stderr, stderr
@@ -280,3 +299,28 @@ def test_the_sweep_reaches_every_cli_command_but_the_long_running_ones() -> None
     assert not names & EXCLUDED
     assert os.environ.get("PITSTOP_DEBUG") in (None, "")
     assert tempfile.gettempdir()
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+FLOAT_OPTIONS = [(path, param.opts[0]) for path in [(name,) for name in sorted(cli.commands)
+                                                    if name in EXCLUDED] + [p for p, _ in COMMANDS]
+                 if not isinstance(_command(path), click.Group)
+                 for param in _command(path).params if isinstance(param.type, click.FloatRange)]
+
+
+@pytest.mark.parametrize(("path", "option"), FLOAT_OPTIONS or [(("doctor",), "--timeout")])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_number_of_seconds_is_a_usage_error(path: tuple[str, ...], option: str,
+                                                         value: str) -> None:
+    """Found by the sweep: click's FloatRange let nan and inf through (doctor --timeout nan
+    was an internal error, --timeout inf waited forever)."""
+    result = CliRunner().invoke(cli, [*path, option, value], catch_exceptions=False)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "finite" in result.output or "range" in result.output, result.output
