@@ -142,7 +142,8 @@ def _plots(results: dict[str, Any], directory: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(bars) + 1.2))
         ax.barh([b[0] for b in bars], [b[1] for b in bars])
         ax.set_xlabel("seconds after the fault")
-        ax.set_title("Recovery after faults (short mode)")
+        mode = faults[0].get("mode", "short") if faults else "short"
+        ax.set_title(f"Recovery after faults ({mode} mode)")
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=.3)
         save(fig, "recovery")
@@ -208,6 +209,7 @@ def render(results: dict[str, Any], report: Path, plots_dir: Path) -> None:
     out += _curves_section(results.get("curves") or {}, plots)
     out += _percentiles_section(results, plots)
     out += _faults_section(results.get("faults") or {}, plots)
+    out += _sweep_section(results.get("sweep"))
     out += _soak_section(results.get("soak"), plots)
     out += ["", "## Each benchmark's output", ""]
     for bench in results.get("benchmarks", []):
@@ -289,10 +291,12 @@ FAULT_TITLES = {
 def _faults_section(faults: dict[str, Any], plots: dict[str, str]) -> list[str]:
     if not faults:
         return []
+    failures = faults.get("failures") or []
     out = ["", "## Fault injection", "", f"`{faults.get('command')}`: {faults.get('summary', '')} "
            f"({faults.get('seconds', '?')} s). What each test kills and promises: "
            "[operations.md](operations.md#what-the-fault-tests-prove). Long mode (the issue's "
-           "sizes): `PITSTOP_FAULTS_LONG=1 python -m pytest tests/faults`.", ""]
+           "sizes): `PITSTOP_FAULTS_LONG=1 python -m pytest tests/faults`."
+           + (f" **Failed: {'; '.join(failures)}**" if failures else ""), ""]
     for record in faults.get("records", []):
         test = record.get("test", "?")
         if test == "sentinel_failover":
@@ -306,10 +310,31 @@ def _faults_section(faults: dict[str, Any], plots: dict[str, str]) -> list[str]:
     return out + _img(plots, "recovery")
 
 
+def _sweep_section(sweep: dict[str, Any] | None) -> list[str]:
+    if not sweep:
+        return []
+    return ["", "## Bad-input sweep", "",
+            f"`{sweep['command']}`: {sweep['summary']} ({sweep['seconds']} s); "
+            f"{sweep['generated_targets']} generated targets (every YAML config, event payloads and "
+            "stream entries, webhook and API bodies, CLI arguments, diffs, triage inputs, alert "
+            f"templates) x up to {sweep['examples_per_target']:,} examples = up to "
+            f"{sweep['generated_inputs_max']:,} generated inputs, each accepted or refused with "
+            "pitstop's own error naming the field." + (
+                f" Failures: {'; '.join(sweep['failures'])}" if sweep.get("failures") else "")]
+
+
 def _soak_section(soak: dict[str, Any] | None, plots: dict[str, str]) -> list[str]:
     if not soak:
         return []
-    out = ["", "## Soak", "", f"`{soak.get('command')}`", "", "| figure | value |", "| --- | --- |"]
+    out = ["", "## Soak", "", f"`{soak.get('command')}`: events at half the measured capacity "
+           f"({soak.get('capacity_per_s')}/s) for {soak.get('minutes')} minutes"
+           + (" (a short check of the script, not the 20-minute soak)"
+              if float(soak.get("minutes") or 0) < 20 else "") + ".", "",
+           "Run records, their launch keys and Celery results are history kept on purpose (30 days,"
+           " a day), so Redis memory grows with the runs: `memory_kib_per_1000_runs` is that cost."
+           " What must stay flat is everything else: `other_keys_min_max`, the queues, the router's"
+           " lag, the stream (MAXLEN), and the workers' RSS (under 10% growth after warm-up).", "",
+           "| figure | value |", "| --- | --- |"]
     out += [f"| {key} | {json.dumps(value) if isinstance(value, list | dict) else value} |"
             for key, value in soak.items() if key not in ("command", "samples")]
     return out + _img(plots, "soak")

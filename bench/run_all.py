@@ -269,24 +269,55 @@ def run_bench(bench: Bench, quick: bool) -> dict[str, Any]:
             "seconds": round(seconds, 1), "output": output.strip(), **parsed}
 
 
-def run_faults() -> dict[str, Any]:
-    command = "PITSTOP_FAULTS_REPORT=<file> python -m pytest -q tests/faults"
+def run_faults(long: bool = False) -> dict[str, Any]:
+    mode = {"PITSTOP_FAULTS_LONG": "1"} if long else {}
+    command = ("PITSTOP_FAULTS_LONG=1 " if long else "") + \
+        "PITSTOP_FAULTS_REPORT=<file> python -m pytest -q tests/faults"
     print(f"== {command}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "faults.jsonl"
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                "tests/faults"], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "PITSTOP_FAULTS_REPORT": str(report)},
-                              timeout=3600, check=False)
+                              env={**os.environ, **mode, "PITSTOP_FAULTS_REPORT": str(report)},
+                              timeout=7200, check=False)
         records = [json.loads(line) for line in report.read_text().splitlines()] \
             if report.exists() else []
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     print(f"   {summary}", flush=True)
-    return {"command": "python -m pytest tests/faults (short mode; figures via "
+    return {"command": ("PITSTOP_FAULTS_LONG=1 " if long else "") + "python -m pytest "
+                       f"tests/faults ({'long' if long else 'short'} mode; figures via "
                        "PITSTOP_FAULTS_REPORT)", "returncode": done.returncode,
+            "failures": [line for line in done.stdout.splitlines()
+                         if line.startswith(("FAILED", "ERROR"))],
             "summary": summary, "seconds": round(time.monotonic() - started, 1),
             "records": records}
+
+
+def run_sweep(long: bool = False) -> dict[str, Any]:
+    from tests.fuzz.sweep import EXAMPLES, LONG_EXAMPLES
+
+    command = ("PITSTOP_FAULTS_LONG=1 " if long else "") + "python -m pytest tests/fuzz"
+    print(f"== {command}", flush=True)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:logging", "tests/fuzz"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **({"PITSTOP_FAULTS_LONG": "1"} if long
+                                                           else {})},
+                          timeout=7200, check=False)
+    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    print(f"   {summary}", flush=True)
+    from tests.fuzz import test_configs_sweep, test_entry_points_sweep
+
+    targets = sum(1 for module in (test_configs_sweep, test_entry_points_sweep)
+                  for name in dir(module) if name.startswith("test_")
+                  and hasattr(getattr(module, name), "hypothesis"))
+    per_target = LONG_EXAMPLES if long else EXAMPLES
+    return {"command": command, "returncode": done.returncode, "summary": summary,
+            "seconds": round(time.monotonic() - started, 1), "generated_targets": targets,
+            "examples_per_target": per_target, "generated_inputs_max": targets * per_target,
+            "failures": [line for line in done.stdout.splitlines()
+                         if line.startswith(("FAILED", "ERROR"))]}
 
 
 def run_soak(minutes: float) -> dict[str, Any]:
@@ -319,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--only", help="comma-separated benchmark names (and 'curves', 'faults')")
     parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--faults-long", action="store_true",
+                        help="the fault tests and the bad-input sweep at the issue's sizes "
+                             "(PITSTOP_FAULTS_LONG=1)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also run the bad-input sweep (tests/fuzz) and report it")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--soak-minutes", type=float, default=0.0,
                         help="also run bench/soak.py this long (the full soak is 20 minutes)")
@@ -350,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         results["curves"] = {**curves.run(quick=args.quick), "command": "python bench/curves.py",
                              "seconds": round(time.monotonic() - started, 1)}
     if not args.skip_faults and (only is None or "faults" in only):
-        results["faults"] = run_faults()
+        results["faults"] = run_faults(long=args.faults_long)
+    if args.sweep:
+        results["sweep"] = run_sweep(long=args.faults_long)
     if args.soak_minutes:
         results["soak"] = run_soak(args.soak_minutes)
     RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

@@ -26,7 +26,7 @@ from tests.support import ROOT
 
 LONG_EXAMPLES = 8_000
 EXAMPLES = int(os.environ.get("PITSTOP_SWEEP_EXAMPLES", "0")) or (LONG_EXAMPLES if long_mode() else 25)
-"""Per target (test function); 14 targets in the sweep."""
+"""Per target (test function); 17 targets in the sweep: over 100,000 inputs in long mode."""
 CONFIG_DIR = ROOT / "config"
 
 # --- values -----------------------------------------------------------------------------------
