@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shlex
 import signal
@@ -155,6 +154,8 @@ def hold_up_lock(settings: Settings, queues: str | None) -> IO[str]:
     a second ``up`` is refused (exit 1) naming the first one's pid and how to add a worker."""
     path = private_dir(settings.state_dir) / UP_LOCK_FILE
     handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
+    import fcntl  # POSIX only, like `up` itself: importing pitstop must work without it
+
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
