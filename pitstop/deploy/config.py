@@ -35,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pitstop.kernel.configfile import load_model
 from pitstop.kernel.constants import DEPLOYMENTS_FILE
 from pitstop.kernel.errors import ConfigError, ValidationError
+from pitstop.scripts.policy import ScriptName
 
 __all__ = ["ApprovalConfig", "CommandConfig", "DeploymentsConfig", "EnvironmentConfig",
            "HttpCheckConfig", "SmokeCheckConfig", "TimeoutsConfig", "check_environment_name",
@@ -102,20 +103,13 @@ class _Strict(BaseModel):
 class CommandConfig(_Strict):
     """A script the supervisor runs (deploy, rollback, or a smoke check)."""
 
-    script: str = Field(min_length=1)
+    script: ScriptName
     """Path inside ``scripts.allowed_roots`` (a relative one is looked up in the working
     directory, then in each root, as ``pitstop run`` does)."""
     args: list[Text] = Field(default_factory=list)
     env: dict[str, Text] = Field(default_factory=dict)
     timeout: float | None = Field(None, gt=0, le=24 * 3600, allow_inf_nan=False)
     """Seconds; default the environment's ``timeouts`` for this step."""
-
-    @field_validator("script")
-    @classmethod
-    def _not_an_option(cls, value: str) -> str:
-        if value.startswith("-"):
-            raise ValueError("a script name may not start with '-'")
-        return value
 
     @field_validator("args")
     @classmethod

@@ -90,8 +90,9 @@ class EnvironmentLock:
         self.fence_key = f"{DEPLOY_FENCE_PREFIX}{env}"
 
     def _eval(self, action: str, script: str, keys: list[str], *args: Any) -> Any:
+        # Registered scripts run by EVALSHA (the script body crosses the wire once per client).
         try:
-            return self.client.eval(script, len(keys), *keys, *args)
+            return self.client.register_script(script)(keys=keys, args=list(args))
         except redis.RedisError as exc:
             raise unavailable(self.client, exc, action) from exc
 

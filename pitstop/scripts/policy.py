@@ -20,6 +20,9 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from pitstop.kernel.constants import DEFAULT_CALLER_ENV, DEFAULT_ENV_ALLOWLIST, ENV_NAME_PATTERN
 from pitstop.kernel.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
@@ -277,3 +280,13 @@ def _protected(name: str, protected: Sequence[str]) -> bool:
     upper = name.upper()
     return any(upper.startswith(p[:-1].upper()) if p.endswith("*") else upper == p.upper()
                for p in protected)
+
+
+def _not_an_option(value: str) -> str:
+    if value.startswith("-"):
+        raise ValueError("a script name may not start with '-'")
+    return value
+
+
+ScriptName = Annotated[str, Field(min_length=1), AfterValidator(_not_an_option)]
+"""A script named in config (a workstream ``run`` step, a deploy step): never an option."""

@@ -19,7 +19,7 @@ from pitstop.kernel.errors import PitstopError, ScriptFailed
 from pitstop.kernel.settings import Settings
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import Run
-from pitstop.scripts.policy import check_caller_env
+from pitstop.scripts.policy import ScriptName, check_caller_env
 from pitstop.scripts.runner import ScriptRequest
 from pitstop.workstreams.spec import KIND_EMIT, KIND_RUN, KIND_WORKSTREAM
 from pitstop.workstreams.steps import StepContext, StepResult, StepStatus, register_step_kind
@@ -50,18 +50,11 @@ class RunParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    script: str = Field(min_length=1)
+    script: ScriptName
     args: list[Text] = Field(default_factory=list)
     env: dict[str, Text] = Field(default_factory=dict)
     """Travels sealed inside the run record when a secret key is configured."""
     cwd: str | None = None
-
-    @field_validator("script")
-    @classmethod
-    def _not_an_option(cls, value: str) -> str:
-        if value.startswith("-"):
-            raise ValueError("a script name may not start with '-'")
-        return value
 
     @field_validator("env")
     @classmethod
