@@ -169,4 +169,6 @@ def slack_payload(context: dict[str, Any], title: str, text: str | None) -> dict
                 "text": f"… and {more_alerts} more alert(s), {context.get('more_events', 0)} "
                         "more event(s): `pitstop alerts list`"}]})
     blocks = blocks[:SLACK_MAX_BLOCKS]
-    return {"text": _cut(title, SLACK_TEXT_CHARS), "blocks": blocks}
+    # The header is plain text, but Slack reads the top-level text (the notification's words)
+    # as mrkdwn: a title holding event data must be escaped there too.
+    return {"text": _cut(slack_escape(title), SLACK_TEXT_CHARS), "blocks": blocks}

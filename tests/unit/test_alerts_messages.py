@@ -64,6 +64,18 @@ def test_slack_message_stays_within_limits_and_escapes_event_text() -> None:
     assert "27 more alert(s)" in json.dumps(blocks[-1])   # 20 shown of 40, plus 7 untold
 
 
+def test_slack_fallback_text_escapes_event_data_in_the_title() -> None:
+    # Slack reads the top-level text as mrkdwn (notifications, clients without blocks): a
+    # subject made of event data (group_by: [data.branch]) must not mention or link there.
+    note = {**notification(1), "more_alerts": 0, "more_events": 0}
+    note["alerts"][0]["subject"] = "data.branch=<!channel> <https://evil.example|click>"
+    payload = compose(config().file.channels["slack"], note)
+    assert "<!channel>" not in payload["text"] and "<https://" not in payload["text"]
+    assert "&lt;!channel&gt;" in payload["text"]
+    header = payload["blocks"][0]["text"]
+    assert header["type"] == "plain_text" and "<!channel>" in header["text"]  # shown as typed
+
+
 def test_email_has_checked_headers_and_a_plain_body() -> None:
     message = build_email(config().file.channels["mail"], notification(1))
     assert message["To"] == "a@example.com, b@example.com"
