@@ -61,8 +61,10 @@ DEFAULT_TEXT = (
 
 def _environment(escape: Callable[[str], str] | None) -> SandboxedEnvironment:
     def finalize(value: Any) -> Any:
-        if escape is not None and isinstance(value, str):
-            return escape(value)
+        # Not only strings: a list or dict prints its items' text unescaped
+        # (``{{ a.group }}``, ``{{ a.examples }}`` hold event data).
+        if escape is not None:
+            return escape(value if isinstance(value, str) else str(value))
         return value
 
     return SandboxedEnvironment(undefined=jinja2.Undefined, autoescape=False,

@@ -76,6 +76,16 @@ def test_slack_fallback_text_escapes_event_data_in_the_title() -> None:
     assert header["type"] == "plain_text" and "<!channel>" in header["text"]  # shown as typed
 
 
+def test_slack_templates_escape_event_data_inside_lists_and_dicts() -> None:
+    context = {"alerts": [{"group": {"data.branch": "<!channel>"},
+                           "examples": [{"summary": "<https://evil.example|x>"}]}]}
+    text = render("{{ alerts[0].group }} {{ alerts[0].examples }} {{ alerts[0].count }}",
+                  "fallback", context, slack=True)
+    assert "<!channel>" not in text and "<https://" not in text
+    assert "&lt;!channel&gt;" in text and "&lt;https://evil.example|x&gt;" in text
+    assert render("{{ a }}<!here>", "fallback", {"a": 1}, slack=True) == "1<!here>"
+
+
 def test_email_has_checked_headers_and_a_plain_body() -> None:
     message = build_email(config().file.channels["mail"], notification(1))
     assert message["To"] == "a@example.com, b@example.com"
