@@ -67,7 +67,9 @@ def context_of(notification: dict[str, Any]) -> dict[str, Any]:
 
 
 def title_of(channel: ChannelModel, notification: dict[str, Any]) -> str:
-    return " ".join(render(channel.title, DEFAULT_TITLE, context_of(notification)).split())
+    """The rendered title on one line: CR, LF, NUL and runs of whitespace fold to one space."""
+    rendered = render(channel.title, DEFAULT_TITLE, context_of(notification))
+    return " ".join(rendered.replace("\x00", " ").split())
 
 
 def text_of(channel: ChannelModel, notification: dict[str, Any], *, slack: bool = False) -> str:
@@ -82,11 +84,14 @@ def check_header(name: str, value: str) -> str:
 
 
 def build_email(channel: EmailChannel, notification: dict[str, Any]) -> EmailMessage:
-    """The message; raises :class:`HeaderRefused` when a header value holds CR/LF (the rendered
-    subject included: a template must not let event data into the headers)."""
+    """The message; raises :class:`HeaderRefused` when a configured header value (From, To)
+    holds CR/LF/NUL.
+
+    The subject is folded onto one line instead: it holds event data (a ``data.*`` group label, a
+    custom title), and refusing it would let whoever sends the first event of a group with a
+    CR/LF in it silence that group's e-mail, a real failure joining it included."""
     context = context_of(notification)
-    subject = render(channel.title, DEFAULT_TITLE, context)
-    check_header("Subject", subject)
+    subject = check_header("Subject", title_of(channel, notification))
     message = EmailMessage()
     message["Subject"] = subject[:MAX_SUBJECT_CHARS]
     message["From"] = check_header("From", channel.sender)

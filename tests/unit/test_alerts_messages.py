@@ -93,10 +93,22 @@ def test_email_has_checked_headers_and_a_plain_body() -> None:
     assert "https://pit/ack/0" in message.get_content()
 
 
-@pytest.mark.parametrize("raw", ["x\r\nBcc: evil@example.com", "x\nX-Injected: 1", "x\rY"])
-def test_crlf_in_a_header_value_is_refused(raw: str) -> None:
+@pytest.mark.parametrize(("raw", "folded"), [("x\r\nBcc: evil@example.com", "x Bcc: evil@example.com"),
+                                             ("x\nX-Injected: 1", "x X-Injected: 1"),
+                                             ("x\rY", "x Y"), ("x\x00Y", "x Y")])
+def test_crlf_in_event_data_is_folded_out_of_the_subject(raw: str, folded: str) -> None:
+    # Folded, not refused: a refusal would let the event's sender silence the group's e-mail.
+    message = build_email(config().file.channels["custom"], notification(1, raw=raw))
+    assert folded in message["Subject"]
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    assert "\r" not in message.as_string().split("\n\n", 1)[0].replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("sender", ["pitstop@example.com\r\nBcc: evil@example.com", "a\nb", "a\x00b"])
+def test_crlf_in_a_configured_header_value_is_refused(sender: str) -> None:
+    channel = config().file.channels["custom"].model_copy(update={"sender": sender})
     with pytest.raises(HeaderRefused, match="CR, LF"):
-        build_email(config().file.channels["custom"], notification(1, raw=raw))
+        build_email(channel, notification(1))
 
 
 def test_templates_are_sandboxed_and_fall_back_on_errors() -> None:
