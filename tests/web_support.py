@@ -133,11 +133,19 @@ def login(client: TestClient, password: str = TOKEN, user: str = "") -> Any:
                        follow_redirects=False)
 
 
-def logged_in(app: Starlette, *, base_url: str = "http://testserver") -> TestClient:
+def logged_in(app: Starlette, *, base_url: str = "http://testserver", user: str = "",
+              password: str = TOKEN) -> TestClient:
+    """A client logged in with the API token (read-only unless ``token_can_act``), or as
+    ``user`` with ``password``."""
     client = TestClient(app, base_url=base_url)
-    reply = login(client)
+    reply = login(client, password, user)
     assert reply.status_code == 303, reply.text
     return client
+
+
+def as_alice(app: Starlette) -> TestClient:
+    """A client logged in as the user of the test's ``web.yaml`` (who may act)."""
+    return logged_in(app, user="alice", password=PASSWORD)
 
 
 def make_alert(client: redis.Redis, subject: str = "build broke", **fields: Any) -> Alert:

@@ -208,8 +208,9 @@ def main() -> None:
                 cwd=home)
             client = redis.Redis.from_url(info.url)
             ids = seed(client, settings)
+            # The token's login may act here, so the pages show their buttons.
             deps = WebDeps(client=client, bus=components.event_bus(client, settings),
-                           settings=settings, config=WebConfig(),
+                           settings=settings, config=WebConfig(token_can_act=True),
                            redactor=components.new_redactor(settings),
                            worker_probe=lambda: {"celery@build-1": ["default", "linux"],
                                                  "celery@build-2": ["default", "linux"],

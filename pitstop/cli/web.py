@@ -45,12 +45,14 @@ def describe(ctx: Context) -> str:
     """One line for ``pitstop serve``'s banner: who can log in to the web view."""
     config = load_web_config(ctx.settings.config_dir)
     ways = []
-    if config.token_login and ctx.settings.server.api_token is not None:
+    token = config.token_login and ctx.settings.server.api_token is not None
+    if token:
         ways.append("the API token")
     if config.users:
         ways.append(f"{len(config.users)} user(s) of {WEB_CONFIG_FILE}")
     who = " or ".join(ways) or "nobody: set PITSTOP_API_TOKEN or add users"
-    return f"web view at {WEB_MOUNT}/ (login: {who})"
+    read_only = "; the token's login is read-only" if token and not config.token_can_act else ""
+    return f"web view at {WEB_MOUNT}/ (login: {who}{read_only})"
 
 
 @click.group("web", invoke_without_command=True)

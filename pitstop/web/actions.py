@@ -1,6 +1,6 @@
-"""The actions (POST, behind the login, same-origin and CSRF checks): enable or disable a
-trigger rule, acknowledge an alert, add or end a silence. Each is recorded in
-``web_actions.jsonl`` with the user, then redirects back to its page."""
+"""The actions (POST, behind the login, same-origin and CSRF checks, for a session that may act:
+see ``app.Gate``): enable or disable a trigger rule, acknowledge an alert, add or end a silence.
+Each is recorded in ``web_actions.jsonl`` with the user, then redirects back to its page."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The web view as a Starlette app, mounted by ``pitstop serve`` under ``/ui``.
 
 Every page and stream needs a login (a session cookie); every POST needs the session's CSRF
-token and a same-origin request. Redis and file reads run in the thread pool; the event loop
-only parses requests and streams.
+token and a same-origin request, and every action but logging out a session that may act (a
+login with the API token is read-only unless ``config/web.yaml`` says ``token_can_act``).
+Redis and file reads run in the thread pool; the event loop only parses requests and streams.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 View = Callable[[Request, Session], Response]
 Action = Callable[[Request, Session, dict[str, str]], Response]
 
+READ_ONLY = ("read-only session: this login may look but not act. Log in as a user of "
+             "config/web.yaml to act (a login with the API token acts only with "
+             "token_can_act: true there).")
+
 
 def _unavailable(ctx: WebContext, exc: Exception) -> Response:
     log.warning("web view: Redis unavailable: %s", exc)
@@ -50,7 +55,8 @@ def _unavailable(ctx: WebContext, exc: Exception) -> Response:
 
 
 class Gate:
-    """Wraps handlers: login first, then (POST) the form, same origin and CSRF token."""
+    """Wraps handlers: login first, then (POST) the form, same origin and CSRF token, then
+    (actions) the session's right to act."""
 
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
@@ -71,7 +77,10 @@ class Gate:
                 return _unavailable(self.ctx, exc)
         return handler
 
-    def action(self, fn: Action) -> Callable[[Request], Awaitable[Response]]:
+    def action(self, fn: Action, *, acts: bool = True
+               ) -> Callable[[Request], Awaitable[Response]]:
+        """``fn`` as a POST; ``acts``: it changes pitstop's state, so the session must be one
+        that may act (logging out does not: a read-only session may still do it)."""
         @functools.wraps(fn)
         async def handler(request: Request) -> Response:
             try:
@@ -84,6 +93,10 @@ class Gate:
                 if form is None or not csrf_ok(session, form.get("csrf")):
                     return PlainTextResponse("missing or wrong CSRF token: reload the page and "
                                              "try again", status_code=403)
+                if acts and not session.can_act:
+                    await run_in_threadpool(self.ctx.record, "refused_read_only", session.user,
+                                            path=request.url.path)
+                    return PlainTextResponse(READ_ONLY, status_code=403)
                 return await run_in_threadpool(fn, request, session, form)
             except ValidationError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
@@ -113,7 +126,7 @@ def _routes(ctx: WebContext) -> list[BaseRoute]:
         Route("/", lambda request: RedirectResponse(ui("events"), status_code=303)),
         Route("/login", _redis_guarded(ctx, login.form), methods=["GET"]),
         Route("/login", _redis_guarded(ctx, login.submit), methods=["POST"]),
-        Route("/logout", act(login.logout), methods=["POST"]),
+        Route("/logout", act(login.logout, acts=False), methods=["POST"]),
         Route("/events", view(pages.events)),
         Route("/events/live", live.events),
         Route("/events/{event_id}", view(pages.event)),

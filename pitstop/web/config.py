@@ -1,8 +1,11 @@
 """``config/web.yaml``: who may log in to the web view, and how its cookies and links behave.
 
-The API token (``PITSTOP_API_TOKEN``) always logs in, as the user ``token``; the users listed
-here log in with a password whose scrypt or PBKDF2 hash the file holds (``pitstop web
-hash-password`` makes one). The file is optional: without it only the token logs in.
+The API token (``PITSTOP_API_TOKEN``) logs in, as the user ``token``, unless ``token_login`` is
+false; the users listed here log in with a password whose scrypt or PBKDF2 hash the file holds
+(``pitstop web hash-password`` makes one). The file is optional: without it only the token logs
+in. A token login only looks (every action refused) unless ``token_can_act`` is true: CI holds
+the token to post events, and must not thereby be able to silence the alerts that would report
+its abuse.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class WebConfig(BaseModel):
     must say so: uvicorn's ``--proxy-headers``); ``always`` behind a proxy that does not."""
     token_login: bool = True
     """Whether the API token logs in (turn off once users are set up)."""
+    token_can_act: bool = False
+    """Whether a login with the API token may act (disable or enable a trigger, acknowledge an
+    alert, add or end a silence). Off by default: a token login is read-only, and only the
+    users listed here act, since whoever can post events (CI) holds the token."""
     flower_url: str | None = None
     """The link the fleet page gives to Flower; default ``http://127.0.0.1:<flower.port>``."""
     max_login_failures: int = Field(default=10, ge=1)

@@ -1,6 +1,6 @@
 """What every page handler shares: the objects the server hands in (:class:`WebDeps`), the
 readers built on them, and rendering a template with the common context (user, CSRF token,
-navigation)."""
+whether the session may act, navigation)."""
 
 from __future__ import annotations
 
@@ -110,8 +110,10 @@ class WebContext:
             self.actions_log.append({"action": action, "user": user, **fields})
 
     def render(self, name: str, context: dict[str, Any], *, status: int = 200,
-               user: str | None = None, csrf: str = "", nav: str = "") -> HTMLResponse:
+               user: str | None = None, csrf: str = "", can_act: bool = False,
+               nav: str = "") -> HTMLResponse:
         template = self.env.get_template(name)
-        text = template.render(user=user, csrf=csrf, nav=nav, nav_items=NAV, now=self.now(),
-                               flower_url=safe_href(self.deps.flower_url), **context)
+        text = template.render(user=user, csrf=csrf, can_act=can_act, nav=nav, nav_items=NAV,
+                               now=self.now(), flower_url=safe_href(self.deps.flower_url),
+                               **context)
         return HTMLResponse(text, status_code=status)

@@ -1,5 +1,8 @@
 """Logging in (the API token, or a user of ``config/web.yaml`` and a password) and out.
 
+A session's right to act is decided here: a user of ``config/web.yaml`` may, a login with the
+API token only looks unless ``token_can_act`` says otherwise.
+
 The login form has its own CSRF token, bound to a random cookie set with the form (so another
 site cannot log a browser in to an account of its choosing). Failed logins count per client
 address; past the limit the address waits for the window to pass, whatever it sends.
@@ -64,6 +67,7 @@ class Login:
             "token": login_token(self.ctx.signer, nonce), "error": error, "name": name,
             "next": _next(request.query_params.get("next")),
             "token_login": config.token_login and self.ctx.deps.api_token is not None,
+            "token_can_act": config.token_can_act,
             "users": bool(config.users)}, status=status)
         set_cookie(response, request, LOGIN_COOKIE, nonce, policy=config.secure_cookies,
                    max_age=LOGIN_COOKIE_SECONDS)
@@ -101,9 +105,11 @@ class Login:
             return self._form(request, error="Wrong name, password or token.", status=401,
                               name=name[:64])
         ctx.limiter.reset(address)
-        cookie, _ = ctx.sessions.create(user, via="token" if user == TOKEN_USER else "password",
-                                        now=ctx.now().timestamp())
-        ctx.record("login", user, address=address)
+        by_token = user == TOKEN_USER
+        can_act = config.token_can_act or not by_token
+        cookie, _ = ctx.sessions.create(user, via="token" if by_token else "password",
+                                        can_act=can_act, now=ctx.now().timestamp())
+        ctx.record("login", user, address=address, can_act=can_act)
         response = RedirectResponse(_next(form.get("next")), status_code=303)
         set_cookie(response, request, SESSION_COOKIE, cookie, policy=config.secure_cookies,
                    max_age=int(config.session_hours * 3600))

@@ -2,9 +2,9 @@
 failed logins per address.
 
 The cookie holds a random session id and its HMAC (the key lives in Redis, made once): a forged
-or altered cookie is refused before any lookup, and the session itself (user, CSRF token) is a
-Redis document keyed by the id's SHA-256 with the login's lifetime as TTL, so a logout ends it
-on every server at once.
+or altered cookie is refused before any lookup, and the session itself (user, CSRF token, whether
+it may act) is a Redis document keyed by the id's SHA-256 with the login's lifetime as TTL, so a
+logout ends it on every server at once.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ class Session:
     """``password`` or ``token``."""
     csrf: str
     created: float
+    can_act: bool
+    """Whether the actions (POST other than logout) are allowed, decided at login: a read-only
+    session only looks."""
 
 
 def _session_key(session_id: str) -> str:
@@ -84,10 +87,11 @@ class SessionStore:
         self.signer = signer
         self.ttl = ttl_seconds
 
-    def create(self, user: str, *, via: str, now: float) -> tuple[str, Session]:
+    def create(self, user: str, *, via: str, can_act: bool, now: float) -> tuple[str, Session]:
         """A new session; returns the cookie value and the session."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(user=user, via=via, csrf=secrets.token_urlsafe(32), created=now)
+        session = Session(user=user, via=via, csrf=secrets.token_urlsafe(32), created=now,
+                          can_act=can_act)
         self.client.set(_session_key(session_id), json.dumps(session.__dict__), ex=self.ttl)
         return self.signer.sign(self.PURPOSE, session_id), session
 
@@ -100,8 +104,10 @@ class SessionStore:
             return None
         try:
             doc = json.loads(raw)
+            # A session stored before sessions said whether they may act is read-only (its
+            # user logs in again to act): never more rights than the login decided.
             return Session(user=str(doc["user"]), via=str(doc["via"]), csrf=str(doc["csrf"]),
-                           created=float(doc["created"]))
+                           created=float(doc["created"]), can_act=doc.get("can_act") is True)
         except (ValueError, KeyError, TypeError):
             return None
 

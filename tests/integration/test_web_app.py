@@ -1,6 +1,7 @@
 """The web view through Starlette's test client on a real Redis: login (token, users, limits),
 session cookies, CSRF, security headers, escaping of attacker-controlled values, the pages'
-contents, the actions (enable/disable a rule, ack, silence) and the live feed's batching."""
+contents, the actions (enable/disable a rule, ack, silence), who may act (a token login is
+read-only unless ``token_can_act``) and the live feed's batching."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import redis
 from starlette.testclient import TestClient
 
 from pitstop import components
+from pitstop.alerts.engine import Silence
 from pitstop.alerts.store import AlertStore
 from pitstop.bus.streamcodec import EVENT_FIELD
-from pitstop.kernel.constants import EVENT_STREAM, LOG_TRIGGER_EXECUTIONS
+from pitstop.kernel.constants import EVENT_STREAM, LOG_TRIGGER_EXECUTIONS, WEB_SESSION_PREFIX
 from pitstop.kernel.errors import InvalidEventType
 from pitstop.kernel.ids import new_id
 from pitstop.kernel.settings import Settings
@@ -32,6 +34,7 @@ from tests.web_support import (
     PASSWORD,
     TOKEN,
     XSS,
+    as_alice,
     form_token,
     logged_in,
     login,
@@ -185,7 +188,7 @@ def test_every_response_carries_the_security_headers(app: Any) -> None:
 def test_actions_without_the_csrf_token_or_from_another_site_are_refused(
         app: Any, redis_client: redis.Redis) -> None:
     alert = make_alert(redis_client)
-    client = logged_in(app)
+    client = as_alice(app)
     token = form_token(client.get("/ui/alerts").text)
     url = f"/ui/alerts/{alert.id}/ack"
     assert client.post(url, data={}).status_code == 403
@@ -199,7 +202,7 @@ def test_actions_without_the_csrf_token_or_from_another_site_are_refused(
     reply = client.post(url, data={"csrf": token}, follow_redirects=False)
     assert reply.status_code == 303
     ack = AlertStore(redis_client).acks([alert.id])[alert.id]
-    assert ack[1] == "web:token"
+    assert ack[1] == "web:alice"
 
 
 def test_the_templates_hold_no_inline_script_style_or_handlers() -> None:
@@ -305,13 +308,13 @@ def test_the_pages_show_what_pitstop_holds(
 
 def test_a_rule_is_disabled_and_enabled_from_the_page(
         app: Any, settings: Settings, redis_client: redis.Redis) -> None:
-    client = logged_in(app)
+    client = as_alice(app)
     token = form_token(client.get("/ui/triggers").text)
     reply = client.post("/ui/triggers/build_on_push/disable",
                         data={"csrf": token, "reason": "flaky runner"}, follow_redirects=False)
     assert reply.status_code == 303
     off = TriggerState(redis_client).disabled()["build_on_push"]
-    assert off["by"] == "web:token" and off["reason"] == "flaky runner"
+    assert off["by"] == "web:alice" and off["reason"] == "flaky runner"
     assert "flaky runner" in client.get("/ui/triggers").text
     client.post("/ui/triggers/build_on_push/enable", data={"csrf": token})
     assert "build_on_push" not in TriggerState(redis_client).disabled()
@@ -323,14 +326,14 @@ def test_a_rule_is_disabled_and_enabled_from_the_page(
 
 def test_silences_are_added_and_ended_from_the_page(
         app: Any, redis_client: redis.Redis) -> None:
-    client = logged_in(app)
+    client = as_alice(app)
     token = form_token(client.get("/ui/alerts").text)
     client.post("/ui/alerts/silences", data={"csrf": token, "pattern": "build.**",
                                              "duration": "1h", "reason": "maintenance"})
     store = AlertStore(redis_client)
     made = [s for s in store.silences(now=float(redis_client.time()[0]))
             if s.pattern == "build.**"]
-    assert made and made[0].created_by == "web:token"
+    assert made and made[0].created_by == "web:alice"
     assert "maintenance" in client.get("/ui/alerts").text
     client.post(f"/ui/alerts/silences/{made[0].id}/end", data={"csrf": token})
     assert not [s for s in store.silences(now=float(redis_client.time()[0]) + 1)
@@ -338,6 +341,123 @@ def test_silences_are_added_and_ended_from_the_page(
     assert client.post("/ui/alerts/silences", data={"csrf": token, "pattern": "a..b",
                                                     "duration": "1h",
                                                     "reason": "x"}).status_code == 400
+
+
+# --- who may act ---------------------------------------------------------------------------------
+
+ACTION_PAGES = ["/ui/triggers", "/ui/alerts"]
+
+
+def _redis_state(client: redis.Redis) -> dict[bytes, bytes | None]:
+    """Every key and its serialized value (DUMP): equal before and after means nothing changed."""
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+
+
+def _open_silence(client: redis.Redis) -> Silence:
+    now = float(client.time()[0])
+    made = Silence(id="s-cafe0001", pattern="deploy.**", starts_at=now, ends_at=now + 3600,
+                   reason="maintenance", created_by="web:alice")
+    AlertStore(client).add_silence(made)
+    return made
+
+
+def _actions(alert_id: str, silence_id: str) -> list[tuple[str, dict[str, str]]]:
+    """Every action of the web view (logging out aside), with a form it would accept."""
+    return [("/ui/triggers/build_on_push/disable", {"reason": "quiet please"}),
+            ("/ui/triggers/build_on_push/enable", {}),
+            (f"/ui/alerts/{alert_id}/ack", {}),
+            ("/ui/alerts/silences", {"pattern": "**", "duration": "2h", "reason": "shh"}),
+            (f"/ui/alerts/silences/{silence_id}/end", {})]
+
+
+def _post_actions(client: TestClient, alert_id: str, silence_id: str) -> list[Any]:
+    token = form_token(client.get("/ui/alerts").text)
+    return [client.post(url, data={"csrf": token, **form}, follow_redirects=False)
+            for url, form in _actions(alert_id, silence_id)]
+
+
+def test_a_token_login_only_looks(
+        app: Any, settings: Settings, redis_client: redis.Redis) -> None:
+    alert = make_alert(redis_client)
+    silence = _open_silence(redis_client)
+    client = logged_in(app)
+    for path in PAGES:
+        reply = client.get(path)
+        assert reply.status_code == 200, path
+        assert "token (read-only)" in reply.text, path
+    for path in ACTION_PAGES:  # no action form: only logging out posts
+        body = client.get(path).text
+        assert re.findall(r'<form method="post" action="([^"]*)"', body) == [], path
+        assert 'data-action="' not in body and "data-read-only" in body, path
+        assert "log in as a user of <code>config/web.yaml</code> to act" in body, path
+    before = _redis_state(redis_client)
+    replies = _post_actions(client, alert.id, silence.id)
+    for (url, _), reply in zip(_actions(alert.id, silence.id), replies, strict=True):
+        assert reply.status_code == 403, url
+        assert reply.text.startswith("read-only session") and "config/web.yaml" in reply.text
+    assert _redis_state(redis_client) == before
+    assert TriggerState(redis_client).disabled() == {}
+    assert AlertStore(redis_client).acks([alert.id]) == {}
+    now = float(redis_client.time()[0])
+    assert [s.id for s in AlertStore(redis_client).silences(now=now)] == [silence.id]
+    records = list(read_log("web_actions", settings.state_dir))
+    assert [r["action"] for r in records] == ["login"] + ["refused_read_only"] * len(replies)
+    assert records[0]["can_act"] is False
+    token = form_token(client.get("/ui/events").text)  # a read-only session still logs out
+    assert client.post("/ui/logout", data={"csrf": token},
+                       follow_redirects=False).status_code == 303
+    assert client.get("/ui/events", follow_redirects=False).status_code == 303
+
+
+def test_with_token_can_act_the_token_login_acts(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    app = make_app(settings, redis_client, token_can_act=True)
+    alert = make_alert(redis_client)
+    silence = _open_silence(redis_client)
+    client = logged_in(app)
+    for path in ACTION_PAGES:
+        body = client.get(path).text
+        assert 'data-action="' in body and "data-read-only" not in body, path
+        assert "(read-only)" not in body, path
+    replies = _post_actions(client, alert.id, silence.id)
+    assert [r.status_code for r in replies] == [303] * len(replies)
+    assert AlertStore(redis_client).acks([alert.id])[alert.id][1] == "web:token"
+    now = float(redis_client.time()[0]) + 1
+    silences = AlertStore(redis_client).silences(now=now)
+    assert [(s.pattern, s.created_by) for s in silences] == [("**", "web:token")]
+    actions = [r["action"] for r in read_log("web_actions", settings.state_dir)]
+    assert actions == ["login", "disable_trigger", "enable_trigger", "ack_alert", "silence",
+                       "unsilence"]
+
+
+def test_a_user_of_web_yaml_acts(app: Any, settings: Settings, redis_client: redis.Redis) -> None:
+    alert = make_alert(redis_client)
+    silence = _open_silence(redis_client)
+    client = as_alice(app)
+    for path in ACTION_PAGES:
+        body = client.get(path).text
+        assert 'data-action="' in body and "data-read-only" not in body, path
+        assert "alice (read-only)" not in body and ">alice<" in body, path
+    replies = _post_actions(client, alert.id, silence.id)
+    assert [r.status_code for r in replies] == [303] * len(replies)
+    assert AlertStore(redis_client).acks([alert.id])[alert.id][1] == "web:alice"
+    now = float(redis_client.time()[0]) + 1
+    assert [s.pattern for s in AlertStore(redis_client).silences(now=now)] == ["**"]
+    assert next(read_log("web_actions", settings.state_dir))["can_act"] is True
+
+
+def test_a_session_stored_without_its_right_to_act_is_read_only(
+        app: Any, redis_client: redis.Redis) -> None:
+    client = as_alice(app)
+    keys = list(redis_client.scan_iter(match=WEB_SESSION_PREFIX + "*"))
+    assert len(keys) == 1
+    doc = json.loads(redis_client.get(keys[0]) or b"{}")
+    del doc["can_act"]  # as sessions made before they said whether they may act
+    redis_client.set(keys[0], json.dumps(doc), keepttl=True)
+    token = form_token(client.get("/ui/triggers").text)
+    reply = client.post("/ui/triggers/build_on_push/disable", data={"csrf": token})
+    assert reply.status_code == 403
+    assert TriggerState(redis_client).disabled() == {}
 
 
 # --- the live feed ---------------------------------------------------------------------------------

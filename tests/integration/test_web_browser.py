@@ -30,7 +30,7 @@ from pitstop.runs.output import RunOutput
 from pitstop.runs.store import RunStore
 from pitstop.workstreams import WorkstreamCatalog, orchestrator_from
 from tests.support import Proc, gate, running, wait_for
-from tests.web_support import TOKEN, XSS, make_alert, write_project
+from tests.web_support import PASSWORD, TOKEN, XSS, make_alert, write_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -88,12 +88,14 @@ def client(web_env: dict[str, str]) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="module")
 def session(browser: Any, server: str) -> Iterator[Any]:
-    """A browser context logged in through the login form."""
+    """A browser context logged in through the login form, as the user of the test's web.yaml
+    (a login with the API token would be read-only: no Acknowledge button)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(f"{server}/ui/events")
     assert "/ui/login" in page.url  # no session: sent to the login page
-    page.fill("input[name=password]", TOKEN)
+    page.fill("input[name=user]", "alice")
+    page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{server}/ui/events")
     page.close()
@@ -201,9 +203,9 @@ def test_ack_on_an_alert_records_it(session: Any, server: str, client: redis.Red
     page = session.new_page()
     page.goto(f"{server}/ui/alerts")
     page.click(f"tr[data-alert='{alert.id}'] button[data-action='ack']")
-    page.wait_for_selector(f"tr[data-alert='{alert.id}'] [data-ack]:has-text('web:token')")
+    page.wait_for_selector(f"tr[data-alert='{alert.id}'] [data-ack]:has-text('web:alice')")
     acks = AlertStore(client).acks([alert.id])
-    assert acks[alert.id][1] == "web:token"
+    assert acks[alert.id][1] == "web:alice"
     page.close()
 
 

@@ -35,6 +35,7 @@ def test_serve_mounts_the_web_view_and_stops_promptly_with_a_live_feed_open(
 
         wait_for(answers, 30, interval=0.1, message="pitstop serve to answer")
         assert "web view at /ui/ (login: the API token or 1 user(s)" in serve.output()
+        assert "the token's login is read-only)" in serve.output()
         home = httpx.get(f"{base}/", follow_redirects=False)
         assert home.status_code == 303 and home.headers["location"] == "/ui/"
         page = httpx.get(f"{base}/ui/runs", follow_redirects=False)

@@ -75,6 +75,7 @@ def test_config_errors_name_file_key_and_line(tmp_path: Path, text: str, key: st
 def test_a_missing_file_means_defaults(tmp_path: Path) -> None:
     config = load_web_config(tmp_path)
     assert config.users == [] and config.token_login and config.secure_cookies == "auto"
+    assert not config.token_can_act  # a token login only looks unless web.yaml says otherwise
 
 
 @pytest.mark.parametrize(("value", "expected"), [
