@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pitstop.bus.events import Event
 from pitstop.bus.patterns import normalize_type
+from pitstop.kernel.configfile import validate_field
 from pitstop.kernel.constants import ALERT_STEP_DEDUPE_PREFIX, ALERTS_TTL_SECONDS, STEP_KIND_ALERT
-from pitstop.kernel.errors import InvalidEventType, PitstopError
+from pitstop.kernel.errors import PitstopError
 from pitstop.workstreams.steps import StepContext, StepResult, register_step_kind
 
 __all__ = ["AlertParams", "AlertStep"]
@@ -36,12 +37,7 @@ class AlertParams(BaseModel):
     @field_validator("type")
     @classmethod
     def _event_type(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                return normalize_type(value)
-            except InvalidEventType as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return None if value is None else validate_field(normalize_type, value)
 
 
 def _segment(text: str) -> str:

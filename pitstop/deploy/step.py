@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from pitstop.deploy.config import check_environment_name, check_version
 from pitstop.deploy.runtime import configured_deployer
+from pitstop.kernel.configfile import validate_field
 from pitstop.kernel.constants import DEPLOY_QUEUE, STEP_KIND_DEPLOY
 from pitstop.kernel.errors import PitstopError
 from pitstop.kernel.settings import Settings
@@ -44,20 +45,14 @@ class DeployParams(BaseModel):
     def _environment(cls, value: str) -> str:
         if "{{" in value:
             return value  # rendered before the step runs, checked then
-        try:
-            return check_environment_name(value)
-        except PitstopError as exc:
-            raise ValueError(str(exc)) from None
+        return validate_field(check_environment_name, value)
 
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
         if "{{" in value:
             return value
-        try:
-            return check_version(value)
-        except PitstopError as exc:
-            raise ValueError(str(exc)) from None
+        return validate_field(check_version, value)
 
 
 class DeployStep:

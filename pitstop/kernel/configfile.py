@@ -10,16 +10,18 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 import yaml
 
-from pitstop.kernel.errors import ConfigError
+from pitstop.kernel.errors import ConfigError, PitstopError
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+T = TypeVar("T")
+R = TypeVar("R")
 KeyPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -42,6 +44,16 @@ class FieldProblem(ValueError):
     def __init__(self, key_path: KeyPath, message: str) -> None:
         super().__init__(message)
         self.key_path = key_path
+
+
+def validate_field(check: Callable[[T], R], value: T) -> R:
+    """``check(value)`` inside a pydantic field validator: the :class:`PitstopError` a pitstop
+    check raises becomes the ValueError pydantic reports against the field (its message alone,
+    without the chain)."""
+    try:
+        return check(value)
+    except PitstopError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def error_key_path(error: Mapping[str, Any]) -> KeyPath:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pitstop.bus.patterns import compile_pattern
-from pitstop.kernel.configfile import FieldProblem
+from pitstop.kernel.configfile import FieldProblem, validate_field
 from pitstop.kernel.errors import ValidationError
 from pitstop.triggers import schedules
 from pitstop.triggers.conditions import Condition, parse_condition
@@ -141,10 +141,7 @@ class RuleModel(_Model):
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                compile_pattern(value)
-            except ValidationError as exc:
-                raise ValueError(str(exc)) from None
+            validate_field(compile_pattern, value)
         return value
 
     @field_validator("conditions")

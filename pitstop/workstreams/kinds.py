@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from pitstop.bus.events import Event
 from pitstop.bus.patterns import normalize_type
+from pitstop.kernel.configfile import validate_field
 from pitstop.kernel.constants import RUN_KIND_SCRIPT
 from pitstop.kernel.errors import PitstopError, ScriptFailed
 from pitstop.kernel.settings import Settings
@@ -59,10 +60,7 @@ class RunParams(BaseModel):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        try:
-            check_caller_env(value)
-        except PitstopError as exc:
-            raise ValueError(str(exc)) from None
+        validate_field(check_caller_env, value)
         return value
 
 
@@ -169,10 +167,7 @@ class EmitParams(BaseModel):
     @field_validator("type")
     @classmethod
     def _event_type(cls, value: str) -> str:
-        try:
-            return normalize_type(value)
-        except PitstopError as exc:
-            raise ValueError(str(exc)) from None
+        return validate_field(normalize_type, value)
 
 
 class EmitKind:
