@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from pitstop.alerts.fields import Duration, HeaderSafe, Strict, as_list, parse_duration
+from pitstop.alerts.fields import Duration, HeaderSafe, Patterns, Strict, as_list, parse_duration
 from pitstop.alerts.routing import (
     LOG_RECEIVER,
     MatchModel,
@@ -25,7 +25,6 @@ from pitstop.alerts.routing import (
     compile_routes,
     walk_models,
 )
-from pitstop.bus.patterns import compile_pattern
 from pitstop.kernel.configfile import (
     Document,
     FieldProblem,
@@ -36,7 +35,7 @@ from pitstop.kernel.configfile import (
     validate_document,
 )
 from pitstop.kernel.constants import ALERTS_CONFIG_FILE
-from pitstop.kernel.errors import ConfigError, InvalidPattern
+from pitstop.kernel.errors import ConfigError
 
 __all__ = ["AlertsConfig", "Route", "load_alerts_config", "parse_alerts_config",
            "parse_duration"]
@@ -213,8 +212,8 @@ class SummarySettings(Strict):
 
 class AlertsFile(Strict):
     enabled: bool = True
-    subscriptions: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBSCRIPTIONS))
-    resolve_on: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVE_ON))
+    subscriptions: Patterns = Field(default_factory=lambda: list(DEFAULT_SUBSCRIPTIONS))
+    resolve_on: Patterns = Field(default_factory=lambda: list(DEFAULT_RESOLVE_ON))
     min_severity: Literal["debug", "info", "warning", "error", "critical"] = "warning"
     leader_ttl: Duration = 10.0
     ack: AckSettings = AckSettings()
@@ -225,16 +224,6 @@ class AlertsFile(Strict):
     receivers: dict[str, ReceiverModel] = Field(default_factory=dict)
     route: RouteModel = RouteModel()
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
-
-    @field_validator("subscriptions", "resolve_on")
-    @classmethod
-    def _patterns(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                compile_pattern(text)
-            except InvalidPattern as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     @model_validator(mode="after")
     def _references(self) -> AlertsFile:

@@ -1,14 +1,18 @@
-"""The value types of ``config/alerts.yaml``: durations, lists given as one value, header-safe
-strings, and the strict base model every section uses."""
+"""The value types of ``config/alerts.yaml``: durations, lists given as one value, event
+patterns, header-safe strings, and the strict base model every section uses."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-__all__ = ["Duration", "HeaderSafe", "StrList", "Strict", "as_list", "parse_duration"]
+from pitstop.bus.patterns import compile_pattern
+from pitstop.kernel.configfile import validate_field
+
+__all__ = ["Duration", "HeaderSafe", "PatternList", "Patterns", "StrList", "Strict", "as_list",
+           "parse_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -46,7 +50,17 @@ def _no_crlf(value: Any) -> Any:
     return value
 
 
+def _patterns(value: list[str]) -> list[str]:
+    for text in value:
+        validate_field(compile_pattern, text)
+    return value
+
+
 StrList = Annotated[list[str], BeforeValidator(as_list)]
+Patterns = Annotated[list[str], AfterValidator(_patterns)]
+"""Event patterns (``**.failed``), each one the bus can compile."""
+PatternList = Annotated[list[str], BeforeValidator(as_list), AfterValidator(_patterns)]
+""":data:`Patterns`, or one pattern given alone."""
 HeaderSafe = Annotated[str, BeforeValidator(_no_crlf)]
 
 

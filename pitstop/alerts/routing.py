@@ -10,11 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from pitstop.alerts.fields import Duration, Strict, StrList, as_list
+from pitstop.alerts.fields import Duration, PatternList, Strict, StrList, as_list
 from pitstop.alerts.labels import SEVERITY_RANK, Matcher
-from pitstop.bus.patterns import compile_pattern
 from pitstop.kernel.configfile import FieldProblem, KeyPath
-from pitstop.kernel.errors import InvalidPattern
 
 __all__ = ["LOG_RECEIVER", "MatchModel", "Route", "RouteModel", "compile_routes", "walk_models"]
 
@@ -23,21 +21,11 @@ LOG_RECEIVER = "log"
 
 
 class MatchModel(Strict):
-    type: StrList = Field(default_factory=list)
+    type: PatternList = Field(default_factory=list)
     severity: StrList = Field(default_factory=list)
     source: StrList = Field(default_factory=list)
     data: dict[str, Annotated[list[str | int | float | bool], BeforeValidator(as_list)]] = \
         Field(default_factory=dict)
-
-    @field_validator("type")
-    @classmethod
-    def _patterns(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                compile_pattern(text)
-            except InvalidPattern as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     @field_validator("severity")
     @classmethod
