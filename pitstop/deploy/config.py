@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pitstop.kernel.configfile import load_model
 from pitstop.kernel.constants import DEPLOYMENTS_FILE
 from pitstop.kernel.errors import ConfigError, ValidationError
-from pitstop.scripts.policy import ScriptName
+from pitstop.scripts.policy import ScriptName, ScriptText
 
 __all__ = ["ApprovalConfig", "CommandConfig", "DeploymentsConfig", "EnvironmentConfig",
            "HttpCheckConfig", "SmokeCheckConfig", "TimeoutsConfig", "check_environment_name",
@@ -63,24 +63,12 @@ def check_version(version: str) -> str:
     return version
 
 
-def _text(value: Any) -> Any:
-    """YAML numbers and booleans in arguments are meant as text (``--jobs 4``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
 def _placeholders(value: str) -> str:
     for name in _PLACEHOLDER.findall(value):
         if name not in PLACEHOLDERS:
             raise ValueError(f"unknown placeholder {{{name}}} (known: "
                              + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
     return value
-
-
-Text = Annotated[str, BeforeValidator(_text)]
 
 
 def substitute(text: str, values: dict[str, str], *, literal: bool = False) -> str:
@@ -106,8 +94,8 @@ class CommandConfig(_Strict):
     script: ScriptName
     """Path inside ``scripts.allowed_roots`` (a relative one is looked up in the working
     directory, then in each root, as ``pitstop run`` does)."""
-    args: list[Text] = Field(default_factory=list)
-    env: dict[str, Text] = Field(default_factory=dict)
+    args: list[ScriptText] = Field(default_factory=list)
+    env: dict[str, ScriptText] = Field(default_factory=dict)
     timeout: float | None = Field(None, gt=0, le=24 * 3600, allow_inf_nan=False)
     """Seconds; default the environment's ``timeouts`` for this step."""
 
@@ -178,8 +166,8 @@ class SmokeCheckConfig(_Strict):
 
     name: str = Field(min_length=1, max_length=100)
     script: str | None = None
-    args: list[Text] = Field(default_factory=list)
-    env: dict[str, Text] = Field(default_factory=dict)
+    args: list[ScriptText] = Field(default_factory=list)
+    env: dict[str, ScriptText] = Field(default_factory=dict)
     timeout: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False)
     retries: int = Field(0, ge=0, le=100)
     """Script checks: runs after the first one that fails."""

@@ -20,9 +20,9 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from pitstop.kernel.constants import DEFAULT_CALLER_ENV, DEFAULT_ENV_ALLOWLIST, ENV_NAME_PATTERN
 from pitstop.kernel.errors import InterpreterNotFound, PathNotAllowed, ScriptError, ValidationError
@@ -288,5 +288,17 @@ def _not_an_option(value: str) -> str:
     return value
 
 
+def _as_text(value: Any) -> Any:
+    """YAML numbers and booleans among a script's arguments are meant as text (``--jobs 4``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 ScriptName = Annotated[str, Field(min_length=1), AfterValidator(_not_an_option)]
 """A script named in config (a workstream ``run`` step, a deploy step): never an option."""
+ScriptText = Annotated[str, BeforeValidator(_as_text)]
+"""An argument or environment value of a script named in config, a YAML number or boolean
+taken as the text it was written as."""

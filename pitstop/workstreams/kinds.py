@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pitstop.bus.events import Event
 from pitstop.bus.patterns import normalize_type
@@ -20,7 +20,7 @@ from pitstop.kernel.errors import PitstopError, ScriptFailed
 from pitstop.kernel.settings import Settings
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import Run
-from pitstop.scripts.policy import ScriptName, check_caller_env
+from pitstop.scripts.policy import ScriptName, ScriptText, check_caller_env
 from pitstop.scripts.runner import ScriptRequest
 from pitstop.workstreams.spec import KIND_EMIT, KIND_RUN, KIND_WORKSTREAM
 from pitstop.workstreams.steps import StepContext, StepResult, StepStatus, register_step_kind
@@ -34,26 +34,14 @@ TAIL_CHARS = 4000
 CANCEL_POLL_SECONDS = 0.25
 
 
-def _text(value: Any) -> Any:
-    """YAML numbers and booleans in a list of arguments are meant as text (``--jobs 4``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-Text = Annotated[str, BeforeValidator(_text)]
-
-
 class RunParams(BaseModel):
     """``run``: a script, as ``pitstop run`` would run it, on the step's queue."""
 
     model_config = ConfigDict(extra="forbid")
 
     script: ScriptName
-    args: list[Text] = Field(default_factory=list)
-    env: dict[str, Text] = Field(default_factory=dict)
+    args: list[ScriptText] = Field(default_factory=list)
+    env: dict[str, ScriptText] = Field(default_factory=dict)
     """Travels sealed inside the run record when a secret key is configured."""
     cwd: str | None = None
 
