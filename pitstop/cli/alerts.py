@@ -3,7 +3,6 @@ summary, and a check of ``config/alerts.yaml``."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import secrets
 import socket
@@ -25,7 +24,7 @@ from pitstop.alerts.runtime import AlertsRuntime
 from pitstop.alerts.summary import day_window, format_summary, gather
 from pitstop.bus.events import make_event
 from pitstop.bus.patterns import compile_pattern
-from pitstop.cli.common import Context, pass_context, print_json
+from pitstop.cli.common import Context, pass_context, print_json, whoami
 from pitstop.cli.events import parse_data
 from pitstop.kernel.constants import LOG_ALERT_ACTIVITY
 from pitstop.kernel.errors import ConfigError, ValidationError
@@ -47,14 +46,6 @@ def _config(ctx: Context) -> AlertsConfig:
 def _runtime(ctx: Context) -> AlertsRuntime:
     client = ctx.redis()
     return AlertsRuntime(ctx.settings, client, ctx.bus(), ctx.redactor)
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:
@@ -273,7 +264,7 @@ def ack(ctx: Context, alert_id: str, by: str | None) -> None:
     full = rt.store.resolve_id(alert_id)
     now = rt.clock()
     alert = rt.store.get(full)
-    created, record = rt.store.ack(full, by=by or _who(), now=now)
+    created, record = rt.store.ack(full, by=by or whoami(), now=now)
     if not created:
         click.echo(f"alert {full} was already acknowledged by {record.get('by')} at "
                    f"{iso(float(record.get('at', 0)))}")
@@ -310,7 +301,7 @@ def silence(ctx: Context, pattern: str, duration: str, reason: str,
     rt = _runtime(ctx)
     now = rt.clock()
     made = Silence(id=f"s-{secrets.token_hex(4)}", pattern=compile_pattern(pattern).text,
-                   starts_at=now, ends_at=now + seconds, reason=reason, created_by=_who(),
+                   starts_at=now, ends_at=now + seconds, reason=reason, created_by=whoami(),
                    matchers=labels)
     rt.store.add_silence(made)
     rt.state_log(LOG_ALERT_ACTIVITY).append({"kind": "silence", **made.to_dict()})

@@ -1,7 +1,8 @@
-"""Shared CLI plumbing: lazily loaded settings and Redis, output helpers."""
+"""Shared CLI plumbing: lazily loaded settings and Redis, output helpers, the user running it."""
 
 from __future__ import annotations
 
+import getpass
 import inspect
 import json
 import math
@@ -166,3 +167,12 @@ pass_context = click.make_pass_decorator(Context)
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str, sort_keys=False))
+
+
+def whoami() -> str:
+    """``user@host`` of whoever runs the command, as acks, silences and reviews record them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

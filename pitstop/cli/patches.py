@@ -13,10 +13,8 @@ run where the repository is (the CLI of the machine whose worker validated it).
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pitstop.cli.common import Context, FiniteFloatRange, pass_context, print_json
+from pitstop.cli.common import Context, FiniteFloatRange, pass_context, print_json, whoami
 from pitstop.kernel.constants import PATCH_MAX_BYTES, TASK_VALIDATE_PATCH
 from pitstop.kernel.errors import PitstopError, ValidationError
 from pitstop.patches.config import load_patches_config
@@ -40,14 +38,6 @@ _ACCEPTED = ("merged", "pr_opened", "would_merge", "would_open_pr")
 
 def _console() -> Console:
     return Console(width=200 if not sys.stdout.isatty() else None)
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _read_patch(file: str) -> bytes:
@@ -115,7 +105,7 @@ def validate(ctx: Context, file: str, repo: str, base: str | None, target: str |
     """Validate the unified diff FILE ('-': standard input) for a repository."""
     patch = _read_patch(file)
     repo_arg = str(Path(repo).resolve()) if Path(repo).exists() else repo
-    source = f"cli:{_who()}"
+    source = f"cli:{whoami()}"
     if local:
         validator = build_validator(ctx.settings, None if dry_run else ctx.redis(start_embedded=True),
                                     bus=None if dry_run else ctx.bus(start_embedded=True),
@@ -232,7 +222,7 @@ def review_show(ctx: Context, review_id: str, as_json: bool) -> None:
 def review_approve(ctx: Context, review_id: str) -> None:
     """Land the patch through its target's merge lane (re-tested if the target moved)."""
     validator = build_validator(ctx.settings, ctx.redis(), bus=ctx.bus(), redactor=ctx.redactor)
-    doc = validator.approve(review_id, by=_who())
+    doc = validator.approve(review_id, by=whoami())
     landing = doc.get("landing", {})
     click.echo(f"review {doc['review_id']} landed on {doc['repo']}:{doc['target']} as "
                f"{str(landing.get('merged', ''))[:12]}"
@@ -246,7 +236,7 @@ def review_approve(ctx: Context, review_id: str) -> None:
 def review_reject(ctx: Context, review_id: str, reason: str) -> None:
     """Reject the patch (its branch is deleted)."""
     validator = build_validator(ctx.settings, ctx.redis(), bus=ctx.bus(), redactor=ctx.redactor)
-    doc = validator.reject(review_id, reason=reason, by=_who())
+    doc = validator.reject(review_id, reason=reason, by=whoami())
     click.echo(f"review {doc['review_id']} rejected: {reason}")
 
 
