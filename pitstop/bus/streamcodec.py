@@ -3,10 +3,14 @@
 An event is stored in one stream entry, as its compact JSON envelope in the field
 :data:`EVENT_FIELD`. Decoding never raises anything but :class:`ValidationError`, so one bad
 entry cannot crash a consumer loop. :func:`unavailable` turns a redis-py error into a
-:class:`RedisUnavailable` that names the server but never its password.
+:class:`RedisUnavailable` that names the server but never its password; :func:`redis_call` is
+one command with that translation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -14,7 +18,7 @@ from pitstop.bus.events import Event
 from pitstop.kernel.errors import RedisUnavailable, ValidationError
 
 __all__ = ["EVENT_FIELD", "Fields", "decode_entry", "decode_event", "encode_event",
-           "redis_location", "text_of", "unavailable"]
+           "redis_call", "redis_location", "text_of", "unavailable"]
 
 EVENT_FIELD = "event"
 """The stream entry field holding the JSON envelope."""
@@ -72,3 +76,13 @@ def unavailable(client: redis.Redis, exc: Exception, action: str) -> RedisUnavai
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return RedisUnavailable(f"cannot reach Redis at {where} to {action}: {detail}")
     return RedisUnavailable(f"Redis at {where} failed to {action}: {detail}")
+
+
+def redis_call(client: redis.Redis, action: str, function: Callable[..., Any], *args: Any,
+               **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, a command or script of ``client``: a redis-py error is
+    raised as the :func:`unavailable` error saying it failed to ``action``."""
+    try:
+        return function(*args, **kwargs)
+    except redis.RedisError as exc:
+        raise unavailable(client, exc, action) from exc

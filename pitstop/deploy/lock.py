@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import unavailable
+from pitstop.bus.streamcodec import redis_call
 from pitstop.kernel.constants import DEPLOY_FENCE_PREFIX, DEPLOY_LOCK_PREFIX
 from pitstop.kernel.errors import DeployLocked
 
@@ -91,10 +91,8 @@ class EnvironmentLock:
 
     def _eval(self, action: str, script: str, keys: list[str], *args: Any) -> Any:
         # Registered scripts run by EVALSHA (the script body crosses the wire once per client).
-        try:
-            return self.client.register_script(script)(keys=keys, args=list(args))
-        except redis.RedisError as exc:
-            raise unavailable(self.client, exc, action) from exc
+        return redis_call(self.client, action, self.client.register_script(script), keys=keys,
+                          args=list(args))
 
     def acquire(self, **holder: Any) -> Lease:
         """The lease, or :class:`DeployLocked` naming the deployment that holds it."""
@@ -121,10 +119,7 @@ class EnvironmentLock:
         return bool(self._eval("release the deploy lock", _RELEASE, [self.key], lease.value))
 
     def holder(self) -> dict[str, Any] | None:
-        try:
-            value = self.client.get(self.key)
-        except redis.RedisError as exc:
-            raise unavailable(self.client, exc, "read the deploy lock") from exc
+        value = redis_call(self.client, "read the deploy lock", self.client.get, self.key)
         return None if value is None else _holder(_text(value))
 
     @contextmanager

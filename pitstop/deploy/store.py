@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import unavailable
+from pitstop.bus.streamcodec import redis_call
 from pitstop.kernel.constants import (
     DEPLOY_CLAIM_PREFIX,
     DEPLOY_ENV_PREFIX,
@@ -84,10 +84,7 @@ class DeployStore:
         self.ttl_seconds = ttl_seconds
 
     def _call(self, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise unavailable(self.client, exc, action) from exc
+        return redis_call(self.client, action, function, *args, **kwargs)
 
     # --- records ------------------------------------------------------------------------------
     def save(self, record: dict[str, Any], *, score: float) -> None:

@@ -22,7 +22,7 @@ import redis
 from redis.commands.core import Script
 
 from pitstop.bus.events import Event
-from pitstop.bus.streamcodec import unavailable
+from pitstop.bus.streamcodec import redis_call, unavailable
 from pitstop.kernel.constants import (
     TRIGGER_DEBOUNCE_DUE_KEY,
     TRIGGER_DEBOUNCE_PREFIX,
@@ -121,10 +121,7 @@ class Limits:
         self._next_due: int | None = _UNKNOWN
 
     def _run(self, script: Script, keys: list[str], args: list[Any], action: str) -> Any:
-        try:
-            return script(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise unavailable(self.client, exc, action) from exc
+        return redis_call(self.client, action, script, keys=keys, args=args)
 
     def dedupe(self, rule_id: str, key: str, event_id: str, window_s: float) -> str | None:
         """None when ``event_id`` holds the key (first, or its own redelivery); else the id of

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import unavailable
+from pitstop.bus.streamcodec import redis_call
 from pitstop.kernel.constants import (
     TRIGGER_CONFIG_ERROR_KEY,
     TRIGGER_CONFIG_KEY,
@@ -65,10 +65,7 @@ class TriggerState:
         self.client = client
 
     def _call(self, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise unavailable(self.client, exc, action) from exc
+        return redis_call(self.client, action, function, *args, **kwargs)
 
     # --- enable / disable ---------------------------------------------------------------------
     def disabled(self) -> dict[str, dict[str, Any]]:
