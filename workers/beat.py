@@ -20,27 +20,13 @@ from typing import Any
 
 import redis
 from celery.beat import Scheduler
-from redis.commands.core import AsyncScript, Script
 
 from pitstop.connection.connect import client_for_url
+from pitstop.connection.tokenlock import TokenLock
 from pitstop.fleet.beatlock import lock_lifetime, renew_interval, standby_delay
 from pitstop.kernel.constants import BEAT_HEARTBEAT_KEY, BEAT_LOCK_KEY
 
 DEFAULT_LOCK_TTL = 30
-
-# Renew, or release, only if we still own the lock: compare-and-act in one step.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 class LockedScheduler(Scheduler):  # type: ignore[misc]
@@ -49,7 +35,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._token = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._lock_client: redis.Redis | None = None
-        self._renew: AsyncScript | Script | None = None
+        self._lock: TokenLock | None = None
         self._is_leader = False
         self._announced_standby = False
         self._redis_down = False
@@ -64,15 +50,16 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
             self._lock_client = client_for_url(url, socket_connect_timeout=5)
         return self._lock_client
 
+    def _token_lock(self) -> TokenLock:
+        if self._lock is None:
+            self._lock = TokenLock(self._client(), BEAT_LOCK_KEY)
+        return self._lock
+
     def _hold_lock(self) -> bool:
         client = self._client()
         lifetime_ms = int(lock_lifetime(self._ttl) * 1000)
         try:
-            held = bool(client.set(BEAT_LOCK_KEY, self._token, nx=True, px=lifetime_ms))
-            if not held:
-                if self._renew is None:
-                    self._renew = client.register_script(_RENEW)  # Lua, run by EVALSHA
-                held = bool(self._renew(keys=[BEAT_LOCK_KEY], args=[self._token, lifetime_ms]))
+            held = self._token_lock().hold(self._token, lifetime_ms)
             if not held:
                 self._lock_remaining_ms = int(client.pttl(BEAT_LOCK_KEY))
         except redis.RedisError as exc:
@@ -124,8 +111,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
         try:
             if self._is_leader:
                 # Compare-and-delete: a lock that expired and went to a standby is not ours.
-                release = self._client().register_script(_RELEASE)  # Lua, run by EVALSHA
-                release(keys=[BEAT_LOCK_KEY], args=[self._token])
+                self._token_lock().release(self._token)
         except redis.RedisError:
             pass
         super().close()

@@ -16,6 +16,7 @@ import redis
 from pitstop.alerts.engine import Outgoing, Silence, StormState
 from pitstop.alerts.ledger import DeliveryLedger
 from pitstop.alerts.model import Alert
+from pitstop.connection.tokenlock import TokenLock
 from pitstop.kernel.constants import (
     ALERT_ACK_PREFIX,
     ALERT_DELIVERED_PREFIX,
@@ -35,17 +36,6 @@ __all__ = ["AlertStore", "LeaderLost"]
 
 SEEN_TTL_SECONDS = 86400
 """Longer than an entry can wait for redelivery (claim_idle_ms x max_deliveries)."""
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 class LeaderLost(Exception):
@@ -70,18 +60,14 @@ class AlertStore:
     def __init__(self, client: redis.Redis, ledger: DeliveryLedger | None = None) -> None:
         self.client = client
         self.ledger = ledger or DeliveryLedger(client)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._leader = TokenLock(client, ALERTS_LEADER_KEY)
 
     # --- leadership -------------------------------------------------------------------------------
     def acquire(self, token: str, ttl: float) -> bool:
-        ttl_ms = max(100, int(ttl * 1000))
-        if self.client.set(ALERTS_LEADER_KEY, token, nx=True, px=ttl_ms):
-            return True
-        return bool(self._renew(keys=[ALERTS_LEADER_KEY], args=[token, ttl_ms]))
+        return self._leader.hold(token, max(100, int(ttl * 1000)))
 
     def release(self, token: str) -> None:
-        self._release(keys=[ALERTS_LEADER_KEY], args=[token])
+        self._leader.release(token)
 
     def leader(self) -> str | None:
         raw = self.client.get(ALERTS_LEADER_KEY)

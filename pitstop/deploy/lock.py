@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from pitstop.bus.streamcodec import redis_call
+from pitstop.connection.tokenlock import TokenLock
 from pitstop.kernel.constants import DEPLOY_FENCE_PREFIX, DEPLOY_LOCK_PREFIX
 from pitstop.kernel.errors import DeployLocked
 
@@ -39,16 +40,6 @@ local fence = redis.call('INCR', KEYS[2])
 local value = fence .. ' ' .. ARGV[1]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value}
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -88,18 +79,16 @@ class EnvironmentLock:
         self.ttl_ms = max(1000, int(ttl * 1000))
         self.key = f"{DEPLOY_LOCK_PREFIX}{env}"
         self.fence_key = f"{DEPLOY_FENCE_PREFIX}{env}"
-
-    def _eval(self, action: str, script: str, keys: list[str], *args: Any) -> Any:
         # Registered scripts run by EVALSHA (the script body crosses the wire once per client).
-        return redis_call(self.client, action, self.client.register_script(script), keys=keys,
-                          args=list(args))
+        self._acquire = client.register_script(_ACQUIRE)
+        self._lock = TokenLock(client, self.key)
 
     def acquire(self, **holder: Any) -> Lease:
         """The lease, or :class:`DeployLocked` naming the deployment that holds it."""
         token = secrets.token_hex(12)
         meta = json.dumps(holder, separators=(",", ":"), default=str)
-        ok, value = self._eval("take the deploy lock", _ACQUIRE, [self.key, self.fence_key],
-                               f"{token} {meta}", self.ttl_ms)
+        ok, value = redis_call(self.client, "take the deploy lock", self._acquire,
+                               keys=[self.key, self.fence_key], args=[f"{token} {meta}", self.ttl_ms])
         text = _text(value)
         if not int(ok):
             who = _holder(text)
@@ -112,11 +101,12 @@ class EnvironmentLock:
         return Lease(self.env, int(text.split(" ", 1)[0]), text)
 
     def renew(self, lease: Lease) -> bool:
-        return bool(self._eval("renew the deploy lock", _RENEW, [self.key], lease.value,
+        return bool(redis_call(self.client, "renew the deploy lock", self._lock.renew, lease.value,
                                self.ttl_ms))
 
     def release(self, lease: Lease) -> bool:
-        return bool(self._eval("release the deploy lock", _RELEASE, [self.key], lease.value))
+        return bool(redis_call(self.client, "release the deploy lock", self._lock.release,
+                               lease.value))
 
     def holder(self) -> dict[str, Any] | None:
         value = redis_call(self.client, "read the deploy lock", self.client.get, self.key)
