@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from pitstop.bus.streamcodec import text_of
 from pitstop.connection.connect import client_for_url
 from pitstop.connection.tokenlock import TokenLock
 from pitstop.fleet.beatlock import lock_lifetime, renew_interval, standby_delay
@@ -105,7 +106,7 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
             holder = self._client().get(BEAT_LOCK_KEY)
         except redis.RedisError:
             return "(unknown)"
-        return holder.decode() if isinstance(holder, bytes) else str(holder)
+        return text_of(holder)
 
     def close(self) -> None:
         try:

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from pitstop.bus.streamcodec import text_of
 from pitstop.kernel.constants import (
     ALERT_DELIVERIES_DUE,
     ALERT_DELIVERY_PREFIX,
@@ -169,10 +170,6 @@ def rate_key_of(url: str) -> str:
     return ALERT_RATE_PREFIX + hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass(frozen=True)
 class Claim:
     outcome: str
@@ -236,14 +233,14 @@ class DeliveryLedger:
         reply = self._claim(keys=[ALERT_DELIVERY_PREFIX + did, ALERT_DELIVERIES_DUE,
                                   ALERT_NOTIFICATION_PREFIX, rate_key],
                             args=[token, now, lease, did, interval, burst])
-        outcome, extra = _text(reply[0]), _text(reply[1])
+        outcome, extra = text_of(reply[0]), text_of(reply[1])
         if outcome == "claimed":
-            body = _text(reply[3]) if len(reply) > 3 else ""
+            body = text_of(reply[3]) if len(reply) > 3 else ""
             try:
                 notification = json.loads(body) if body else None
             except ValueError:
                 notification = None
-            return Claim(outcome, attempt=int(extra), channel=_text(reply[2]),
+            return Claim(outcome, attempt=int(extra), channel=text_of(reply[2]),
                          notification=notification if isinstance(notification, dict) else None)
         if outcome in ("early", "rate"):
             return Claim(outcome, next_at=float(extra))
@@ -265,7 +262,7 @@ class DeliveryLedger:
 
     def get(self, did: str) -> dict[str, str]:
         raw = self.client.hgetall(ALERT_DELIVERY_PREFIX + did)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {text_of(k): text_of(v) for k, v in raw.items()}
 
     def notification(self, notification_id: str) -> dict[str, Any] | None:
         raw = self.client.get(ALERT_NOTIFICATION_PREFIX + notification_id)
@@ -275,7 +272,7 @@ class DeliveryLedger:
         return value if isinstance(value, dict) else None
 
     def overdue(self, now: float, *, limit: int = 200) -> list[str]:
-        return [_text(member) for member in
+        return [text_of(member) for member in
                 self.client.zrangebyscore(ALERT_DELIVERIES_DUE, "-inf", now, start=0, num=limit)]
 
     def postpone(self, dids: list[str], until: float) -> None:
@@ -287,7 +284,7 @@ class DeliveryLedger:
         """Seconds to wait before posting to ``url`` (0: go, and the slot is taken); with no
         rate (``per_second`` None) only a 429's block holds it up."""
         interval = 1.0 / per_second if per_second else 0.0
-        return float(_text(self._rate(keys=[rate_key_of(url)], args=[now, interval, burst])))
+        return float(text_of(self._rate(keys=[rate_key_of(url)], args=[now, interval, burst])))
 
     def block(self, url: str, *, until: float, now: float) -> None:
         """Every worker holds off ``url`` until ``until`` (a 429's Retry-After)."""

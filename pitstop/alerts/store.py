@@ -16,6 +16,7 @@ import redis
 from pitstop.alerts.engine import Outgoing, Silence, StormState
 from pitstop.alerts.ledger import DeliveryLedger
 from pitstop.alerts.model import Alert
+from pitstop.bus.streamcodec import text_of
 from pitstop.connection.tokenlock import TokenLock
 from pitstop.kernel.constants import (
     ALERT_ACK_PREFIX,
@@ -40,10 +41,6 @@ SEEN_TTL_SECONDS = 86400
 
 class LeaderLost(Exception):
     """The manager's lock went to another: what it holds in memory may be stale."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _json(raw: Any) -> dict[str, Any] | None:
@@ -71,11 +68,11 @@ class AlertStore:
 
     def leader(self) -> str | None:
         raw = self.client.get(ALERTS_LEADER_KEY)
-        return None if raw is None else _text(raw)
+        return None if raw is None else text_of(raw)
 
     # --- the manager's state ----------------------------------------------------------------------
     def load_open(self) -> tuple[dict[str, Alert], dict[str, StormState]]:
-        ids = {_text(k): _text(v) for k, v in self.client.hgetall(ALERTS_OPEN).items()}
+        ids = {text_of(k): text_of(v) for k, v in self.client.hgetall(ALERTS_OPEN).items()}
         alerts: dict[str, Alert] = {}
         if ids:
             docs = self.client.mget([ALERT_KEY_PREFIX + i for i in ids.values()])
@@ -83,7 +80,7 @@ class AlertStore:
                 doc = _json(raw)
                 if doc is not None:
                     alerts[key] = Alert.from_dict(doc)
-        storm = {_text(k): StormState.from_dict(_json(v) or {})
+        storm = {text_of(k): StormState.from_dict(_json(v) or {})
                  for k, v in self.client.hgetall(ALERTS_STORM).items()}
         return alerts, storm
 
@@ -103,7 +100,7 @@ class AlertStore:
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(ALERTS_LEADER_KEY)  # type: ignore[no-untyped-call]
-                if _text(pipe.get(ALERTS_LEADER_KEY) or b"") != token:
+                if text_of(pipe.get(ALERTS_LEADER_KEY) or b"") != token:
                     raise LeaderLost
                 pipe.multi()
                 written = [*changed, *closed.values()]
@@ -147,7 +144,7 @@ class AlertStore:
             return text
         if len(text) < 4:
             raise ValidationError(f"alert id {text!r} is too short to be unique")
-        found = [i for i in (_text(m) for m in self.client.zrange(ALERTS_INDEX, 0, -1))
+        found = [i for i in (text_of(m) for m in self.client.zrange(ALERTS_INDEX, 0, -1))
                  if i.startswith(text) or i.endswith(text)]
         if not found:
             raise ValidationError(f"no alert has id {text!r}: `pitstop alerts list` shows them")
@@ -157,7 +154,7 @@ class AlertStore:
 
     def recent(self, *, since: float, until: float | None = None,
                limit: int = 10_000) -> list[Alert]:
-        ids = [_text(i) for i in self.client.zrangebyscore(
+        ids = [text_of(i) for i in self.client.zrangebyscore(
             ALERTS_INDEX, since, "+inf" if until is None else f"({until}")][-limit:]
         if not ids:
             return []
@@ -201,7 +198,7 @@ class AlertStore:
         found = []
         for key in self.client.scan_iter(match=f"{ALERT_DELIVERY_PREFIX}{alert_id}.*",
                                          count=1000):
-            did = _text(key).removeprefix(ALERT_DELIVERY_PREFIX)
+            did = text_of(key).removeprefix(ALERT_DELIVERY_PREFIX)
             found.append({"delivery": did, **self.ledger.get(did)})
             if len(found) >= limit:
                 break
@@ -221,7 +218,7 @@ class AlertStore:
             silence = Silence.from_dict(doc)
             if now is not None and silence.ends_at <= now:
                 if silence.ends_at < now - 86400:
-                    expired.append(_text(key))
+                    expired.append(text_of(key))
                 continue
             found.append(silence)
         if expired:

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import redis_call
+from pitstop.bus.streamcodec import redis_call, text_of
 from pitstop.connection.tokenlock import TokenLock
 from pitstop.kernel.constants import DEPLOY_FENCE_PREFIX, DEPLOY_LOCK_PREFIX
 from pitstop.kernel.errors import DeployLocked
@@ -41,10 +41,6 @@ local value = fence .. ' ' .. ARGV[1]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value}
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ class EnvironmentLock:
         meta = json.dumps(holder, separators=(",", ":"), default=str)
         ok, value = redis_call(self.client, "take the deploy lock", self._acquire,
                                keys=[self.key, self.fence_key], args=[f"{token} {meta}", self.ttl_ms])
-        text = _text(value)
+        text = text_of(value)
         if not int(ok):
             who = _holder(text)
             raise DeployLocked(
@@ -110,7 +106,7 @@ class EnvironmentLock:
 
     def holder(self) -> dict[str, Any] | None:
         value = redis_call(self.client, "read the deploy lock", self.client.get, self.key)
-        return None if value is None else _holder(_text(value))
+        return None if value is None else _holder(text_of(value))
 
     @contextmanager
     def keep_alive(self, lease: Lease) -> Iterator[threading.Event]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import redis_call
+from pitstop.bus.streamcodec import redis_call, text_of
 from pitstop.kernel.constants import (
     DEPLOY_CLAIM_PREFIX,
     DEPLOY_ENV_PREFIX,
@@ -60,10 +60,6 @@ else
 end
 return {1, ARGV[1]}
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class EnvironmentState(dict[str, str]):
@@ -113,7 +109,7 @@ class DeployStore:
         matches: set[str] = set()
         for key in self._call("find a deployment", lambda: list(self.client.scan_iter(
                 match=f"{DEPLOY_RECORD_PREFIX}*", count=1000))):
-            ident = _text(key)[len(DEPLOY_RECORD_PREFIX):]
+            ident = text_of(key)[len(DEPLOY_RECORD_PREFIX):]
             if ident.startswith(given) or ident.endswith(given):
                 matches.add(ident)
         if not matches:
@@ -130,23 +126,23 @@ class DeployStore:
         if not ids:
             return []
         raws = self._call("read deployments", self.client.mget,
-                          [f"{DEPLOY_RECORD_PREFIX}{_text(i)}" for i in ids])
+                          [f"{DEPLOY_RECORD_PREFIX}{text_of(i)}" for i in ids])
         return [json.loads(raw) for raw in raws if raw is not None]
 
     def environments(self) -> list[str]:
         keys = self._call("list environments", lambda: list(self.client.scan_iter(
             match=f"{DEPLOY_HISTORY_PREFIX}*", count=1000)))
-        return sorted(_text(key)[len(DEPLOY_HISTORY_PREFIX):] for key in keys)
+        return sorted(text_of(key)[len(DEPLOY_HISTORY_PREFIX):] for key in keys)
 
     # --- versions -----------------------------------------------------------------------------
     def state(self, env: str) -> EnvironmentState:
         raw = self._call("read an environment", self.client.hgetall, f"{DEPLOY_ENV_PREFIX}{env}")
-        return EnvironmentState({_text(k): _text(v) for k, v in (raw or {}).items()})
+        return EnvironmentState({text_of(k): text_of(v) for k, v in (raw or {}).items()})
 
     def good_versions(self, env: str) -> list[str]:
         raw = self._call("read good versions", self.client.lrange,
                          f"{DEPLOY_GOOD_PREFIX}{env}", 0, -1)
-        return [_text(value) for value in raw]
+        return [text_of(value) for value in raw]
 
     def commit(self, env: str, *, fence: int, mode: str, version: str, other: str = "",
                now: str, deployment: str) -> None:
@@ -158,7 +154,7 @@ class DeployStore:
             DEPLOY_GOOD_KEEP)
         if not int(ok):
             raise FencedOut(f"deployment {deployment} lost {env}'s lock to a newer deployment "
-                            f"(fence {fence}, latest {_text(latest) or 'none'}): its result is "
+                            f"(fence {fence}, latest {text_of(latest) or 'none'}): its result is "
                             "recorded, the environment's versions are not")
 
     # --- approvals ----------------------------------------------------------------------------
@@ -173,7 +169,7 @@ class DeployStore:
     def pending(self) -> list[tuple[str, float]]:
         raw = self._call("list approvals", self.client.zrange, DEPLOY_PENDING, 0, -1,
                          withscores=True)
-        return [(_text(ident), float(score)) for ident, score in raw]
+        return [(text_of(ident), float(score)) for ident, score in raw]
 
     def set_waiter(self, deployment_id: str, ttl_seconds: int) -> None:
         self._call("mark a waiting requester", self.client.set,

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from pitstop.bus.streamcodec import redis_call
+from pitstop.bus.streamcodec import redis_call, text_of
 from pitstop.kernel.constants import (
     TRIGGER_CONFIG_ERROR_KEY,
     TRIGGER_CONFIG_KEY,
@@ -29,10 +29,6 @@ if (not current) or tonumber(current) < tonumber(ARGV[2]) then
 end
 return 1
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -73,9 +69,9 @@ class TriggerState:
         out: dict[str, dict[str, Any]] = {}
         for key, value in (raw or {}).items():
             try:
-                out[_text(key)] = json.loads(value)
+                out[text_of(key)] = json.loads(value)
             except ValueError:
-                out[_text(key)] = {}
+                out[text_of(key)] = {}
         return out
 
     def disabled_among(self, rule_ids: list[str]) -> set[str]:
@@ -99,13 +95,13 @@ class TriggerState:
     def active_version(self) -> str | None:
         value = self._call("read the trigger config version", self.client.hget,
                            TRIGGER_CONFIG_KEY, "version")
-        return None if value is None else _text(value)
+        return None if value is None else text_of(value)
 
     def active_config(self) -> ConfigSnapshot | None:
         raw = self._call("read the trigger config", self.client.hgetall, TRIGGER_CONFIG_KEY)
         if not raw:
             return None
-        return ConfigSnapshot.from_fields({_text(k): _text(v) for k, v in raw.items()})
+        return ConfigSnapshot.from_fields({text_of(k): text_of(v) for k, v in raw.items()})
 
     def publish_config(self, snapshot: ConfigSnapshot) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -122,7 +118,7 @@ class TriggerState:
     def last_error(self) -> dict[str, str] | None:
         raw = self._call("read the refused trigger config", self.client.hgetall,
                          TRIGGER_CONFIG_ERROR_KEY)
-        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+        return {text_of(k): text_of(v) for k, v in raw.items()} if raw else None
 
     # --- schedules ------------------------------------------------------------------------------
     def cursor(self, rule_id: str) -> float | None:
@@ -140,7 +136,7 @@ class TriggerState:
         pipe.set(key, token, nx=True, ex=TRIGGER_SLOT_TTL_SECONDS)
         pipe.get(key)
         _, holder = self._call("fence a schedule slot", pipe.execute)
-        return holder is not None and _text(holder) == token
+        return holder is not None and text_of(holder) == token
 
     def now(self) -> float:
         seconds, micros = self._call("read the Redis clock", self.client.time)

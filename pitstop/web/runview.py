@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import redis
 
+from pitstop.bus.streamcodec import text_of
 from pitstop.kernel.constants import RUN_INDEX, RUN_KEY_PREFIX, RUN_KIND_WORKSTREAM
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.kernel.redaction import Redactor
@@ -37,10 +38,6 @@ class RunsPage:
     complete: bool
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def recent_runs(client: redis.Redis, *, offset: int = 0, limit: int = 50,
                 status: str | None = None, kind: str | None = None,
                 workstream: str | None = None, max_scan: int = MAX_SCAN) -> RunsPage:
@@ -54,7 +51,7 @@ def recent_runs(client: redis.Redis, *, offset: int = 0, limit: int = 50,
     try:
         while len(found) < limit and scanned < max_scan:
             count = limit if not needles else min(_PAGE, max_scan - scanned)
-            ids = [_text(i) for i in cast("list[Any]", client.zrevrange(
+            ids = [text_of(i) for i in cast("list[Any]", client.zrevrange(
                 RUN_INDEX, position, position + count - 1))]
             if not ids:
                 return RunsPage(found, offset, None, scanned, True)
