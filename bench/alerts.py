@@ -25,10 +25,8 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,11 +40,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _harness
 from pitstop import components
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 MARK = re.compile(r"bench-(\w+)-(\d+)")
 ALERTS_YAML = """
 leader_ttl: 5s
@@ -198,19 +195,18 @@ def one_at_a_time(client: redis.Redis, stand_in: StandIn, n: int) -> tuple[list[
 
 
 def raw_celery_burst(redis_url: str, stand_in: StandIn, n: int, concurrency: int,
-                     env: dict[str, str], log: Any) -> list[float]:
+                     env: dict[str, str], log: Path) -> list[float]:
     """The same burst as plain Celery tasks that only POST (the floor of a task per delivery)."""
     from celery import Celery
 
-    env = {**env, "BENCH_RAW_REDIS_URL": redis_url}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "alerts:raw_app", "worker", "-Q", RAW_QUEUE,
-         "-c", str(concurrency), "-l", "warning", "--without-mingle", "--without-gossip"],
-        cwd=Path(__file__).resolve().parent, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    sender = Celery("bench_raw_sender", broker=redis_url)
-    sender.conf.update(task_serializer="json", task_default_queue=RAW_QUEUE)
-    try:
+    with _harness.Processes({**env, "BENCH_RAW_REDIS_URL": redis_url}) as procs:
+        # Its output after the pitstop worker's, in the same log.
+        procs.start(_harness.celery_worker("alerts:raw_app", "-Q", RAW_QUEUE,
+                                           "-c", str(concurrency), "-l", "warning",
+                                           "--without-mingle", "--without-gossip"),
+                    log, ready=False, append=True, cwd=Path(__file__).resolve().parent)
+        sender = Celery("bench_raw_sender", broker=redis_url)
+        sender.conf.update(task_serializer="json", task_default_queue=RAW_QUEUE)
         for i in range(3):  # warm-up: the worker is up when these arrive
             sender.send_task("bench.raw_alert_post", (stand_in.url, f"bench-rawwarm-{i}"))
         if len(stand_in.collect("rawwarm", 3, timeout=60)) < 3:
@@ -221,12 +217,6 @@ def raw_celery_burst(redis_url: str, stand_in: StandIn, n: int, concurrency: int
             sender.send_task("bench.raw_alert_post", (stand_in.url, f"bench-raw-{i}"))
         arrived = stand_in.collect("raw", n)
         return [arrived[i] - sent[i] for i in arrived]
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
 
 
 def line(name: str, samples: list[float]) -> str:
@@ -242,49 +232,39 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        stand_in = StandIn()
         (home / "config").mkdir()
         (home / "config" / "alerts.yaml").write_text(ALERTS_YAML)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
-        env.update({"PITSTOP_REDIS_URL": info.url, "PITSTOP_HOME": str(home),
-                    "PYTHONPATH": str(ROOT), "BENCH_SLACK_URL": stand_in.url,
-                    "PITSTOP_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning")})
-        log_path = Path(os.environ.get("BENCH_WORKER_LOG") or home / "worker.log")
-        log = log_path.open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "pitstop", "worker", "-Q", "default", "-c",
-             str(args.concurrency)], env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        client = redis.Redis.from_url(info.url)
-        try:
-            warm = alert_burst(client, stand_in, 5, "warmup")
-            if len(warm) < 5:
-                print("the worker did not deliver the warm-up alerts:\n"
-                      + log_path.read_text()[-3000:], file=sys.stderr)
-                return 1
-            bus = bus_latency(client, 200)
-            bare = bare_burst(stand_in, args.n, args.concurrency, "bare")
-            activity = home / ".state" / "alert_activity.jsonl"
-            before = len(activity.read_text().splitlines())
-            burst = alert_burst(client, stand_in, args.n, "burst")
-            queued_to_sent = [json.loads(entry).get("latency", 0.0) for entry in
-                              activity.read_text().splitlines()[before:]
-                              if '"state":"delivered"' in entry]
-            single_alerts, single_bare = one_at_a_time(client, stand_in, args.single)
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
+        with _harness.redis_server(home / "redis") as url:
+            stand_in = StandIn()
+            env = _harness.worker_env(PITSTOP_REDIS_URL=url, PITSTOP_HOME=str(home),
+                                      BENCH_SLACK_URL=stand_in.url,
+                                      PITSTOP_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL",
+                                                                       "warning"))
+            log_path = Path(os.environ.get("BENCH_WORKER_LOG") or home / "worker.log")
+            client = redis.Redis.from_url(url)
             try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-        try:
-            raw = raw_celery_burst(info.url, stand_in, args.n, args.concurrency, env, log)
-        finally:
-            client.close()
-            server.stop()
-            log.close()
+                with _harness.Processes(env) as procs:
+                    # At log level warning it logs no "ready.": the warm-up tells instead.
+                    procs.start(_harness.pitstop_worker("-Q", "default",
+                                                        "-c", str(args.concurrency)),
+                                log_path, ready=False)
+                    warm = alert_burst(client, stand_in, 5, "warmup")
+                    if len(warm) < 5:
+                        print("the worker did not deliver the warm-up alerts:\n"
+                              + log_path.read_text()[-3000:], file=sys.stderr)
+                        return 1
+                    bus = bus_latency(client, 200)
+                    bare = bare_burst(stand_in, args.n, args.concurrency, "bare")
+                    activity = home / ".state" / "alert_activity.jsonl"
+                    before = len(activity.read_text().splitlines())
+                    burst = alert_burst(client, stand_in, args.n, "burst")
+                    queued_to_sent = [json.loads(entry).get("latency", 0.0) for entry in
+                                      activity.read_text().splitlines()[before:]
+                                      if '"state":"delivered"' in entry]
+                    single_alerts, single_bare = one_at_a_time(client, stand_in, args.single)
+                raw = raw_celery_burst(url, stand_in, args.n, args.concurrency, env, log_path)
+            finally:
+                client.close()
     print(f"alerting latency, burst of {args.n}, worker -c {args.concurrency}")
     print(line("(a) bus publish -> subscriber", bus))
     print(line("(b) bare POST burst", bare))

@@ -18,19 +18,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import queue
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +33,15 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 
 import redis  # noqa: E402
 
+from bench import _harness  # noqa: E402
 from bench import bus as bus_bench  # noqa: E402
 from bench import patterns as patterns_bench  # noqa: E402
 from pitstop.bus.eventbus import EventBus  # noqa: E402
 from pitstop.bus.streamcodec import EVENT_FIELD, encode_event  # noqa: E402
-from pitstop.connection.server import RedisServer  # noqa: E402
 
-WORKSTREAMS = """
-    workstreams:
-      WS-THR:
-        steps:
-          - {id: only, kind: emit, params: {type: bench.step}}
-"""
-TRIGGERS = """
-    triggers:
-      - {id: thr, event: bench.many, workstream: WS-THR}
-"""
 RULE_COUNTS = (10, 100, 1_000, 3_000, 10_000, 30_000)
 CONCURRENCY = (1, 2, 4)
 STREAM_LENGTHS = (0, 1_000, 10_000, 100_000, 300_000)
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # --- 1. matching -----------------------------------------------------------------------------
@@ -83,7 +62,8 @@ def matching_curve(counts: tuple[int, ...] = RULE_COUNTS, events: int = 20_000) 
 def throughput_curve(levels: tuple[int, ...] = CONCURRENCY, n: int = 300,
                      rounds: int = 3) -> list[dict[str, Any]]:
     """One private Redis; for each level, a pitstop worker and a raw Celery worker with that
-    ``-c``, measured one after the other (bench/router.py's ``_throughput``), then stopped."""
+    ``-c``, measured in alternating rounds (bench/_harness.py's ``throughput_rounds``, as
+    bench/router.py measures them), then stopped."""
     from celery import Celery
 
     from workers import transport
@@ -92,114 +72,45 @@ def throughput_curve(levels: tuple[int, ...] = CONCURRENCY, n: int = 300,
     points = []
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-curve-") as tmp:
         home = Path(tmp)
-        (home / "config").mkdir()
-        (home / "config" / "workstreams.yaml").write_text(textwrap.dedent(WORKSTREAMS))
-        (home / "config" / "triggers.yaml").write_text(textwrap.dedent(TRIGGERS))
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
-        env.update(PITSTOP_HOME=str(home), PITSTOP_REDIS_URL=info.url, BENCH_REDIS_URL=info.url,
-                   PITSTOP_STATE_DIR=str(home / ".state"), PITSTOP_CONFIG_DIR=str(home / "config"),
-                   PYTHONPATH=str(ROOT))
-        raw_app = Celery("bench_curve_raw", broker=info.url)
-        raw_app.conf.update(task_serializer="json", accept_content=["json"])
-        client = redis.Redis.from_url(info.url)
-        try:
-            for concurrency in levels:
-                count = n * max(1, concurrency // 2)
-                bus = EventBus(client, source="bench")
-                with _workers(home, env, concurrency):
-                    raw, ours = [], []
-                    for _ in range(rounds):  # alternating, so drift hits both alike
-                        raw.append(_raw_round(client, raw_app, count))
-                        ours.append(_our_round(bus, count))
-                points.append({"processes": concurrency, "n": count, "rounds": rounds,
-                               "ours_per_s": statistics.median(ours),
-                               "raw_per_s": statistics.median(raw),
-                               "ratio": statistics.median(ours) / statistics.median(raw),
-                               "ours_rounds": ours, "raw_rounds": raw})
-        finally:
-            client.close()
-            raw_app.close()
-            server.stop()
-    return points
-
-
-@contextlib.contextmanager
-def _workers(home: Path, env: dict[str, str], concurrency: int) -> Iterator[None]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, argv in (
-            ("pitstop", [sys.executable, "-m", "pitstop", "worker", "-Q", "default",
-                         "-c", str(concurrency), "-l", "INFO", "-n", f"curve{concurrency}@%h"]),
-            ("raw", [sys.executable, "-m", "celery", "-A", "bench._raw_router", "worker",
-                     "-Q", "bench-raw", "-c", str(concurrency), "-l", "INFO",
-                     "-n", f"raw{concurrency}@%h", "--without-mingle", "--without-gossip"]),
-        ):
-            log = home / f"{name}-{concurrency}.log"
-            proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"),
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            procs.append(proc)
-            _wait_ready(log, proc)
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
+        _harness.write_config(home, _harness.THROUGHPUT_WORKSTREAMS, _harness.THROUGHPUT_TRIGGERS)
+        with _harness.redis_server(home / "redis") as url:
+            raw_app = Celery("bench_curve_raw", broker=url)
+            raw_app.conf.update(task_serializer="json", accept_content=["json"])
+            client = redis.Redis.from_url(url)
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while "ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.1)
-
-
-def _raw_round(client: redis.Redis, raw_app: Any, n: int) -> float:
-    """n raw Celery no-op tasks (bench/_raw_router.py counts each in ``bench:raw-done``)."""
-    client.delete("bench:raw-done")
-    started = time.perf_counter()
-    for _ in range(n):
-        raw_app.send_task("bench.noop", queue="bench-raw")
-    deadline = time.monotonic() + 300
-    while int(client.get("bench:raw-done") or 0) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("raw tasks did not finish in 300 s")
-        time.sleep(0.005)
-    return n / (time.perf_counter() - started)
-
-
-def _our_round(bus: EventBus, n: int) -> float:
-    """n events -> n one-step workstreams completed (their completion events counted)."""
-    done = 0
-    deadline = time.monotonic() + 300
-    with bus.subscribe("workstream.ws-thr.completed") as completed:
-        started = time.perf_counter()
-        for _ in range(n):
-            bus.publish("bench.many")
-        while done < n and time.monotonic() < deadline:
-            if completed.get(timeout=5) is not None:
-                done += 1
-        elapsed = time.perf_counter() - started
-    if done < n:
-        raise RuntimeError(f"only {done} of {n} workstreams completed in 300 s")
-    return n / elapsed
+                for concurrency in levels:
+                    count = n * max(1, concurrency // 2)
+                    bus = EventBus(client, source="bench")
+                    with _harness.Processes(_harness.project_env(home, url)) as workers:
+                        workers.start(_harness.pitstop_worker(
+                            "-Q", "default", "-c", str(concurrency), "-l", "INFO",
+                            "-n", f"curve{concurrency}@%h"), home / f"pitstop-{concurrency}.log")
+                        workers.start(_harness.celery_worker(
+                            "bench._raw_router", "-Q", "bench-raw", "-c", str(concurrency),
+                            "-l", "INFO", "-n", f"raw{concurrency}@%h", "--without-mingle",
+                            "--without-gossip"), home / f"raw-{concurrency}.log")
+                        thr = _harness.throughput_rounds(bus, client, raw_app, count, rounds)
+                    if thr["completed"] < count * rounds:
+                        raise RuntimeError(f"only {thr['completed']} of {count * rounds} "
+                                           "workstreams completed (300 s a round)")
+                    points.append({"processes": concurrency, "n": count, "rounds": rounds,
+                                   "ours_per_s": thr["ours_per_s"], "raw_per_s": thr["raw_per_s"],
+                                   "ratio": thr["ours_per_s"] / thr["raw_per_s"],
+                                   "ours_rounds": thr["ours_rounds"],
+                                   "raw_rounds": thr["raw_rounds"]})
+            finally:
+                client.close()
+                raw_app.close()
+    return points
 
 
 # --- 3. bus latency against stream length -------------------------------------------------------
 
 def bus_latency_curve(lengths: tuple[int, ...] = STREAM_LENGTHS, n: int = 300) -> list[dict[str, Any]]:
     points = []
-    with tempfile.TemporaryDirectory(prefix="pitstop-bench-bus-") as tmp:
-        server = RedisServer(Path(tmp) / "redis", appendonly=False)
-        info = server.start()
-        client = redis.Redis.from_url(info.url)
+    with tempfile.TemporaryDirectory(prefix="pitstop-bench-bus-") as tmp, \
+            _harness.redis_server(Path(tmp) / "redis") as url:
+        client = redis.Redis.from_url(url)
         try:
             for length in lengths:
                 bus = EventBus(client, maxlen=10_000_000, source="bench")
@@ -212,21 +123,21 @@ def bus_latency_curve(lengths: tuple[int, ...] = STREAM_LENGTHS, n: int = 300) -
                 live_raw = bus_bench.raw_latency(client, n)
                 points.append({
                     "length": length,
-                    "group_bus_p50_us": pct(group_bus, .5) * 1e6,
-                    "group_bus_p99_us": pct(group_bus, .99) * 1e6,
-                    "group_raw_p50_us": pct(group_raw, .5) * 1e6,
-                    "group_raw_p99_us": pct(group_raw, .99) * 1e6,
-                    "live_bus_p50_us": pct(live_bus, .5) * 1e6,
-                    "live_bus_p99_us": pct(live_bus, .99) * 1e6,
-                    "live_raw_p50_us": pct(live_raw, .5) * 1e6,
-                    "live_raw_p99_us": pct(live_raw, .99) * 1e6,
-                    "ratio": pct(group_bus, .5) / pct(group_raw, .5),
+                    "group_bus_p50_us": _harness.percentile(group_bus, .5) * 1e6,
+                    "group_bus_p99_us": _harness.percentile(group_bus, .99) * 1e6,
+                    "group_raw_p50_us": _harness.percentile(group_raw, .5) * 1e6,
+                    "group_raw_p99_us": _harness.percentile(group_raw, .99) * 1e6,
+                    "live_bus_p50_us": _harness.percentile(live_bus, .5) * 1e6,
+                    "live_bus_p99_us": _harness.percentile(live_bus, .99) * 1e6,
+                    "live_raw_p50_us": _harness.percentile(live_raw, .5) * 1e6,
+                    "live_raw_p99_us": _harness.percentile(live_raw, .99) * 1e6,
+                    "ratio": (_harness.percentile(group_bus, .5)
+                              / _harness.percentile(group_raw, .5)),
                     "stream_len": int(client.xlen(bus.stream)),
                 })
                 client.delete(bus.stream, "bench:raw-stream")
         finally:
             client.close()
-            server.stop()
     return points
 
 

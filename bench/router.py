@@ -25,21 +25,19 @@ import fnmatch
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
+from bench import _harness
 from pitstop.bus.patterns import compile_pattern
 from pitstop.triggers.config import TriggerConfig
 from pitstop.triggers.rules import Rule
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ("prefork -c 1, --without-mingle --without-gossip, -l INFO, JSON, acks_late, "
             "reject_on_worker_lost, prefetch 1, no result stored, task events off, kombu transport "
             "workers.transport (bench/_raw_router.py)")
@@ -105,83 +103,37 @@ def bench_matching(sizes: tuple[int, ...] = (10, 1_000, 10_000), events: int = 2
 
 # --- 2 and 3: through real workers ----------------------------------------------------------------
 
-WORKSTREAMS = """
-    workstreams:
-      WS-LAT:
-        params: {sent: 0}
-        steps:
-          - {id: first, kind: emit, params: {type: bench.started, data: {sent: "{{ params.sent }}"}}}
-      WS-THR:
-        steps:
-          - {id: only, kind: emit, params: {type: bench.step}}
-"""
-TRIGGERS = """
-    triggers:
-      - {id: lat, event: bench.go, workstream: WS-LAT, params: {sent: "{{ event.data.sent }}"}}
-      - {id: thr, event: bench.many, workstream: WS-THR}
-"""
-
-
-def _wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while "ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.05)
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+LATENCY_WORKSTREAMS = {"WS-LAT": _harness.emit_workstream("bench.started", step="first",
+                                                           data={"sent": "{{ params.sent }}"},
+                                                           params={"sent": 0})}
+LATENCY_TRIGGERS = [{"id": "lat", "event": "bench.go", "workstream": "WS-LAT",
+                     "params": {"sent": "{{ event.data.sent }}"}}]
 
 
 def bench_workers(n_latency: int = 60, n_throughput: int = 300, rounds: int = 3) -> dict[str, Any]:
     import redis
 
     from pitstop.bus.eventbus import EventBus
-    from pitstop.connection.server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-router-") as tmp:
         home = Path(tmp)
-        (home / "config").mkdir()
-        (home / "config" / "workstreams.yaml").write_text(textwrap.dedent(WORKSTREAMS))
-        (home / "config" / "triggers.yaml").write_text(textwrap.dedent(TRIGGERS))
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
-        env.update(PITSTOP_HOME=str(home), PITSTOP_REDIS_URL=info.url, BENCH_REDIS_URL=info.url,
-                   PITSTOP_STATE_DIR=str(home / ".state"),
-                   PITSTOP_CONFIG_DIR=str(home / "config"), PYTHONPATH=str(ROOT))
-        workers: list[subprocess.Popen[bytes]] = []
-        try:
-            for name, argv in (
-                ("pitstop", [sys.executable, "-m", "pitstop", "worker", "-Q", "default", "-c", "1",
-                             "-l", "INFO"]),
-                ("raw", [sys.executable, "-m", "celery", "-A", "bench._raw_router", "worker",
-                         "-Q", "bench-raw", "-c", "1", "-l", "INFO", "--without-mingle",
-                         "--without-gossip"]),
-            ):
-                log = home / f"{name}.log"
-                proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-                workers.append(proc)
-                _wait_ready(log, proc)
-            os.environ["BENCH_REDIS_URL"] = info.url
+        _harness.write_config(home, {**LATENCY_WORKSTREAMS, **_harness.THROUGHPUT_WORKSTREAMS},
+                              [*LATENCY_TRIGGERS, *_harness.THROUGHPUT_TRIGGERS])
+        with _harness.redis_server(home / "redis") as url, \
+                _harness.Processes(_harness.project_env(home, url)) as workers:
+            workers.start(_harness.pitstop_worker("-Q", "default", "-c", "1", "-l", "INFO"),
+                          home / "pitstop.log")
+            workers.start(_harness.celery_worker("bench._raw_router", "-Q", "bench-raw", "-c", "1",
+                                                 "-l", "INFO", "--without-mingle",
+                                                 "--without-gossip"),
+                          home / "raw.log")
+            os.environ["BENCH_REDIS_URL"] = url
             from bench._raw_router import app as raw_app
 
-            client = redis.Redis.from_url(info.url)
+            client = redis.Redis.from_url(url)
             bus = EventBus(client)
             latency = _latency(bus, client, raw_app, n_latency)
-            throughput = _throughput(bus, client, raw_app, n_throughput, rounds)
-        finally:
-            for proc in workers:
-                proc.terminate()
-            for proc in workers:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            server.stop()
+            throughput = _harness.throughput_rounds(bus, client, raw_app, n_throughput, rounds)
     return {"latency": latency, "throughput": throughput}
 
 
@@ -212,46 +164,10 @@ def _latency(bus: Any, client: Any, raw_app: Any, n: int) -> dict[str, Any]:
                 raw.append(raw_time)
     pubsub.close()
     return {"n": n,
-            "ours_p50_ms": statistics.median(ours) * 1000, "ours_p99_ms": _percentile(ours, .99) * 1000,
-            "raw_p50_ms": statistics.median(raw) * 1000, "raw_p99_ms": _percentile(raw, .99) * 1000}
-
-
-def _raw_round(client: Any, raw_app: Any, n: int) -> float:
-    client.delete("bench:raw-done")
-    start = time.perf_counter()
-    for _ in range(n):
-        raw_app.send_task("bench.noop", queue="bench-raw")
-    deadline = time.monotonic() + 300
-    while int(client.get("bench:raw-done") or 0) < n and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return n / (time.perf_counter() - start)
-
-
-def _our_round(bus: Any, n: int) -> tuple[float, int]:
-    done = 0
-    deadline = time.monotonic() + 300
-    with bus.subscribe("workstream.ws-thr.completed") as completed:
-        start = time.perf_counter()
-        for _ in range(n):
-            bus.publish("bench.many")
-        while done < n and time.monotonic() < deadline:
-            if completed.get(timeout=5) is not None:
-                done += 1
-        return done / (time.perf_counter() - start), done
-
-
-def _throughput(bus: Any, client: Any, raw_app: Any, n: int, rounds: int) -> dict[str, Any]:
-    raw: list[float] = []
-    ours: list[float] = []
-    completed = 0
-    for _ in range(rounds):
-        raw.append(_raw_round(client, raw_app, n))
-        rate, done = _our_round(bus, n)
-        ours.append(rate)
-        completed += done
-    return {"n": n, "rounds": rounds, "ours_per_s": statistics.median(ours),
-            "raw_per_s": statistics.median(raw), "completed": completed,
-            "ours_rounds": ours, "raw_rounds": raw}
+            "ours_p50_ms": statistics.median(ours) * 1000,
+            "ours_p99_ms": _harness.percentile(ours, .99) * 1000,
+            "raw_p50_ms": statistics.median(raw) * 1000,
+            "raw_p99_ms": _harness.percentile(raw, .99) * 1000}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             ok &= met
             print(f"  goal at 10,000 rules: >= 300x and < 10 us: {'met' if met else 'NOT met'} "
                   "(every matching rule returned: checked)")
-    print(f"\nworkers (pitstop and raw alike): {SETTINGS}; load average before: {_load()}")
+    print(f"\nworkers (pitstop and raw alike): {SETTINGS}; "
+          f"load average before: {_harness.load_average()}")
     stats = bench_workers(60 * scale, 300 * scale)
     lat = stats["latency"]
     p50, p99 = lat["ours_p50_ms"] / lat["raw_p50_ms"], lat["ours_p99_ms"] / lat["raw_p99_ms"]
@@ -287,15 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  median pitstop {thr['ours_per_s']:8.1f}/s   raw Celery {thr['raw_per_s']:8.1f}/s   "
           f"{share:.0%} (goal >= 50%): {'met' if share >= 0.5 else 'NOT met'}")
     ok &= share >= 0.5
-    print(f"\nload average after: {_load()}")
+    print(f"\nload average after: {_harness.load_average()}")
     return 0 if ok else 1
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:  # pragma: no cover - not on Linux
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
+from bench import _harness
 from pitstop.scripts.cliwrapper import CLIWrapper
 
 GOAL_MS = 5.0
@@ -69,26 +70,22 @@ def bench_wrapper(n: int = 200) -> dict[str, Any]:
     }
 
 
-def _print_wrapper(stats: dict[str, Any]) -> None:
-    print(f"script execution, {stats['n']} calls of a trivial Python script")
-    for label, key in (("bare subprocess.run", "bare"), ("CLIWrapper.wrap", "wrapper")):
+def _print_timings(stats: dict[str, Any], *rows: tuple[str, str]) -> str:
+    """Print each ``(label, key)`` row of ``stats``'s timings; the goal's verdict."""
+    for label, key in rows:
         row = stats[key]
         print(f"  {label:<22} mean {row['mean_ms']:7.2f} ms   median {row['median_ms']:7.2f} ms")
-    verdict = "met" if stats["goal_met"] else "NOT met"
+    return "met" if stats["goal_met"] else "NOT met"
+
+
+def _print_wrapper(stats: dict[str, Any]) -> None:
+    print(f"script execution, {stats['n']} calls of a trivial Python script")
+    verdict = _print_timings(stats, ("bare subprocess.run", "bare"), ("CLIWrapper.wrap", "wrapper"))
     print(f"  overhead {stats['overhead_ms']:+.2f} ms median ({stats['overhead_mean_ms']:+.2f} ms "
           f"mean), ratio {stats['ratio']:.3f}; goal < {stats['goal_ms']:.0f} ms: {verdict}")
 
 
 E2E_GOAL_RATIO = 1.5
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while "ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.05)
 
 
 def bench_end_to_end(n: int = 50) -> dict[str, Any]:
@@ -98,68 +95,51 @@ def bench_end_to_end(n: int = 50) -> dict[str, Any]:
     from pitstop.cli.common import Context
     from pitstop.cli.follow import follow_run
     from pitstop.cli.runs import enqueue_script
-    from pitstop.connection.server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="pitstop-bench-") as tmp:
         home = Path(tmp)
         (home / "scripts").mkdir()
         script = home / "scripts" / "trivial.py"
         script.write_text(TRIVIAL_SCRIPT)
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
-        env.update(PITSTOP_REDIS_URL=info.url, BENCH_REDIS_URL=info.url,
-                   PITSTOP_STATE_DIR=str(home / ".state"), PITSTOP_CONFIG_DIR=str(home),
-                   PITSTOP_ALLOWED_ROOTS=str(home / "scripts"), PYTHONPATH=str(ROOT))
-        workers: list[subprocess.Popen[bytes]] = []
-        try:
-            for name, argv in (
-                ("pitstop", [sys.executable, "-m", "pitstop", "worker", "-Q", "bench", "-c", "1"]),
-                ("raw", [sys.executable, "-m", "celery", "-A", "bench._raw_celery", "worker",
-                         "-Q", "bench-raw", "-c", "1", "-E", "-l", "INFO", "--without-mingle",
-                         "--without-gossip"]),
-            ):
-                log = home / f"{name}.log"
-                proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-                workers.append(proc)
-                _wait_ready(log, proc)
-            os.environ.update({k: env[k] for k in ("PITSTOP_REDIS_URL", "PITSTOP_STATE_DIR",
-                                                   "PITSTOP_CONFIG_DIR", "PITSTOP_ALLOWED_ROOTS",
-                                                   "BENCH_REDIS_URL")})
-            from bench._raw_celery import app as raw_app
+        with _harness.redis_server(home / "redis") as url:
+            env = _harness.worker_env(PITSTOP_REDIS_URL=url, BENCH_REDIS_URL=url,
+                                      PITSTOP_STATE_DIR=str(home / ".state"),
+                                      PITSTOP_CONFIG_DIR=str(home),
+                                      PITSTOP_ALLOWED_ROOTS=str(home / "scripts"))
+            with _harness.Processes(env) as workers:
+                workers.start(_harness.pitstop_worker("-Q", "bench", "-c", "1"),
+                              home / "pitstop.log")
+                workers.start(_harness.celery_worker("bench._raw_celery", "-Q", "bench-raw",
+                                                     "-c", "1", "-E", "-l", "INFO",
+                                                     "--without-mingle", "--without-gossip"),
+                              home / "raw.log")
+                os.environ.update({k: env[k] for k in ("PITSTOP_REDIS_URL", "PITSTOP_STATE_DIR",
+                                                       "PITSTOP_CONFIG_DIR", "PITSTOP_ALLOWED_ROOTS",
+                                                       "BENCH_REDIS_URL")})
+                from bench._raw_celery import app as raw_app
 
-            ctx = Context()
-            raw: list[float] = []
-            ours: list[float] = []
-            for index in range(n + 3):
+                ctx = Context()
+                raw: list[float] = []
+                ours: list[float] = []
+                for index in range(n + 3):
+                    start = time.perf_counter()
+                    reply = raw_app.send_task("bench.run_subprocess",
+                                              args=[[sys.executable, str(script)]],
+                                              queue="bench-raw").get(timeout=30)
+                    raw_time = time.perf_counter() - start
+                    assert reply["exit_code"] == 0, reply
+                    start = time.perf_counter()
+                    run = enqueue_script(ctx, str(script), [], queue="bench")
+                    final = follow_run(ctx, run.run_id)
+                    our_time = time.perf_counter() - start
+                    assert final.status == "succeeded", final
+                    if index >= 3:  # the first calls warm imports and connections
+                        raw.append(raw_time)
+                        ours.append(our_time)
                 start = time.perf_counter()
-                reply = raw_app.send_task("bench.run_subprocess",
-                                          args=[[sys.executable, str(script)]],
-                                          queue="bench-raw").get(timeout=30)
-                raw_time = time.perf_counter() - start
-                assert reply["exit_code"] == 0, reply
-                start = time.perf_counter()
-                run = enqueue_script(ctx, str(script), [], queue="bench")
-                final = follow_run(ctx, run.run_id)
-                our_time = time.perf_counter() - start
-                assert final.status == "succeeded", final
-                if index >= 3:  # the first calls warm imports and connections
-                    raw.append(raw_time)
-                    ours.append(our_time)
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pitstop", "run", str(script), "--queue",
-                            "bench", "--wait"], env=env, check=True, capture_output=True)
-            cli_process = time.perf_counter() - start
-        finally:
-            for proc in workers:
-                proc.terminate()
-            for proc in workers:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            server.stop()
+                subprocess.run([sys.executable, "-m", "pitstop", "run", str(script), "--queue",
+                                "bench", "--wait"], env=env, check=True, capture_output=True)
+                cli_process = time.perf_counter() - start
     raw_s, ours_s = _summary(raw), _summary(ours)
     ratio = ours_s["median_ms"] / raw_s["median_ms"]
     return {"n": n, "raw": raw_s, "pitstop": ours_s, "ratio": ratio,
@@ -169,10 +149,8 @@ def bench_end_to_end(n: int = 50) -> dict[str, Any]:
 
 def _print_end_to_end(stats: dict[str, Any]) -> None:
     print(f"\nend to end through a real worker, {stats['n']} runs of the same script")
-    for label, key in (("raw Celery round trip", "raw"), ("pitstop run --wait", "pitstop")):
-        row = stats[key]
-        print(f"  {label:<22} mean {row['mean_ms']:7.2f} ms   median {row['median_ms']:7.2f} ms")
-    verdict = "met" if stats["goal_met"] else "NOT met"
+    verdict = _print_timings(stats, ("raw Celery round trip", "raw"),
+                             ("pitstop run --wait", "pitstop"))
     print(f"  ratio {stats['ratio']:.3f} (median); goal < {stats['goal_ratio']}x: {verdict}")
     print(f"  (one whole `pitstop run --wait` CLI process, interpreter start-up included: "
           f"{stats['cli_process_ms']:.0f} ms)")

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -42,20 +40,13 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 
 import redis  # noqa: E402
 
+from bench import _harness  # noqa: E402
 from pitstop.bus.eventbus import EventBus  # noqa: E402
-from pitstop.connection.server import RedisServer  # noqa: E402
 from pitstop.kernel.constants import EVENT_STREAM, ROUTER_GROUP  # noqa: E402
 
-WORKSTREAMS = """
-    workstreams:
-      WS-SOAK:
-        steps:
-          - {id: only, kind: emit, params: {type: soak.step}}
-"""
-TRIGGERS = """
-    triggers:
-      - {id: soak, event: soak.tick, workstream: WS-SOAK}
-"""
+WORKSTREAMS = {"WS-SOAK": _harness.emit_workstream("soak.step")}
+TRIGGERS = [{"id": "soak", "event": "soak.tick", "workstream": "WS-SOAK"}]
+COMPLETED = "workstream.ws-soak.completed"
 RETAINED = ("pitstop:run:", "celery-task-meta-", "pitstop:dedupe:ws-launch:", "pitstop:run-output")
 """Key kinds kept on purpose for a while (run history, results, launch keys)."""
 QUEUES = ("default", "linux", "celery")
@@ -130,7 +121,7 @@ class Load:
                 self.stop.wait(delay)
 
     def _count(self) -> None:
-        with self.bus.subscribe("workstream.ws-soak.completed") as completed:
+        with self.bus.subscribe(COMPLETED) as completed:
             while not self.stop.is_set() or self.completed < self.published:
                 if completed.get(timeout=1) is not None:
                     self.completed += 1
@@ -139,19 +130,8 @@ class Load:
 
 
 def capacity(bus: EventBus, n: int = 300) -> float:
-    rates = []
-    for _ in range(3):
-        done = 0
-        with bus.subscribe("workstream.ws-soak.completed") as completed:
-            started = time.perf_counter()
-            for _ in range(n):
-                bus.publish("soak.tick")
-            deadline = time.monotonic() + 300
-            while done < n and time.monotonic() < deadline:
-                if completed.get(timeout=5) is not None:
-                    done += 1
-            rates.append(done / (time.perf_counter() - started))
-    return statistics.median(rates)
+    return statistics.median([_harness.workstream_round(bus, "soak.tick", COMPLETED, n)[0]
+                              for _ in range(3)])
 
 
 def sample(client: redis.Redis, load: Load, workers: list[subprocess.Popen[bytes]],
@@ -213,62 +193,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pitstop-soak-") as tmp:
         home = Path(tmp)
-        (home / "config").mkdir()
-        (home / "config" / "workstreams.yaml").write_text(textwrap.dedent(WORKSTREAMS))
-        (home / "config" / "triggers.yaml").write_text(textwrap.dedent(TRIGGERS))
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
-        env.update(PITSTOP_HOME=str(home), PITSTOP_REDIS_URL=info.url, PYTHONPATH=str(ROOT),
-                   PITSTOP_STATE_DIR=str(home / ".state"), PITSTOP_CONFIG_DIR=str(home / "config"))
-        procs: list[subprocess.Popen[bytes]] = []
-        client = redis.Redis.from_url(info.url)
-        try:
-            for n in range(args.workers):
-                log = home / f"worker{n}.log"
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "pitstop", "worker", "-Q", "default", "-c",
-                     str(args.concurrency), "-n", f"soak{n}@%h"], env=env, cwd=ROOT,
-                    stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-                deadline = time.monotonic() + 120
-                while "ready." not in log.read_text(errors="replace"):
-                    if procs[-1].poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
-                    time.sleep(0.2)
-            workers = list(procs)
-            procs.append(subprocess.Popen([sys.executable, "-m", "pitstop", "beat"], env=env,
-                                          cwd=ROOT, stdout=(home / "beat.log").open("wb"),
-                                          stderr=subprocess.STDOUT, start_new_session=True))
-            bus = EventBus(client, source="soak")
-            cap = capacity(bus)
-            rate = cap / 2
-            print(f"capacity {cap:.1f} workstreams/s; soaking at {rate:.1f}/s for "
-                  f"{args.minutes:g} min ({args.workers} workers -c {args.concurrency})", flush=True)
-            load = Load(bus, rate)
-            load.start()
-            started = time.monotonic()
-            samples = []
-            while time.monotonic() - started < args.minutes * 60:
-                samples.append(sample(client, load, workers, started))
-                last = samples[-1]
-                print(f"  t={last['t']:>6}s published {last['published']:>7} completed "
-                      f"{last['completed']:>7} mem {last['used_memory'] / 2**20:7.1f} MiB keys "
-                      f"{last['keys']} queues {sum(last['queues'].values())} lag "
-                      f"{last['router']['lag']} rss {last['rss_kib']}", flush=True)
-                time.sleep(args.sample_every)
-            load.stop.set()
-            samples.append(sample(client, load, workers, started))
-            verdict = judge(samples, 100_000)
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            client.close()
-            server.stop()
+        _harness.write_config(home, WORKSTREAMS, TRIGGERS)
+        with _harness.redis_server(home / "redis") as url:
+            client = redis.Redis.from_url(url)
+            try:
+                with _harness.Processes(_harness.project_env(home, url)) as procs:
+                    workers = [procs.start(_harness.pitstop_worker("-Q", "default",
+                                                                   "-c", str(args.concurrency),
+                                                                   "-n", f"soak{n}@%h"),
+                                           home / f"worker{n}.log")
+                               for n in range(args.workers)]
+                    procs.start([sys.executable, "-m", "pitstop", "beat"], home / "beat.log",
+                                ready=False)
+                    bus = EventBus(client, source="soak")
+                    cap = capacity(bus)
+                    rate = cap / 2
+                    print(f"capacity {cap:.1f} workstreams/s; soaking at {rate:.1f}/s for "
+                          f"{args.minutes:g} min ({args.workers} workers -c {args.concurrency})",
+                          flush=True)
+                    load = Load(bus, rate)
+                    load.start()
+                    started = time.monotonic()
+                    samples = []
+                    while time.monotonic() - started < args.minutes * 60:
+                        samples.append(sample(client, load, workers, started))
+                        last = samples[-1]
+                        print(f"  t={last['t']:>6}s published {last['published']:>7} completed "
+                              f"{last['completed']:>7} mem {last['used_memory'] / 2**20:7.1f} MiB keys "
+                              f"{last['keys']} queues {sum(last['queues'].values())} lag "
+                              f"{last['router']['lag']} rss {last['rss_kib']}", flush=True)
+                        time.sleep(args.sample_every)
+                    load.stop.set()
+                    samples.append(sample(client, load, workers, started))
+                    verdict = judge(samples, 100_000)
+            finally:
+                client.close()
     result = {"command": "python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "minutes": args.minutes, "capacity_per_s": round(cap, 1), "rate_per_s": round(rate, 1),
               "published": samples[-1]["published"], "completed": samples[-1]["completed"],

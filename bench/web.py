@@ -24,7 +24,6 @@ import random
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,6 @@ from typing import Any
 
 import httpx
 import redis
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -41,12 +39,12 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import serve, web_project  # noqa: E402
 from pitstop import components  # noqa: E402
 from pitstop.alerts.model import Alert  # noqa: E402
 from pitstop.alerts.store import AlertStore  # noqa: E402
 from pitstop.bus.eventbus import EVENT_FIELD, encode_event  # noqa: E402
 from pitstop.bus.events import make_event  # noqa: E402
-from pitstop.connection.server import RedisServer, free_port  # noqa: E402
 from pitstop.kernel.constants import (  # noqa: E402
     EVENT_STREAM,
     LOG_TEST_TRIAGE,
@@ -55,7 +53,6 @@ from pitstop.kernel.constants import (  # noqa: E402
     RUN_KEY_PREFIX,
 )
 from pitstop.kernel.ids import new_id  # noqa: E402
-from pitstop.kernel.settings import load_settings  # noqa: E402
 from pitstop.kernel.statelog import StateLog  # noqa: E402
 from pitstop.runs.store import Run  # noqa: E402
 from pitstop.web import WebConfig, WebDeps, web_routes  # noqa: E402
@@ -161,16 +158,6 @@ def seed_alerts(client: redis.Redis, n: int) -> None:
                  requeue_after=60)
 
 
-def serve(app: Starlette, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return server
-
-
 def timed(http: httpx.Client, path: str, repeat: int) -> list[float]:
     http.get(path).raise_for_status()  # warm-up (compiles templates, fills caches)
     samples = []
@@ -253,90 +240,76 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        try:
-            settings = load_settings(environ={
-                "PITSTOP_REDIS_URL": info.url, "PITSTOP_STATE_DIR": str(home / ".state"),
-                "PITSTOP_CONFIG_DIR": str(ROOT / "config"), "PITSTOP_API_TOKEN": TOKEN},
-                cwd=home)
-            client = redis.Redis.from_url(info.url)
-            bus = components.event_bus(client, settings)
-            started = time.perf_counter()
-            event_ids = seed_events(client, args.events)
-            workstream_run = seed_runs(client, args.runs)
-            seed_state(settings.state_dir, event_ids)
-            seed_alerts(client, 200)
-            print(f"seeded {client.xlen(EVENT_STREAM)} events, {client.zcard(RUN_INDEX)} runs, "
-                  f"5000 trigger decisions, 40 triage batches, 200 alerts in "
-                  f"{time.perf_counter() - started:.1f}s")
+    with web_project(TOKEN) as (settings, client):
+        bus = components.event_bus(client, settings)
+        started = time.perf_counter()
+        event_ids = seed_events(client, args.events)
+        workstream_run = seed_runs(client, args.runs)
+        seed_state(settings.state_dir, event_ids)
+        seed_alerts(client, 200)
+        print(f"seeded {client.xlen(EVENT_STREAM)} events, {client.zcard(RUN_INDEX)} runs, "
+              f"5000 trigger decisions, 40 triage batches, 200 alerts in "
+              f"{time.perf_counter() - started:.1f}s")
 
-            deps = WebDeps(client=client, bus=bus, settings=settings, config=WebConfig(),
-                           redactor=components.new_redactor(settings),
-                           worker_probe=lambda: {"bench@host": ["default", "linux"]})
+        deps = WebDeps(client=client, bus=bus, settings=settings, config=WebConfig(),
+                       redactor=components.new_redactor(settings),
+                       worker_probe=lambda: {"bench@host": ["default", "linux"]})
 
-            def healthz(request: Any) -> PlainTextResponse:
-                del request
-                client.ping()
-                return PlainTextResponse("ok")
+        def healthz(request: Any) -> PlainTextResponse:
+            del request
+            client.ping()
+            return PlainTextResponse("ok")
 
-            app = Starlette(routes=[Route("/healthz", healthz), *web_routes(deps)])
-            port = free_port()
-            web = serve(app, port)
-            base = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=base, timeout=30) as http:
-                form = http.get("/ui/login").text
-                token = re.search(r'name="csrf" value="([^"]+)"', form)
-                assert token is not None
-                http.post("/ui/login", data={"csrf": token.group(1), "password": TOKEN})
-                middle = event_ids[len(event_ids) // 2]
-                pages = {
-                    "events (newest 100)": "/ui/events",
-                    "events since 1h": "/ui/events?since=1h",
-                    "events, rare pattern (30k scanned)": "/ui/events?pattern=nothing.**",
-                    "event + trace": f"/ui/events/{middle}",
-                    "runs": "/ui/runs",
-                    "runs status=failed": "/ui/runs?status=failed",
-                    "runs page 100": "/ui/runs?offset=5000",
-                    "workstream run graph": f"/ui/runs/{workstream_run}",
-                    "triggers (5000 decisions)": "/ui/triggers",
-                    "alerts (200)": "/ui/alerts",
-                    "triage": "/ui/triage",
-                    "fleet": "/ui/fleet",
-                }
-                baseline = timed(http, "/healthz", args.repeat * 2)
-                base_p50 = p(baseline, 0.5)
-                print(f"\nbaseline GET /healthz: p50 {base_p50 * 1000:.1f} ms")
-                print(f"{'page':38} {'p50 ms':>8} {'p95 ms':>8} {'x healthz':>10}")
-                worst = 0.0
-                for name, path in pages.items():
-                    samples = timed(http, path, args.repeat)
-                    worst = max(worst, p(samples, 0.5))
-                    print(f"{name:38} {p(samples, 0.5) * 1000:8.1f} {p(samples, 0.95) * 1000:8.1f} "
-                          f"{p(samples, 0.5) / base_p50:10.1f}")
-                pages_ok = worst * 1000 < GOAL_PAGE_MS
-                print(f"slowest page p50 {worst * 1000:.0f} ms (goal < {GOAL_PAGE_MS:.0f} ms): "
-                      f"{'met' if pages_ok else 'NOT met'}")
+        web, base = serve(Starlette(routes=[Route("/healthz", healthz), *web_routes(deps)]))
+        with httpx.Client(base_url=base, timeout=30) as http:
+            form = http.get("/ui/login").text
+            token = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert token is not None
+            http.post("/ui/login", data={"csrf": token.group(1), "password": TOKEN})
+            middle = event_ids[len(event_ids) // 2]
+            pages = {
+                "events (newest 100)": "/ui/events",
+                "events since 1h": "/ui/events?since=1h",
+                "events, rare pattern (30k scanned)": "/ui/events?pattern=nothing.**",
+                "event + trace": f"/ui/events/{middle}",
+                "runs": "/ui/runs",
+                "runs status=failed": "/ui/runs?status=failed",
+                "runs page 100": "/ui/runs?offset=5000",
+                "workstream run graph": f"/ui/runs/{workstream_run}",
+                "triggers (5000 decisions)": "/ui/triggers",
+                "alerts (200)": "/ui/alerts",
+                "triage": "/ui/triage",
+                "fleet": "/ui/fleet",
+            }
+            baseline = timed(http, "/healthz", args.repeat * 2)
+            base_p50 = p(baseline, 0.5)
+            print(f"\nbaseline GET /healthz: p50 {base_p50 * 1000:.1f} ms")
+            print(f"{'page':38} {'p50 ms':>8} {'p95 ms':>8} {'x healthz':>10}")
+            worst = 0.0
+            for name, path in pages.items():
+                samples = timed(http, path, args.repeat)
+                worst = max(worst, p(samples, 0.5))
+                print(f"{name:38} {p(samples, 0.5) * 1000:8.1f} {p(samples, 0.95) * 1000:8.1f} "
+                      f"{p(samples, 0.5) / base_p50:10.1f}")
+            pages_ok = worst * 1000 < GOAL_PAGE_MS
+            print(f"slowest page p50 {worst * 1000:.0f} ms (goal < {GOAL_PAGE_MS:.0f} ms): "
+                  f"{'met' if pages_ok else 'NOT met'}")
 
-                result = live_feed(base, http.cookies, client, bus, args.rate, args.seconds)
-            web.should_exit = True
-            got, raw = result["web"], result["raw"]
-            print(f"\nlive feed: {result['sent']} events published at {result['rate']:.0f}/s")
-            print(f"  raw XREAD reader:  {len(raw)} received, latency p50 "
-                  f"{statistics.median(raw) * 1000:.1f} ms, p95 {p(raw, 0.95) * 1000:.1f} ms")
-            if got:
-                print(f"  web feed (SSE):    {len(got)} received in {result['messages']} messages "
-                      f"({len(got) / max(1, result['messages']):.0f} events/message), latency p50 "
-                      f"{statistics.median(got) * 1000:.1f} ms, p95 {p(got, 0.95) * 1000:.1f} ms "
-                      f"({statistics.median(got) / statistics.median(raw):.1f}x raw p50)")
-            live_ok = len(got) == result["sent"] and bool(got) and p(got, 0.95) < GOAL_LIVE_P95
-            print(f"  every event delivered, p95 < {GOAL_LIVE_P95:.0f} s: "
-                  f"{'met' if live_ok else 'NOT met'}")
-            print("verdict:", "goal met" if pages_ok and live_ok else "goal NOT met")
-        finally:
-            server.stop()
+            result = live_feed(base, http.cookies, client, bus, args.rate, args.seconds)
+        web.should_exit = True
+        got, raw = result["web"], result["raw"]
+        print(f"\nlive feed: {result['sent']} events published at {result['rate']:.0f}/s")
+        print(f"  raw XREAD reader:  {len(raw)} received, latency p50 "
+              f"{statistics.median(raw) * 1000:.1f} ms, p95 {p(raw, 0.95) * 1000:.1f} ms")
+        if got:
+            print(f"  web feed (SSE):    {len(got)} received in {result['messages']} messages "
+                  f"({len(got) / max(1, result['messages']):.0f} events/message), latency p50 "
+                  f"{statistics.median(got) * 1000:.1f} ms, p95 {p(got, 0.95) * 1000:.1f} ms "
+                  f"({statistics.median(got) / statistics.median(raw):.1f}x raw p50)")
+        live_ok = len(got) == result["sent"] and bool(got) and p(got, 0.95) < GOAL_LIVE_P95
+        print(f"  every event delivered, p95 < {GOAL_LIVE_P95:.0f} s: "
+              f"{'met' if live_ok else 'NOT met'}")
+        print("verdict:", "goal met" if pages_ok and live_ok else "goal NOT met")
 
 
 if __name__ == "__main__":

@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
-import uvicorn
 from starlette.applications import Starlette
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import serve, web_project  # noqa: E402
 from pitstop import components  # noqa: E402
 from pitstop.alerts.engine import Silence  # noqa: E402
 from pitstop.alerts.model import Alert  # noqa: E402
 from pitstop.alerts.store import AlertStore  # noqa: E402
-from pitstop.connection.server import RedisServer, free_port  # noqa: E402
 from pitstop.kernel.constants import (  # noqa: E402
     ALERT_DELIVERED_PREFIX,
     ALERTS_GROUP,
@@ -42,7 +38,6 @@ from pitstop.kernel.constants import (  # noqa: E402
     ROUTER_GROUP,
 )
 from pitstop.kernel.ids import new_id  # noqa: E402
-from pitstop.kernel.settings import load_settings  # noqa: E402
 from pitstop.kernel.statelog import StateLog  # noqa: E402
 from pitstop.runs.output import RunOutput  # noqa: E402
 from pitstop.runs.store import RunStore  # noqa: E402
@@ -197,62 +192,45 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        server = RedisServer(home / "redis", appendonly=False)
-        info = server.start()
-        try:
-            settings = load_settings(environ={
-                "PITSTOP_REDIS_URL": info.url, "PITSTOP_STATE_DIR": str(home / ".state"),
-                "PITSTOP_CONFIG_DIR": str(ROOT / "config"), "PITSTOP_API_TOKEN": TOKEN},
-                cwd=home)
-            client = redis.Redis.from_url(info.url)
-            ids = seed(client, settings)
-            # The token's login may act here, so the pages show their buttons.
-            deps = WebDeps(client=client, bus=components.event_bus(client, settings),
-                           settings=settings, config=WebConfig(token_can_act=True),
-                           redactor=components.new_redactor(settings),
-                           worker_probe=lambda: {"celery@build-1": ["default", "linux"],
-                                                 "celery@build-2": ["default", "linux"],
-                                                 "celery@win-1": ["default", "pwsh"]})
-            port = free_port()
-            web = uvicorn.Server(uvicorn.Config(Starlette(routes=web_routes(deps)),
-                                                host="127.0.0.1", port=port, log_level="warning"))
-            threading.Thread(target=web.run, daemon=True).start()
-            while not web.started:
-                time.sleep(0.05)
-            base = f"http://127.0.0.1:{port}"
-            bus = components.event_bus(client, settings, source="ci-runner-5")
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=args.chromium,
-                                                     args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 820})
-                page.goto(f"{base}/ui/login")
-                page.fill("input[name=password]", TOKEN)
-                page.click("button[type=submit]")
-                page.wait_for_url(f"{base}/ui/events")
-                page.wait_for_selector("[data-live-state]:text-is('live')")
-                for n in range(3):
-                    bus.publish("phase.1.completed" if n == 2 else "tool.succeeded",
-                                {"branch": "main", "step": n})
-                page.wait_for_selector("[data-live-rows] tr:nth-child(3)")
-                page.screenshot(path=str(OUT / "web-events.png"))
-                shots = {"web-trace.png": f"/ui/events/{ids['event']}",
-                         "web-runs.png": "/ui/runs",
-                         "web-workstream.png": f"/ui/runs/{ids['workstream']}",
-                         "web-output.png": f"/ui/runs/{ids['script']}",
-                         "web-triggers.png": "/ui/triggers", "web-alerts.png": "/ui/alerts",
-                         "web-triage.png": "/ui/triage", "web-fleet.png": "/ui/fleet"}
-                for name, path in shots.items():
-                    page.goto(f"{base}{path}")
-                    page.wait_for_load_state("networkidle") if "runs/" not in path else \
-                        page.wait_for_timeout(800)  # let the live stream paint
-                    page.screenshot(path=str(OUT / name))
-                    print("wrote", OUT / name)
-                browser.close()
-            web.should_exit = True
-        finally:
-            server.stop()
+    with web_project(TOKEN) as (settings, client):
+        ids = seed(client, settings)
+        # The token's login may act here, so the pages show their buttons.
+        deps = WebDeps(client=client, bus=components.event_bus(client, settings),
+                       settings=settings, config=WebConfig(token_can_act=True),
+                       redactor=components.new_redactor(settings),
+                       worker_probe=lambda: {"celery@build-1": ["default", "linux"],
+                                             "celery@build-2": ["default", "linux"],
+                                             "celery@win-1": ["default", "pwsh"]})
+        web, base = serve(Starlette(routes=web_routes(deps)))
+        bus = components.event_bus(client, settings, source="ci-runner-5")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=args.chromium,
+                                                 args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 820})
+            page.goto(f"{base}/ui/login")
+            page.fill("input[name=password]", TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/ui/events")
+            page.wait_for_selector("[data-live-state]:text-is('live')")
+            for n in range(3):
+                bus.publish("phase.1.completed" if n == 2 else "tool.succeeded",
+                            {"branch": "main", "step": n})
+            page.wait_for_selector("[data-live-rows] tr:nth-child(3)")
+            page.screenshot(path=str(OUT / "web-events.png"))
+            shots = {"web-trace.png": f"/ui/events/{ids['event']}",
+                     "web-runs.png": "/ui/runs",
+                     "web-workstream.png": f"/ui/runs/{ids['workstream']}",
+                     "web-output.png": f"/ui/runs/{ids['script']}",
+                     "web-triggers.png": "/ui/triggers", "web-alerts.png": "/ui/alerts",
+                     "web-triage.png": "/ui/triage", "web-fleet.png": "/ui/fleet"}
+            for name, path in shots.items():
+                page.goto(f"{base}{path}")
+                page.wait_for_load_state("networkidle") if "runs/" not in path else \
+                    page.wait_for_timeout(800)  # let the live stream paint
+                page.screenshot(path=str(OUT / name))
+                print("wrote", OUT / name)
+            browser.close()
+        web.should_exit = True
 
 
 if __name__ == "__main__":
