@@ -83,10 +83,20 @@ def launch(ctx: Context, workstream: str, params: tuple[str, ...], wait: bool,
     sys.exit(exit_code_for(final))
 
 
-@click.command("workstreams")
+@click.group("workstreams", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def workstreams_command(click_ctx: click.Context, as_json: bool) -> None:
+    """List the workstreams of config/workstreams.yaml (and which cannot run yet, and why)."""
+    # `workstreams list` too: `triggers list` and `alerts …` teach users that form.
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(list_command, as_json=as_json)
+
+
+@workstreams_command.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def workstreams_command(ctx: Context, as_json: bool) -> None:
+def list_command(ctx: Context, as_json: bool) -> None:
     """List the workstreams of config/workstreams.yaml (and which cannot run yet, and why)."""
     catalog = WorkstreamCatalog.load(ctx.settings.config_dir / WORKSTREAMS_FILE)
     rows: list[dict[str, Any]] = []

@@ -358,3 +358,20 @@ def test_a_catalog_from_text_has_the_version_of_the_file_holding_it(tmp_path: Pa
     assert from_text.ids() == from_file.ids()
     assert WorkstreamCatalog.from_text("", source="x").version == WorkstreamCatalog.load(
         tmp_path / "missing.yaml").version
+
+
+def test_the_cli_lists_workstreams_with_and_without_list(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "workstreams.yaml").write_text(
+        "workstreams:\n  WS-ONE:\n    steps:\n      - {id: hi, kind: emit, params: {type: x.done}}\n")
+    env = {"PITSTOP_CONFIG_DIR": str(config), "PITSTOP_STATE_DIR": str(tmp_path / ".state"),
+           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    outputs = []
+    for argv in (["workstreams", "--json"], ["workstreams", "list", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "pitstop", *argv], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert '"id": "WS-ONE"' in outputs[0]
