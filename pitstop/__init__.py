@@ -35,7 +35,8 @@ from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.settings import Settings, load_settings
 from pitstop.kernel.statelog import StateLog, read_log
 from pitstop.runs.store import Run, RunStore
-from pitstop.scripts.cliwrapper import CLIWrapper, ExecutionResult
+from pitstop.scripts.cliwrapper import CLIWrapper
+from pitstop.scripts.result import ExecutionResult
 from pitstop.triggers.engine import TriggerEngine
 
 __all__ = [

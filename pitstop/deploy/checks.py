@@ -20,7 +20,8 @@ import httpx
 from pitstop.deploy.config import CommandConfig, HttpCheckConfig, SmokeCheckConfig, substitute
 from pitstop.kernel.errors import PitstopError
 from pitstop.kernel.redaction import Redactor
-from pitstop.scripts.cliwrapper import CLIWrapper, ExecutionResult
+from pitstop.scripts.cliwrapper import CLIWrapper
+from pitstop.scripts.result import ExecutionResult
 
 __all__ = ["HttpProbe", "ScriptStep", "SmokeSuite", "StepKindName", "StepOutcome"]
 

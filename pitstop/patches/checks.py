@@ -3,7 +3,7 @@
 Every check is an argument list (never a shell line) started in a new session under ``setpriv
 --pdeathsig KILL`` (as scripts are: a SIGKILLed worker takes its direct children along), with
 its own timeout: on expiry the whole group gets SIGTERM, then SIGKILL after a grace period, as
-:mod:`pitstop.scripts.cliwrapper` does. What a check left running in its group after it exited is
+:mod:`pitstop.scripts.process` does. What a check left running in its group after it exited is
 killed too. Output goes to files outside the worktree; only the tail is read.
 
 The environment is built from scratch (``PATH``, a private ``HOME`` and ``TMPDIR``, locale,

@@ -3,12 +3,14 @@
 :class:`CLIWrapper` checks the path (inside the allowed roots, before anything runs), picks the
 interpreter from the extension, runs the script in its own session with a filtered environment and
 no stdin, streams redacted output lines live, enforces the timeout and cancellation by killing the
-whole process group, and reports an :class:`ExecutionResult`. State log, event bus and run store
-are optional: given none of them, a wrapper used inside a pitstop project records there
-(``.state/cli_executions.jsonl``, and ``tool.*`` events while the project's Redis is up: see
-:mod:`pitstop.scripts.project`); outside one, or with ``project=False``, it is a plain library.
-The rules applied before anything runs live in :mod:`pitstop.scripts.policy`; draining the
-pipes in :mod:`pitstop.scripts.outputreader`.
+whole process group, and reports an :class:`~pitstop.scripts.result.ExecutionResult`. State log,
+event bus and run store are optional: given none of them, a wrapper used inside a pitstop project
+records there (``.state/cli_executions.jsonl``, and ``tool.*`` events while the project's Redis is
+up: see :mod:`pitstop.scripts.project`); outside one, or with ``project=False``, it is a plain
+library. The rules applied before anything runs live in :mod:`pitstop.scripts.policy`; running
+the process (session, deadline, cancellation, group kill) in :mod:`pitstop.scripts.process`;
+draining the pipes in :mod:`pitstop.scripts.outputreader`; the result and its exit codes in
+:mod:`pitstop.scripts.result`. What stays here is the run's bookkeeping: run store, bus, state log.
 
 Decisions worth knowing:
 
@@ -16,8 +18,8 @@ Decisions worth knowing:
   progress animations), ``GIT_TERMINAL_PROMPT=0``, ``DEBIAN_FRONTEND=noninteractive``,
   ``PIP_NO_INPUT=1`` and ``PYTHONUNBUFFERED=1`` (so Python output streams live). Explicit ``env``
   values win over these, but names that would run other code (``LD_PRELOAD``, ``BASH_ENV``,
-  ``PATH``, ``PYTHONPATH`` … see :data:`PROTECTED_ENV`) are refused before anything runs:
-  whoever can enqueue a run must not be able to run more than the script.
+  ``PATH``, ``PYTHONPATH`` … see :data:`~pitstop.scripts.policy.PROTECTED_ENV`) are refused
+  before anything runs: whoever can enqueue a run must not be able to run more than the script.
 * After a normal exit, processes the script left behind in its process group (background
   daemons) are killed too (``kill_leftovers=True``): on a shared build machine a leaked daemon
   holds resources and the output pipes. A script that must leave a service running has to
@@ -26,9 +28,8 @@ Decisions worth knowing:
   signal ``n``, 126/127 when the program cannot be executed / found (then ``pid`` is ``None``).
 * ``output_cap_bytes`` bounds what is sent to ``output_sink`` per stream; past it the stream is
   marked truncated and only drained. The tails always show the real end of the output.
-* Waiting costs no polling: a thread blocks in ``waitpid`` and the caller sleeps on an event
-  until exit, cancellation or the deadline. ``cancel_check`` and ``heartbeat`` run on a helper
-  thread of their own, so a call stuck on a stalled Redis never delays the timeout.
+* ``cancel_check`` and ``heartbeat`` run on a helper thread of their own, so a call stuck on a
+  stalled Redis never delays the timeout.
 * An exception raised into the wait (Celery's soft time limit) kills the process group before it
   propagates. Exceptions from ``cancel_check``, ``heartbeat`` and ``output_sink`` are logged and
   the script keeps running. Bus, run store and state log errors before the start propagate
@@ -39,20 +40,10 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import math
 import os
-import shutil
-import signal
 import socket
-import subprocess  # nosec B404 # argv lists only, never a shell
-import sys
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,94 +59,21 @@ from pitstop.kernel.constants import (
 )
 from pitstop.kernel.errors import ScriptError, ValidationError
 from pitstop.kernel.ids import new_id, utc_iso
-from pitstop.kernel.proc import RUN_ID_ENV, SUPERVISOR_ENV, group_alive, supervisor_token
+from pitstop.kernel.proc import RUN_ID_ENV, SUPERVISOR_ENV, supervisor_token
 from pitstop.kernel.redaction import Redactor
-from pitstop.scripts.outputreader import PipeReader
-from pitstop.scripts.policy import (
-    DEFAULT_ENV_ALLOWLIST,
-    NON_INTERACTIVE_ENV,
-    PROTECTED_ENV,
-    ScriptPolicy,
-    check_caller_env,
-)
+from pitstop.scripts.policy import DEFAULT_ENV_ALLOWLIST, PROTECTED_ENV, ScriptPolicy
+from pitstop.scripts.process import ProcessOutcome, run_process
 from pitstop.scripts.project import ProjectRecording, project_recording
+from pitstop.scripts.result import ExecutionResult
 
 if TYPE_CHECKING:
     from pitstop.bus.eventbus import EventBus
     from pitstop.kernel.statelog import StateLog
     from pitstop.runs.store import RunStore
 
-__all__ = [
-    "DEFAULT_ENV_ALLOWLIST",
-    "EXIT_CANCELLED",
-    "EXIT_TIMEOUT",
-    "NON_INTERACTIVE_ENV",
-    "PROTECTED_ENV",
-    "CLIWrapper",
-    "ExecutionResult",
-    "check_caller_env",
-]
+__all__ = ["CLIWrapper"]
 
 log = logging.getLogger(__name__)
-
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-
-_POSIX = os.name == "posix"
-
-
-# If the worker is SIGKILLed (OOM, kill -9) the script must not run on unsupervised: util-linux
-# ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the script (same pid). A Python
-# ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
-# reaches the direct child; the script's own children are found later by ``kill_orphans``.
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def _with_parent_death_signal(argv: list[str]) -> list[str]:
-    return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
-
-
-_CANCEL_POLL = 0.2
-_CREATION_FLAGS: int = 0 if _POSIX else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-_REAP_TIMEOUT = 10.0
-_CALLBACKS_JOIN_TIMEOUT = 10.0  # for a cancel_check or heartbeat stuck when the script ended
-_DRAIN_TIMEOUT = 1.0  # for pipes still held open by a process outside the killed group
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    """What one script execution did. Every text field is already redacted."""
-
-    run_id: str
-    script: str
-    args: list[str]
-    exit_code: int
-    succeeded: bool
-    timed_out: bool
-    cancelled: bool
-    duration: float
-    stdout_tail: str
-    stderr_tail: str
-    host: str
-    started_at: str
-    finished_at: str
-    pid: int | None
-    stdout_truncated: bool
-    stderr_truncated: bool
-
-    @property
-    def status(self) -> str:
-        """The run status this result ends in: succeeded, failed, timed_out or cancelled."""
-        if self.timed_out:
-            return "timed_out"
-        if self.cancelled:
-            return "cancelled"
-        return "succeeded" if self.succeeded else "failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class CLIWrapper:
@@ -260,8 +178,6 @@ class CLIWrapper:
         """The script's environment; refuses protected names, learns secret values."""
         return self.policy.child_env(env, parent)
 
-    # --- before anything runs -------------------------------------------------------------------
-
     # --- running ----------------------------------------------------------------------------------
 
     def wrap(
@@ -316,135 +232,31 @@ class CLIWrapper:
     def _execute(self, run_id: str, argv: list[str], *, env: dict[str, str], cwd: Path | None,
                  limit: float, shown_script: str, shown_args: list[str]) -> ExecutionResult:
         started_at = self.clock()
-        start = time.monotonic()
-        try:
-            proc = subprocess.Popen(  # nosec B603 # resolved script, argv list
-                _with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, close_fds=True, start_new_session=_POSIX,
-                creationflags=_CREATION_FLAGS,
-            )
-        except OSError as exc:
-            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-            message = self.redactor.redact_text(f"cannot execute {argv[0]}: {exc.strerror or exc}")
-            return self._result(run_id, script=shown_script, args=shown_args, code=code,
-                                timed_out=False, cancelled=False,
-                                duration=time.monotonic() - start, stdout_tail="",
-                                stderr_tail=message + "\n", started_at=started_at, pid=None)
+        beat = self.heartbeat
+        if beat is None and self.runs is not None:
+            runs = self.runs
 
-        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given  # nosec B101 # narrowing
-        sink_lock = threading.Lock()
-        readers = [PipeReader(name, pipe, redactor=self.redactor, sink=self.output_sink,
-                              sink_lock=sink_lock, cap_bytes=self.output_cap_bytes,
-                              tail_bytes=self.tail_bytes)
-                   for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))]
-        exited = threading.Event()
-        wake = threading.Event()  # the script exited, or cancellation was asked for
-        ended: list[float] = []
+            def beat() -> None:
+                runs.heartbeat(run_id)
+        outcome = run_process(
+            argv, env=env, cwd=cwd, limit=limit, redactor=self.redactor,
+            output_sink=self.output_sink, output_cap_bytes=self.output_cap_bytes,
+            tail_bytes=self.tail_bytes, cancel_check=self.cancel_check, heartbeat=beat,
+            heartbeat_interval=self.heartbeat_interval, kill_grace=self.kill_grace,
+            kill_leftovers=self.kill_leftovers)
+        return self._result(run_id, shown_script, shown_args, outcome, started_at)
 
-        def reap() -> None:
-            proc.wait()  # blocking waitpid: no polling, wakes the instant the child exits
-            ended.append(time.monotonic())
-            exited.set()
-            wake.set()
-
-        for reader in readers:
-            reader.thread.start()
-        threading.Thread(target=reap, name="cliwrapper-wait", daemon=True).start()
-        callbacks = _Callbacks(self, run_id, wake)
-
-        try:
-            timed_out, cancelled = self._supervise(proc.pid, exited, callbacks, start + limit)
-        except BaseException:
-            # e.g. Celery's soft time limit, raised inside our wait: never orphan the script
-            callbacks.stop()
-            self._kill_group(proc, exited)
-            raise
-        callbacks.stop()
-        if timed_out or cancelled or self.kill_leftovers:
-            self._kill_group(proc, exited)
-        if not exited.wait(_REAP_TIMEOUT):
-            log.error("process %d did not die after SIGKILL (uninterruptible?)", proc.pid)
-        duration = (ended[0] if ended else time.monotonic()) - start
-        drained_by = time.monotonic() + _DRAIN_TIMEOUT
-        stdout_tail, stdout_truncated = readers[0].finish(drained_by)
-        stderr_tail, stderr_truncated = readers[1].finish(drained_by)
-        # No heartbeat may land after the result: wait for a callback still in flight (a stuck
-        # one only delays the bookkeeping; the script was stopped on time).
-        callbacks.join(_CALLBACKS_JOIN_TIMEOUT)
-
-        code = proc.returncode if proc.returncode is not None else -9  # never reaped
-        if timed_out:
-            code = EXIT_TIMEOUT
-        elif cancelled:
-            code = EXIT_CANCELLED
-        elif code < 0:
-            code = 128 - code
-        return self._result(run_id, script=shown_script, args=shown_args, code=code,
-                            timed_out=timed_out, cancelled=cancelled, duration=duration,
-                            stdout_tail=stdout_tail, stderr_tail=stderr_tail,
-                            started_at=started_at, pid=proc.pid,
-                            stdout_truncated=stdout_truncated, stderr_truncated=stderr_truncated)
-
-    @staticmethod
-    def _supervise(pid: int, exited: threading.Event, callbacks: _Callbacks,
-                   deadline: float) -> tuple[bool, bool]:
-        """Wait for the child; returns (timed_out, cancelled). Sleeps only on the wake event
-        (set on exit and on cancellation): the callbacks, which may block on Redis, run on
-        their own thread and cannot hold up the deadline."""
-        callbacks.start()
-        while True:
-            woken = callbacks.wake.wait(max(0.0, deadline - time.monotonic()))
-            if exited.is_set():
-                return False, False
-            if callbacks.cancelled.is_set():
-                log.info("script pid %d cancelled", pid)
-                return False, True
-            if not woken and time.monotonic() >= deadline:
-                log.info("script pid %d timed out", pid)
-                return True, False
-
-    @staticmethod
-    def _safe_call(func: Callable[[], Any], what: str) -> bool:
-        try:
-            return bool(func())
-        except Exception:
-            log.exception("%s raised; the script keeps running", what)
-            return False
-
-    def _kill_group(self, proc: subprocess.Popen[bytes], exited: threading.Event) -> None:
-        """SIGTERM the script's process group, SIGKILL what is left after ``kill_grace``."""
-        if not _POSIX:
-            if not exited.is_set():
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],  # nosec B603 B607 # Windows' own taskkill
-                               capture_output=True, check=False)
-            return
-        pgid = proc.pid  # start_new_session: the child leads its own group
-        if not group_alive(pgid):
-            return
-        if exited.is_set():
-            log.info("killing processes left behind by script pid %d", pgid)
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.kill_grace
-        pause = 0.005
-        while group_alive(pgid) and time.monotonic() < deadline:
-            # only in the kill path: nothing reports a whole group's death, so poll briefly
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        if group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-
-    def _result(self, run_id: str, *, script: str, args: list[str], code: int, timed_out: bool,
-                cancelled: bool, duration: float, stdout_tail: str, stderr_tail: str,
-                started_at: datetime, pid: int | None, stdout_truncated: bool = False,
-                stderr_truncated: bool = False) -> ExecutionResult:
+    def _result(self, run_id: str, script: str, args: list[str], outcome: ProcessOutcome,
+                started_at: datetime) -> ExecutionResult:
+        code = outcome.exit_code
         return ExecutionResult(
             run_id=run_id, script=script, args=args, exit_code=code,
-            succeeded=code == 0 and not timed_out and not cancelled, timed_out=timed_out,
-            cancelled=cancelled, duration=round(duration, 6), stdout_tail=stdout_tail,
-            stderr_tail=stderr_tail, host=self.host, started_at=utc_iso(started_at),
-            finished_at=utc_iso(self.clock()), pid=pid, stdout_truncated=stdout_truncated,
-            stderr_truncated=stderr_truncated,
+            succeeded=code == 0 and not outcome.timed_out and not outcome.cancelled,
+            timed_out=outcome.timed_out, cancelled=outcome.cancelled,
+            duration=round(outcome.duration, 6), stdout_tail=outcome.stdout_tail,
+            stderr_tail=outcome.stderr_tail, host=self.host, started_at=utc_iso(started_at),
+            finished_at=utc_iso(self.clock()), pid=outcome.pid,
+            stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
         )
 
     # --- bookkeeping ------------------------------------------------------------------------------
@@ -551,72 +363,7 @@ class CLIWrapper:
             log.exception("could not record the result of run %s (%s, exit code %d); the reaper "
                           "marks it lost", run_id, result.status, result.exit_code)
 
-class _Callbacks:
-    """Polls ``cancel_check`` about every 0.2 s and calls ``heartbeat`` every
-    ``heartbeat_interval`` seconds, on a thread of its own, until stopped. A positive cancel
-    check sets ``cancelled`` and ``wake``."""
-
-    def __init__(self, wrapper: CLIWrapper, run_id: str, wake: threading.Event) -> None:
-        self.wake = wake
-        self.cancelled = threading.Event()
-        self._stopped = threading.Event()
-        self._cancel_check = wrapper.cancel_check
-        self._interval = wrapper.heartbeat_interval
-        self._safe_call = wrapper._safe_call
-        beat = wrapper.heartbeat
-        if beat is None and wrapper.runs is not None:
-            runs = wrapper.runs
-
-            def beat() -> None:
-                runs.heartbeat(run_id)
-        self._beat = beat
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._cancel_check is None and self._beat is None:
-            return
-        self._thread = threading.Thread(target=self._run, name="cliwrapper-callbacks",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is None:
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("a cancel_check or heartbeat call is still running %gs after the script "
-                        "ended; not waiting for it", timeout)
-
-    def _run(self) -> None:
-        now = time.monotonic()
-        next_cancel = now + _CANCEL_POLL
-        next_beat = now + self._interval
-        while True:
-            wake_at = min(next_cancel if self._cancel_check is not None else math.inf,
-                          next_beat if self._beat is not None else math.inf)
-            if self._stopped.wait(max(0.0, wake_at - time.monotonic())):
-                return
-            if self._cancel_check is not None and time.monotonic() >= next_cancel:
-                if self._safe_call(self._cancel_check, "cancel_check"):
-                    self.cancelled.set()
-                    self.wake.set()
-                    return
-                next_cancel = time.monotonic() + _CANCEL_POLL
-            if self._stopped.is_set():
-                return
-            if self._beat is not None and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self._interval
-                self._safe_call(self._beat, "heartbeat")
-
 
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

@@ -44,8 +44,9 @@ from pitstop.kernel.settings import Settings
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import OutputWriter, RunOutput
 from pitstop.runs.store import RunStore
-from pitstop.scripts.cliwrapper import CLIWrapper, ExecutionResult
+from pitstop.scripts.cliwrapper import CLIWrapper
 from pitstop.scripts.dispatch import seal_binding
+from pitstop.scripts.result import ExecutionResult
 
 log = logging.getLogger(__name__)
 

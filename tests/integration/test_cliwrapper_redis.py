@@ -19,7 +19,8 @@ from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import OutputEnd, OutputLine, RunOutput
 from pitstop.runs.store import RunStore
-from pitstop.scripts.cliwrapper import EXIT_CANCELLED, CLIWrapper, ExecutionResult
+from pitstop.scripts.cliwrapper import CLIWrapper
+from pitstop.scripts.result import EXIT_CANCELLED, ExecutionResult
 from tests.support import FIXTURE_SCRIPTS
 
 pytestmark = pytest.mark.integration

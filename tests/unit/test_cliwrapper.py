@@ -35,14 +35,10 @@ from pitstop.kernel.proc import supervisor_token
 from pitstop.kernel.redaction import REDACTED, Redactor
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.store import RunStore
-from pitstop.scripts.cliwrapper import (
-    DEFAULT_ENV_ALLOWLIST,
-    EXIT_CANCELLED,
-    EXIT_TIMEOUT,
-    CLIWrapper,
-    ExecutionResult,
-)
+from pitstop.scripts.cliwrapper import CLIWrapper
 from pitstop.scripts.outputreader import CHUNK, split_piece
+from pitstop.scripts.policy import DEFAULT_ENV_ALLOWLIST
+from pitstop.scripts.result import EXIT_CANCELLED, EXIT_TIMEOUT, ExecutionResult
 from tests.support import FIXTURE_SCRIPTS, gate, pid_alive, wait_for
 
 FIXTURES = FIXTURE_SCRIPTS
@@ -658,7 +654,7 @@ def test_raising_cancel_check_and_heartbeat_do_not_stop_the_script(
     def boom() -> bool:
         raise RuntimeError("redis blip")
 
-    with caplog.at_level(logging.ERROR, logger="pitstop.scripts.cliwrapper"):
+    with caplog.at_level(logging.ERROR, logger="pitstop.scripts.process"):
         result = wrapper(cancel_check=boom, heartbeat=boom, heartbeat_interval=0.05).wrap(
             FIXTURES / "sleep.py", ["0.4"])
     assert result.succeeded
