@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from pitstop.triage import TestTriage  # noqa: E402
 from pitstop.triage.signals import KEYWORDS  # noqa: E402
-from pitstop.triage.textlog import parse_text  # noqa: E402
+from pitstop.triage.textscanner import parse_text  # noqa: E402
 
 CORPUS = ROOT / "tests" / "triage" / "corpus"
 NOISE = [

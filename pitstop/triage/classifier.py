@@ -38,7 +38,7 @@ from pitstop.triage.model import (
 )
 from pitstop.triage.parsed import EXCEPTION_LINE, InputFacts, ParsedInput, RawFailure
 from pitstop.triage.signals import CONTEXT_MARKER, LIBRARY_PATH, Hit, clean_line, location_in, scan
-from pitstop.triage.textlog import parse_text
+from pitstop.triage.textscanner import parse_text
 
 STRUCTURED = frozenset({"pytest", "unittest", "junit", "tap", "node", "cargo", "go", "jest"})
 MAX_ERROR = 300

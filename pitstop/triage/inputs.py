@@ -11,7 +11,8 @@ from typing import IO
 from pitstop.kernel.errors import TriageInputError
 from pitstop.triage.junit import parse_junit
 from pitstop.triage.parsed import ParsedInput
-from pitstop.triage.textlog import TextParser, TextScanner
+from pitstop.triage.textparser import TextParser
+from pitstop.triage.textscanner import TextScanner
 
 CHUNK_BYTES = 4 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024

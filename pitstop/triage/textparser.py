@@ -1,35 +1,32 @@
-"""Raw test-runner output and whole CI logs, split into one record per failing test.
+"""The lines of test-runner output and CI logs worth reading, turned into failing tests.
 
-The text arrives in chunks (so a 50 MB log never sits in memory twice). :class:`TextScanner`
-skips, at regex-engine speed, everything that is not within a few lines of a keyword
-(:data:`~pitstop.triage.signals.KEYWORDS`); :class:`TextParser` reads the rest line by line,
-cleaned of colours, timestamps and group markers, and follows the structure of the runners it
-knows: pytest (any ``-r``/``--tb``, ``-v``, ``-x``, xdist), unittest, node's test runner (TAP and
-spec), cargo test, go test, jest. Signals outside any test's report (pip, a segfault, a timeout
-dump, a compiler) become failures of their own, attributed to the test that was running when
-the output shows one.
+:class:`TextParser` reads the lines the :class:`~pitstop.triage.textscanner.TextScanner` hands
+it, cleaned of colours, timestamps and group markers, and follows the structure of the runners
+it knows: pytest (any ``-r``/``--tb``, ``-v``, ``-x``, xdist), unittest, node's test runner (TAP
+and spec), cargo test, go test, jest. Signals outside any test's report are kept for
+:mod:`pitstop.triage.globalsignals`, with the test that was running when the output shows one.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-from pitstop.triage.model import Category
+from pitstop.triage.globalsignals import (
+    MAX_GLOBAL_HITS,
+    GlobalHit,
+    GlobalLocation,
+    adopt_orphans,
+    cluster_failures,
+    fold_dying_banners,
+)
 from pitstop.triage.parsed import EXCEPTION_LINE, InputFacts, ParsedInput, RawFailure
-from pitstop.triage.signals import KEYWORDS, Hit, clean_line, location_in, scan
+from pitstop.triage.pytestsession import SummaryLine, pair_session
+from pitstop.triage.signals import Hit, clean_line, location_in, scan
 
 GAP = 8
 """Lines after the last interesting one that are still read closely."""
-KEYWORD_TAIL = 3
-"""Lines after a keyword read closely even when the keyword's own line showed nothing."""
-LOOKBACK = 6
-"""Lines before a keyword that are read too (a compiler error before ``FAIL [build failed]``)."""
-CLUSTER_GAP = 25
-"""Signals outside tests this many lines apart are one failure (pip prints three lines)."""
 MAX_FAILURES = 100_000
 MAX_PASSED = 500_000
-MAX_GLOBAL_HITS = 20_000
 
 _STRUCTURE = re.compile(
     r"(?P<session>^=+ test session starts =+$)"
@@ -59,26 +56,13 @@ _STRUCTURE = re.compile(
     r"|(?P<jest_end>^Test Suites: )")
 
 _CRASHED_WHILE = re.compile(r"crashed while running '([^']+)'")
-_FAULT_FRAME = re.compile(r"File \"([^\"]+)\", line \d+ in (test\w*)")
 _COLLECTING = re.compile(r"^ERROR collecting (\S+)")
 _SETUP = re.compile(r"^ERROR at (setup|teardown) of (.+)$")
 _TB_LINE = re.compile(r"^([^\s:\"]+\.py):(\d+): (.+)$")
-_TEST_FILE = re.compile(r"(?:^|/)(?:test_[^/]*|[^/]*_test)\.py$")
 _SUBTESTS = re.compile(r"failureType: 'subtestsFailed'|\d+ subtests? failed")
-_PASS_WORDS = ("PASSED", "ok", "PASS")
 _QUIET = object()
 _PYTHON_BLOCKS = frozenset({"pytest", "unittest"})
-_FAST_PASS = re.compile(r"([^\s:\x1b]+\.py::[^\s\x1b]+) (?:\x1b\[[\d;]*m)*PASSED"
-                        r"|PASSED(?:\x1b\[[\d;]*m)* ([^\s:\x1b]+\.py::[^\s\x1b]+)")
 _TAP_ERROR = re.compile(r"^\s*error: ['\"]?(.*?)['\"]?$")
-
-
-@dataclass
-class _Cluster:
-    hits: list[tuple[int, Hit]] = field(default_factory=list)
-    locations: list[tuple[str, int]] = field(default_factory=list)
-    test_id: str | None = None
-    session: int = 0
 
 
 class TextParser:
@@ -97,12 +81,12 @@ class TextParser:
         self.sources: set[str] = set()
         # per pytest session
         self.blocks: list[RawFailure] = []
-        self.summary: list[tuple[str, str, Hit | None]] = []
+        self.summary: list[SummaryLine] = []
         self.progress: dict[str, str] = {}
         # elsewhere
         self.others: list[RawFailure] = []
-        self.global_hits: list[tuple[int, Hit, str | None, int]] = []
-        self.global_locations: list[tuple[int, tuple[str, int], str | None]] = []
+        self.global_hits: list[GlobalHit] = []
+        self.global_locations: list[GlobalLocation] = []
 
     # --- the scanner's questions -----------------------------------------------------------------
     def wants_more(self, lineno: int) -> bool:
@@ -418,68 +402,16 @@ class TextParser:
         self.section = None
         blocks, summary, progress = self.blocks, self.summary, self.progress
         self.blocks, self.summary, self.progress = [], [], {}
-        if not blocks and not summary and not progress:
-            return
-        used: set[int] = set()
-        known_ids = [node_id for _, node_id, _ in summary]
-        known_ids += [node_id for node_id in progress if node_id not in known_ids]
-        taken: set[str] = set()
-        for block in blocks:
-            if block.test_id is None:
-                block.test_id = self._pytest_id(block, summary, known_ids, used, taken)
-            taken.add(block.test_id or "")
-            for index, (_, node_id, hit) in enumerate(summary):
-                if node_id == block.test_id and index not in used:
-                    used.add(index)
-                    block.summary = block.summary or hit
-            self._keep(block)
-        for index, (outcome, node_id, hit) in enumerate(summary):
-            if index in used or node_id in taken:
-                continue
-            taken.add(node_id)
-            failure = RawFailure(test_id=node_id, source="pytest", session=self.session,
-                                 outcome="error" if outcome == "ERROR" else "failed",
-                                 context="collection" if "::" not in node_id else "test")
-            if hit is not None:
-                failure.add_hit(hit)
-                failure.evidence_lines = 1
-            failure.summary = hit
+        for failure in pair_session(blocks, summary, progress, self.facts, self.session):
             self._keep(failure)
-        for node_id, outcome in progress.items():
-            if node_id not in taken:
-                taken.add(node_id)
-                self._keep(RawFailure(test_id=node_id, source="pytest", session=self.session,
-                                      outcome="error" if outcome == "ERROR" else "failed"))
-
-    def _pytest_id(self, block: RawFailure, summary: list[tuple[str, str, Hit | None]],
-                   known: list[str], used: set[int], taken: set[str]) -> str | None:
-        name = block.name
-        files = [self.facts.relative(file) for file, _ in block.locations]
-        if name is None:  # --tb=line: one line per failure, in summary order
-            for index, (outcome, node_id, _) in enumerate(summary):
-                if index not in used and outcome == "FAILED" and node_id not in taken:
-                    return node_id
-            return files[-1] if files else None
-        suffix = "::" + name.replace(".", "::") if "/" not in name and "::" not in name else None
-        candidates = [node_id for node_id in known if node_id not in taken
-                      and (node_id == name or (suffix is not None and node_id.endswith(suffix)))]
-        for node_id in candidates:
-            if node_id.split("::", 1)[0] in files:
-                return node_id
-        if candidates:
-            return candidates[0]
-        if "/" in name or "::" in name:
-            return name
-        tests = [file for file in files if _TEST_FILE.search(file)]
-        if tests:
-            return f"{tests[0]}::{name.replace('.', '::')}"
-        return name
 
     def finish(self) -> ParsedInput:
         self._close_block()
         self._end_session()
-        self._clusters()
-        self._adopt()
+        for failure in cluster_failures(self.global_hits, self.global_locations, self.facts,
+                                        fallback=not self.others):
+            self._keep(failure)
+        self.others = adopt_orphans(self.others)
         merged: dict[tuple[int, str], RawFailure] = {}
         by_id: dict[str, RawFailure] = {}
         failures: list[RawFailure] = []
@@ -497,181 +429,13 @@ class TextParser:
                 merged[key] = failure
                 by_id.setdefault(failure.test_id, failure)
             failures.append(failure)
-        failures = _fold_dying_banners(failures)
+        failures = fold_dying_banners(failures)
         failures.sort(key=lambda failure: failure.first_line)
         result = self.result
         result.failures = failures
         result.format = "+".join(sorted(self.sources)) or "text"
         return result
 
-    def _adopt(self) -> None:
-        """A test reported failed with nothing but its name (node's "test failed" for a file
-        that did not load) takes the signals printed just before it outside any test."""
-        orphans = [failure for failure in self.others
-                   if failure.context == "global" and failure.test_id is None]
-        if not orphans:
-            return
-        for failure in self.others:
-            if failure.hits or failure.context == "global" or failure.source in ("pytest", "log"):
-                continue
-            for orphan in orphans:
-                if (orphan.session == failure.session
-                        and 0 <= failure.first_line - orphan.first_line <= 4 * CLUSTER_GAP):
-                    failure.merge(orphan)
-                    orphan.context = "adopted"
-                    break
-        self.others = [failure for failure in self.others if failure.context != "adopted"]
-
-    def _clusters(self) -> None:
-        clusters: list[_Cluster] = []
-        last_line = -(10**9)
-        for lineno, hit, running, session in self.global_hits:
-            if (not clusters or lineno - last_line > CLUSTER_GAP or clusters[-1].session != session
-                    or (running and clusters[-1].test_id and running != clusters[-1].test_id)):
-                clusters.append(_Cluster(session=session))
-            cluster = clusters[-1]
-            cluster.hits.append((lineno, hit))
-            cluster.test_id = cluster.test_id or running
-            last_line = lineno
-        locations = iter(self.global_locations)
-        pending = next(locations, None)
-        for cluster in clusters:
-            first, end = cluster.hits[0][0] - CLUSTER_GAP, cluster.hits[-1][0] + CLUSTER_GAP
-            while pending is not None and pending[0] < first:
-                pending = next(locations, None)
-            while pending is not None and pending[0] <= end:
-                cluster.locations.append(pending[1])
-                frame = _FAULT_FRAME.search(pending[2] or "")
-                if frame and cluster.test_id is None:
-                    path = self.facts.relative(frame.group(1))
-                    if path.startswith("/"):
-                        path = _test_relative(path)
-                    cluster.test_id = f"{path}::{frame.group(2)}"
-                pending = next(locations, None)
-        fallback = not self.others  # nothing structured: any strong signal is a failure
-        for cluster in clusters:
-            if not any(hit.starts_failure or (fallback and not hit.weak) for _, hit in cluster.hits):
-                continue
-            failure = RawFailure(test_id=cluster.test_id, source="log", context="global",
-                                 outcome="error", session=cluster.session,
-                                 evidence_lines=len(cluster.hits), first_line=cluster.hits[0][0])
-            for _, hit in cluster.hits:
-                failure.add_hit(hit)
-            for where in cluster.locations:
-                failure.add_location(where)
-            self._keep(failure)
-
-
-_DYING = frozenset({Category.CRASH, Category.TIMEOUT})
-
-
-def _fold_dying_banners(failures: list[RawFailure]) -> list[RawFailure]:
-    """Lines a runner prints about a process that died ("node down", a second timeout banner)
-    belong to the test that crashed or timed out, when the input names one."""
-    named = [failure for failure in failures if failure.test_id
-             and any(hit.category in _DYING for hit in failure.hits)]
-    if not named:
-        return failures
-    kept = []
-    for failure in failures:
-        if (failure.test_id is None and failure.context == "global" and failure.hits
-                and all(hit.category in _DYING or hit.weak for hit in failure.hits)):
-            target = next((other for other in named if other.session == failure.session),
-                          named[0])
-            target.merge(failure)
-            continue
-        kept.append(failure)
-    return kept
-
-
-def _test_relative(path: str) -> str:
-    """An absolute test path shortened at its ``tests``/``test`` directory (no rootdir known)."""
-    parts = path.split("/")
-    for index in range(len(parts) - 1, -1, -1):
-        if parts[index] in ("tests", "test", "testing"):
-            return "/".join(parts[index:])
-    return path
-
 
 def _never() -> Hit:
     raise AssertionError("a built-in marker did not match its own signal")
-
-
-class TextScanner:
-    """Feeds a :class:`TextParser` the lines worth reading, chunk by chunk."""
-
-    def __init__(self, parser: TextParser) -> None:
-        self.parser = parser
-        self.lineno = 0
-        self.carry = ""
-
-    def feed(self, text: str) -> None:
-        """Add text (any split); lines are read once they are complete."""
-        if self.carry:
-            text = self.carry + text
-        cut = text.rfind("\n")
-        if cut < 0:
-            self.carry = text
-            if len(self.carry) > 1_000_000:  # a single giant line: read what we have
-                self._scan(self.carry + "\n")
-                self.carry = ""
-            return
-        self.carry = text[cut + 1:]
-        self._scan(text[:cut + 1])
-
-    def close(self) -> ParsedInput:
-        if self.carry:
-            self._scan(self.carry + "\n")
-            self.carry = ""
-        return self.parser.finish()
-
-    def _scan(self, chunk: str) -> None:
-        parser = self.parser
-        pos, size, lineno = 0, len(chunk), self.lineno
-        search = KEYWORDS.search
-        while pos < size:
-            if parser.wants_more(lineno):
-                end = chunk.find("\n", pos)
-                if end < 0:
-                    end = size
-                parser.feed(lineno, chunk[pos:end])
-                lineno += 1
-                pos = end + 1
-                continue
-            match = search(chunk, pos)
-            if match is None:
-                lineno += chunk.count("\n", pos)
-                break
-            start = chunk.rfind("\n", pos, match.start()) + 1
-            word = match.group()
-            if word == "PASSED":  # a passing test in a verbose log: note it, read nothing more
-                end = chunk.find("\n", match.end())
-                end = size if end < 0 else end
-                passed = _FAST_PASS.search(chunk, start, end)
-                if passed is not None and parser.block is None:
-                    parser.note_pass(passed.group(1) or passed.group(2))
-                    lineno += chunk.count("\n", pos, end) + 1
-                    pos = end + 1
-                    continue
-            if word not in _PASS_WORDS:
-                for _ in range(LOOKBACK):
-                    if start <= pos:
-                        break
-                    start = chunk.rfind("\n", pos, start - 1) + 1
-            start = max(start, pos)
-            lineno += chunk.count("\n", pos, start)
-            end = chunk.find("\n", start)
-            end = size if end < 0 else end
-            parser.feed(lineno, chunk[start:end])
-            if word not in _PASS_WORDS:  # the next few lines may say what the keyword was about
-                parser.last_interesting = max(parser.last_interesting, lineno - GAP + KEYWORD_TAIL)
-            lineno += 1
-            pos = end + 1
-        self.lineno = lineno
-
-
-def parse_text(text: str, name: str | None = None) -> ParsedInput:
-    """Parse a whole text at once (tests, the seed API); files go through the scanner in chunks."""
-    scanner = TextScanner(TextParser(name))
-    scanner.feed(text)
-    return scanner.close()
