@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,39 @@ def pid_alive(pid: int | None, proc_root: Path = PROC_ROOT) -> bool:
     fields = stat_fields(pid, proc_root)
     # No /proc (macOS): kill(0) is all we know.
     return fields is None or (bool(fields) and fields[0] != "Z")
+
+
+# If the worker is SIGKILLed (OOM, kill -9) a child must not run on unsupervised: util-linux
+# ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the command (same pid). A Python
+# ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
+# reaches the direct child; the child's own children are found later by the orphan sweep.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that it is SIGKILLed when its parent dies (Linux with setpriv)."""
+    return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group; one that is gone (or not ours) is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def terminate_group(pgid: int, grace: float) -> None:
+    """SIGTERM a process group, then SIGKILL what is left of it after ``grace`` seconds."""
+    if not group_alive(pgid):
+        return
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    pause = 0.005
+    while group_alive(pgid) and time.monotonic() < deadline:
+        # only on the kill path: nothing reports a whole group's death, so poll briefly
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    if group_alive(pgid):
+        signal_group(pgid, signal.SIGKILL)
 
 
 def group_alive(pgid: int, proc_root: Path = PROC_ROOT) -> bool:

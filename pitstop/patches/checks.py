@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess  # nosec B404 # argv lists only, never a shell
 import sys
 import threading
@@ -31,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pitstop.kernel.proc import group_alive
+from pitstop.kernel.proc import terminate_group, with_parent_death_signal
 from pitstop.kernel.redaction import Redactor
 from pitstop.patches.config import CheckConfig
 
@@ -39,7 +38,6 @@ __all__ = ["ChangedFiles", "CheckResult", "CheckRunner", "CheckStatus", "Command
 
 CheckStatus = Literal["passed", "failed", "missing", "timed_out", "error"]
 
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 _TAIL_BYTES = 64 * 1024
 _LIST_PLACEHOLDERS = ("{changed_py}", "{changed_files}")
 _MAX_DETAILS = 20
@@ -111,11 +109,6 @@ def _tail(path: Path) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class CheckRunner:
@@ -247,7 +240,7 @@ class CheckRunner:
     def _run(self, argv: list[str], cwd: Path, env: dict[str, str], deadline: float,
              scratch: Path, label: str) -> CommandRun:
         out_path, err_path = scratch / f"{label}.stdout", scratch / f"{label}.stderr"
-        command = [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
+        command = with_parent_death_signal(argv)
         with out_path.open("wb") as out, err_path.open("wb") as err:
             try:
                 proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # nosec B603 # configured checks, no shell
@@ -268,16 +261,7 @@ class CheckRunner:
                     _tail(err_path))
 
     def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
-        pgid = proc.pid
-        if group_alive(pgid):
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + self.kill_grace
-            pause = 0.005
-            while group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(pause)  # only on the kill path: nothing reports a group's death
-                pause = min(pause * 2, 0.05)
-            if group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
+        terminate_group(proc.pid, self.kill_grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(self.kill_grace + 5)
 

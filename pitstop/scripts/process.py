@@ -22,15 +22,11 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
 import os
-import shutil
-import signal
 import subprocess  # nosec B404 # argv lists only, never a shell
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pitstop.kernel.proc import group_alive
+from pitstop.kernel.proc import group_alive, terminate_group, with_parent_death_signal
 from pitstop.kernel.redaction import Redactor
 from pitstop.scripts.outputreader import PipeReader
 from pitstop.scripts.result import (
@@ -53,17 +49,6 @@ __all__ = ["ProcessOutcome", "run_process"]
 log = logging.getLogger(__name__)
 
 _POSIX = os.name == "posix"
-
-
-# If the worker is SIGKILLed (OOM, kill -9) the script must not run on unsupervised: util-linux
-# ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and execs the script (same pid). A Python
-# ``preexec_fn`` would do the same but forces a full fork of the worker (+5 ms a call). It only
-# reaches the direct child; the script's own children are found later by ``kill_orphans``.
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def _with_parent_death_signal(argv: list[str]) -> list[str]:
-    return [_SETPRIV, "--pdeathsig", "KILL", *argv] if _SETPRIV else argv
 
 
 _CANCEL_POLL = 0.2
@@ -114,7 +99,7 @@ def run_process(
     start = time.monotonic()
     try:
         proc = subprocess.Popen(  # nosec B603 # resolved script, argv list
-            _with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
+            with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, close_fds=True, start_new_session=_POSIX,
             creationflags=_CREATION_FLAGS,
@@ -214,24 +199,9 @@ def _kill_group(proc: subprocess.Popen[bytes], exited: threading.Event, grace: f
                            capture_output=True, check=False)
         return
     pgid = proc.pid  # start_new_session: the child leads its own group
-    if not group_alive(pgid):
-        return
-    if exited.is_set():
+    if exited.is_set() and group_alive(pgid):
         log.info("killing processes left behind by script pid %d", pgid)
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    pause = 0.005
-    while group_alive(pgid) and time.monotonic() < deadline:
-        # only in the kill path: nothing reports a whole group's death, so poll briefly
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-    if group_alive(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    terminate_group(pgid, grace)
 
 
 class _Callbacks:
