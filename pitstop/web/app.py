@@ -93,7 +93,7 @@ class Gate:
                 if form is None or not csrf_ok(session, form.get("csrf")):
                     return PlainTextResponse("missing or wrong CSRF token: reload the page and "
                                              "try again", status_code=403)
-                if acts and not session.can_act:
+                if acts and not self.ctx.may_act(session):
                     await run_in_threadpool(self.ctx.record, "refused_read_only", session.user,
                                             path=request.url.path)
                     return PlainTextResponse(READ_ONLY, status_code=403)

@@ -25,7 +25,7 @@ from pitstop.web.alertview import AlertDesk
 from pitstop.web.config import WebConfig
 from pitstop.web.fleetview import WorkerProbe, WorkerWatch
 from pitstop.web.render import environment, safe_href
-from pitstop.web.sessions import LoginLimiter, SessionStore, Signer, signing_key
+from pitstop.web.sessions import LoginLimiter, Session, SessionStore, Signer, signing_key
 from pitstop.web.triggerview import TriggerBook
 
 __all__ = ["NAV", "WebContext", "WebDeps"]
@@ -102,6 +102,15 @@ class WebContext:
 
     def now(self) -> datetime:
         return self.deps.clock()
+
+    def may_act(self, session: Session) -> bool:
+        """Whether ``session`` may act now: allowed at login *and* still by the config in force,
+        so turning ``token_can_act`` off (or removing a user) takes effect on live sessions."""
+        if not session.can_act:
+            return False
+        if session.via == "token":
+            return self.deps.config.token_can_act
+        return any(user.name == session.user for user in self.deps.config.users)
 
     def record(self, action: str, user: str, **fields: Any) -> None:
         """One line in ``web_actions.jsonl`` (an audit trail: a failure here never fails the

@@ -53,7 +53,7 @@ class Pages:
     def _page(self, name: str, nav: str, session: Session, context: dict[str, Any],
               status: int = 200) -> Response:
         return self.ctx.render(name, context, status=status, user=session.user,
-                               csrf=session.csrf, can_act=session.can_act, nav=nav)
+                               csrf=session.csrf, can_act=self.ctx.may_act(session), nav=nav)
 
     def _missing(self, session: Session, what: str) -> Response:
         return self._page("error.html", "", session, {"title": "Not found", "message": what},

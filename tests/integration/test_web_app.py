@@ -554,3 +554,21 @@ def test_without_redis_pages_say_so_instead_of_failing(settings: Settings) -> No
         assert reply.status_code == 503, path
         assert "Redis is unavailable" in reply.text
         assert reply.headers["content-security-policy"] == CSP
+
+
+def test_taking_the_right_to_act_away_holds_for_live_sessions(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    # Logged in while the config let the token act (and alice was a user); then served again
+    # without token_can_act and without alice: both sessions, still valid, only look.
+    token_client = logged_in(make_app(settings, redis_client, token_can_act=True))
+    alice_client = as_alice(make_app(settings, redis_client))
+    stricter = make_app(settings, redis_client, token_can_act=False, users=[])
+    for before in (token_client, alice_client):
+        client = TestClient(stricter)
+        client.cookies = before.cookies
+        page = client.get("/ui/triggers")
+        assert page.status_code == 200 and "data-read-only" in page.text
+        reply = client.post("/ui/triggers/build_on_push/disable",
+                            data={"csrf": form_token(page.text)})
+        assert reply.status_code == 403 and reply.text.startswith("read-only session")
+    assert TriggerState(redis_client).disabled() == {}
