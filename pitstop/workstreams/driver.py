@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 SendTask = Callable[..., Any]
 
+SPECS_KEPT = 1000
+"""Parsed run definitions a process keeps (a cache: a missing one is parsed from the record)."""
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -89,7 +93,7 @@ class RunDriver:
         self.slots = Slots(client)
         self._clock = clock or _utc_now
         self.records = RunRecords(client, ttl_seconds=runs.ttl_seconds, clock=self.now)
-        self._specs: dict[str, WorkstreamSpec] = {}
+        self._specs: OrderedDict[str, WorkstreamSpec] = OrderedDict()
 
     def now(self) -> datetime:
         now = self._clock()
@@ -279,10 +283,16 @@ class RunDriver:
         spec = self._specs.get(run.run_id)
         if spec is None:
             spec = WorkstreamSpec.from_dict(run.orchestration["spec"])
-            if len(self._specs) > 1000:
-                self._specs.clear()
-            self._specs[run.run_id] = spec
+            self.remember_spec(run.run_id, spec)
         return spec
+
+    def remember_spec(self, run_id: str, spec: WorkstreamSpec) -> None:
+        """Keep a run's parsed definition for its next steps here, the newest
+        :data:`SPECS_KEPT` only: a router launches runs for ever and must not keep them all."""
+        self._specs[run_id] = spec
+        self._specs.move_to_end(run_id)
+        while len(self._specs) > SPECS_KEPT:
+            self._specs.popitem(last=False)
 
     def plan_of(self, run: Run) -> Plan:
         orchestration = run.orchestration

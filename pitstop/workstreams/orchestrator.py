@@ -172,7 +172,7 @@ class Orchestrator(RunDriver):
                      params=self.redactor.redact(resolved), event=event_dict,
                      parent_run_id=parent["run_id"] if parent else None,
                      steps=Plan(spec).dump_steps(), orchestration=orchestration)
-        self._specs[run_id] = spec
+        self.remember_spec(run_id, spec)
         plan = Plan(spec)
         advance = plan.start(now)
         running = self._with(queued, plan, now, advance)

@@ -371,3 +371,17 @@ def test_a_sub_workstream_ends_its_parent_step_and_is_cancelled_with_its_parent(
     assert "its parent run" in (h.run(child_id).error or "")
     assert h.drain() == [("a", "skipped")]
     assert h.steps(parent) == {"sub": "cancelled", "after": "skipped", "tell": "skipped"}
+
+
+def test_a_launching_process_keeps_a_bounded_number_of_run_definitions(
+        harness_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The router launches for ever in a worker's main process: each launch used to keep its
+    # parsed definition there for good (the soak's workers grew ~1 MB per 2,000 runs).
+    from pitstop.workstreams import driver
+    monkeypatch.setattr(driver, "SPECS_KEPT", 5)
+    h = harness_for({"WS": {"steps": [_emit("one")]}})
+    launched = [h.launch("WS").run_id for _ in range(12)]
+    kept = h.orchestrator._specs
+    assert list(kept) == launched[-5:]
+    h.drain()  # the forgotten ones still run: their definition is read from the record
+    assert {h.run(run_id).status for run_id in launched if run_id} == {"succeeded"}
