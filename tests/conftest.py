@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from pitstop.connection.server import RedisServer
 from pitstop.kernel.serverinfo import ServerInfo
+from tests.support import FIXTURE_SCRIPTS, ROOT, redis_running, running, worker_args
 
 # Shared CI machines stall at random: judge properties, not the speed of one example.
 settings.register_profile("pitstop", deadline=None,
@@ -22,13 +23,8 @@ settings.load_profile("pitstop")
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     """A real redis-server on a free loopback port, private to this test session."""
-    data_dir: Path = tmp_path_factory.mktemp("redis")
-    server = RedisServer(data_dir, appendonly=False)
-    info = server.start()
-    try:
+    with redis_running(tmp_path_factory.mktemp("redis")) as (_, info):
         yield info
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -46,23 +42,23 @@ def redis_client(redis_server: ServerInfo) -> Iterator[redis.Redis]:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, ServerInfo]]:
     """A redis-server of the test's own, for it to pause, kill or restart."""
-    server = RedisServer(tmp_path / "own-redis", appendonly=False)
-    info = server.start()
-    try:
-        yield server, info
-    finally:
-        server.stop()
+    with redis_running(tmp_path / "own-redis") as running:
+        yield running
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[ServerInfo]:
+    """A redis-server of the test's own that nothing else uses (its workers must not take other
+    tests' tasks, or it counts every key)."""
+    with redis_running(tmp_path / "redis") as (_, info):
+        yield info
 
 
 @pytest.fixture(scope="session")
 def celery_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     """A second private redis-server for Celery tests: never flushed while workers run."""
-    server = RedisServer(tmp_path_factory.mktemp("celery-redis"), appendonly=False)
-    info = server.start()
-    try:
+    with redis_running(tmp_path_factory.mktemp("celery-redis")) as (_, info):
         yield info
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +74,6 @@ def pitstop_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
     """Environment for pitstop subprocesses talking to ``celery_redis``."""
     from pitstop.kernel.sealing import generate_key
-    from tests.support import FIXTURE_SCRIPTS, ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITSTOP_")}
     env.update({
@@ -97,8 +92,6 @@ def pitstop_env(celery_redis: ServerInfo, pitstop_home: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def session_worker(pitstop_env: dict[str, str], pitstop_home: Path) -> Iterator[object]:
     """One real Celery worker (prefork, 2 processes) shared by integration tests."""
-    from tests.support import running
-
-    with running(["worker", "-Q", "default,linux", "-c", "2", "-n", "session@%h"], pitstop_env,
+    with running(worker_args("session", "default,linux", 2), pitstop_env,
                  pitstop_home / "session-worker.log", ready="ready.", timeout=60) as proc:
         yield proc

@@ -1,4 +1,4 @@
-"""Test helpers: waiting on conditions, and starting real pitstop processes."""
+"""Test helpers: waiting on conditions, and starting real redis-servers and pitstop processes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pitstop.connection.server import RedisServer
 from pitstop.kernel.proc import pid_alive  # noqa: F401 - re-exported for tests
+from pitstop.kernel.serverinfo import ServerInfo
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +67,19 @@ def write_script(home: Path, name: str, body: str) -> str:
     return str(path)
 
 
+@contextmanager
+def redis_running(data_dir: Path, *, appendonly: bool = False
+                  ) -> Iterator[tuple[RedisServer, ServerInfo]]:
+    """A redis-server of its own on a free loopback port, keeping its files in ``data_dir``;
+    stopped on leaving."""
+    server = RedisServer(data_dir, appendonly=appendonly)
+    info = server.start()
+    try:
+        yield server, info
+    finally:
+        server.stop()
+
+
 def pitstop_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pitstop", *args]
 
@@ -73,6 +88,12 @@ def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 60,
             cwd: Path | None = None, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(pitstop_cmd(*args), env=dict(env), capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, input=input_text, check=False)
+
+
+def worker_args(name: str, queues: str = "default", concurrency: int = 1) -> list[str]:
+    """``pitstop worker`` consuming ``queues`` with ``concurrency`` pool processes, as
+    ``name@<host>``."""
+    return ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h"]
 
 
 class Proc:

@@ -15,7 +15,7 @@ from pitstop.bus.eventbus import EventBus
 from pitstop.kernel.constants import EVENT_STREAM
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.runs.store import RunStore
-from tests.support import Proc, wait_for
+from tests.support import Proc, wait_for, worker_args
 from tests.trigger_project import decisions, make_project
 
 EVENT = "fault.tick"
@@ -83,8 +83,7 @@ class Project:
         return cls(home, env)
 
     def start_worker(self, name: str, concurrency: int = 2, timeout: float = 90) -> Proc:
-        proc = Proc(["worker", "-Q", "default", "-c", str(concurrency), "-n", f"{name}@%h"],
-                    self.env, self.home / f"{name}.log")
+        proc = Proc(worker_args(name, concurrency=concurrency), self.env, self.home / f"{name}.log")
         self.workers.append(proc)
         proc.wait_for_output("ready.", timeout)
         return proc

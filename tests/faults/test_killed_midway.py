@@ -22,17 +22,16 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
 
 from pitstop import components
 from pitstop.alerts.ledger import DeliveryLedger
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import PATCH_WORKTREES_DIR
+from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.settings import Settings
 from tests.faults.report import record
 from tests.integration.test_alerts_support import alerts_project
-from tests.patches.sample import CALC, git, make_sample
-from tests.support import Proc, run_cli, wait_for
+from tests.patches.sample import CALC, git, make_sample, patches_project
+from tests.support import Proc, run_cli, wait_for, worker_args
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(180),
               pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")]
@@ -96,24 +95,17 @@ SLOW_TESTS = {"tests": {"kind": "exit_code", "weight": 100, "timeout": 60,
 
 
 def test_a_patch_lands_once_when_the_worker_is_killed_mid_landing(
-        tmp_path: Path, pitstop_env: dict[str, str]) -> None:
+        tmp_path: Path, pitstop_env: dict[str, str], private_redis: ServerInfo) -> None:
     sample = make_sample(tmp_path)
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
     home = tmp_path / "home"
-    (home / "config").mkdir(parents=True)
-    (home / "config" / "patches.yaml").write_text(yaml.safe_dump(
-        {"repos": {"sample": {"path": str(sample.path), "target": "main", "checks": SLOW_TESTS}}}))
-    env = {**pitstop_env, "PITSTOP_REDIS_URL": info.url, "PITSTOP_CONFIG_DIR": str(home / "config"),
-           "PITSTOP_STATE_DIR": str(home / ".state")}
+    env = patches_project(home, pitstop_env, private_redis.url, sample, SLOW_TESTS)
     base = sample.head()
     diff = tmp_path / "mul.diff"
     diff.write_bytes(sample.patch({"calc.py": MUL}, scratch=tmp_path))
     sample.push_commit("NOTES.md", "moved\n", scratch=tmp_path)  # landing must re-test
     worktrees = home / ".state" / PATCH_WORKTREES_DIR
     outcomes: list[dict[str, Any]] = []
-    first = Proc(["worker", "-Q", "patches", "-c", "1", "-n", "lander@%h"], env,
-                 tmp_path / "first.log")
+    first = Proc(worker_args("lander", "patches"), env, tmp_path / "first.log")
     try:
         first.wait_for_output("ready.", 60)
         sent = run_cli(["patch", "validate", str(diff), "--repo", "sample", "--base", base], env)
@@ -122,8 +114,7 @@ def test_a_patch_lands_once_when_the_worker_is_killed_mid_landing(
                  message="the landing's re-test worktree")
         time.sleep(random.uniform(0, 1.5))  # somewhere inside the 2 s re-test: fault timing
         first.kill()
-        second = Proc(["worker", "-Q", "patches", "-c", "1", "-n", "lander2@%h"], env,
-                      tmp_path / "second.log")
+        second = Proc(worker_args("lander2", "patches"), env, tmp_path / "second.log")
         try:
             second.wait_for_output("ready.", 60)
             for _ in range(2):  # the retry; then once more, as if a kill had cut it after its push
@@ -134,7 +125,6 @@ def test_a_patch_lands_once_when_the_worker_is_killed_mid_landing(
             second.stop()
     finally:
         first.kill()
-        server.stop()
 
     history = git(sample.remote, "log", "--format=%H %s", "main").splitlines()
     with_mul = [line for line in history

@@ -23,7 +23,7 @@ from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.settings import load_settings
 from tests.faults.harness import Project
 from tests.faults.report import long_mode, record, scale
-from tests.support import run_cli, wait_for
+from tests.support import redis_running, run_cli, wait_for
 from workers.app import create_app
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration,
@@ -34,12 +34,8 @@ CANARY_WITHIN = 10.0
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[RedisServer, ServerInfo]]:
-    redis_server = RedisServer(tmp_path / "redis", appendonly=True)
-    info = redis_server.start()
-    try:
-        yield redis_server, info
-    finally:
-        redis_server.stop()
+    with redis_running(tmp_path / "redis", appendonly=True) as running:
+        yield running
 
 
 def _workers_check(env: dict[str, str]) -> dict[str, object]:

@@ -13,7 +13,6 @@ this when a worker is frozen or a clock jumps.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ import redis
 from kombu import Connection
 
 from pitstop.bus.eventbus import EventBus
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.errors import ConfigError
 from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.settings import load_settings
@@ -37,16 +35,6 @@ SLOW_EFFECT = """\
 printf '%s %s\\n' "$2" "$PITSTOP_RUN_ID" >> "$1"
 sleep 4
 """
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerInfo]:
-    redis_server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = redis_server.start()
-    try:
-        yield info
-    finally:
-        redis_server.stop()
 
 
 def expire_visibility(url: str) -> int:
@@ -67,15 +55,15 @@ def received(proc: Proc, task_id: str) -> bool:
 
 
 def test_a_task_outliving_the_visibility_timeout_runs_its_body_once(
-        server: ServerInfo, tmp_path: Path) -> None:
+        private_redis: ServerInfo, tmp_path: Path) -> None:
     home = tmp_path / "home"
     ledger = tmp_path / "effects.log"
     (home / "scripts").mkdir(parents=True)
     script = write_script(home, "slow_effect.sh", SLOW_EFFECT)
-    project = Project.create(home, server.url, workstreams=ledger_workstreams(script, ledger),
+    project = Project.create(home, private_redis.url, workstreams=ledger_workstreams(script, ledger),
                              triggers=LEDGER_TRIGGERS,
                              extra_env={"PITSTOP_ALLOWED_ROOTS": str(home / "scripts")})
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(private_redis.url)
     try:
         first = project.start_worker("vt1", concurrency=1)
         second = project.start_worker("vt2", concurrency=1)
@@ -87,7 +75,7 @@ def test_a_task_outliving_the_visibility_timeout_runs_its_body_once(
         run_id = done.stdout.strip().split()[-1]
         wait_for(lambda: ledger.exists() and "run " in ledger.read_text(), 30,
                  message="the script to start")
-        assert expire_visibility(server.url) >= 1
+        assert expire_visibility(private_redis.url) >= 1
         wait_for(lambda: received(first, run_id) and received(second, run_id), 20,
                  message="the message delivered to both workers")
         wait_for(lambda: json.loads(run_cli(["show", run_id, "--json"], project.env).stdout)
@@ -98,7 +86,7 @@ def test_a_task_outliving_the_visibility_timeout_runs_its_body_once(
         wait_for(lambda: "step " in ledger.read_text(), 30, message="the step's script to start")
         [ws_run] = runs_of(client)
         step_task = f"{ws_run.run_id}:effect:1"
-        assert expire_visibility(server.url) >= 1
+        assert expire_visibility(private_redis.url) >= 1
         wait_for(lambda: received(first, step_task) and received(second, step_task), 20,
                  message="the step message delivered to both workers")
         wait_for(lambda: runs_of(client)[0].terminal, 30, interval=0.3, message="the run to end")

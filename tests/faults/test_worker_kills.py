@@ -21,14 +21,12 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from pitstop.bus.eventbus import EventBus
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.proc import stat_fields
 from pitstop.kernel.serverinfo import ServerInfo
 from tests.faults.harness import (
@@ -55,16 +53,6 @@ celery:
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerInfo]:
-    redis_server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = redis_server.start()
-    try:
-        yield info
-    finally:
-        redis_server.stop()
-
-
 def pool_children(pid: int) -> list[int]:
     """The pool processes of the worker whose main process is ``pid`` (its direct children)."""
     children = []
@@ -83,7 +71,7 @@ def ledger_lines(ledger: Path) -> list[tuple[str, str]]:
 
 
 def test_random_sigkills_of_pool_processes_and_a_worker_lose_nothing_and_do_nothing_twice(
-        server: ServerInfo, tmp_path: Path) -> None:
+        private_redis: ServerInfo, tmp_path: Path) -> None:
     total = scale(300, 10_000)
     seed = int(os.environ.get("PITSTOP_FAULTS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -91,11 +79,11 @@ def test_random_sigkills_of_pool_processes_and_a_worker_lose_nothing_and_do_noth
     ledger = tmp_path / "effects.log"
     (home / "scripts").mkdir(parents=True)
     script = write_script(home, "effect.sh", LEDGER_SCRIPT)
-    project = Project.create(home, server.url, workstreams=ledger_workstreams(script, ledger),
+    project = Project.create(home, private_redis.url, workstreams=ledger_workstreams(script, ledger),
                              triggers=LEDGER_TRIGGERS, settings=SETTINGS,
                              extra_env={"PITSTOP_LOST_AFTER_SECONDS": "4",
                                         "PITSTOP_ALLOWED_ROOTS": str(home / "scripts")})
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(private_redis.url)
     bus = EventBus(client, source="fault-test")
     kills: list[dict[str, object]] = []
     try:

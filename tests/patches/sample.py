@@ -1,4 +1,5 @@
-"""A tiny sample repository with a bare remote, patches made against it, and tree hashes."""
+"""A tiny sample repository with a bare remote, patches made against it, tree hashes, and a
+pitstop project whose patches config names it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import hashlib
 import os
 import subprocess
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pitstop.patches.config import PatchesConfig, default_checks
 
@@ -153,3 +157,14 @@ def patches_config(sample: Sample, **repo: Any) -> PatchesConfig:
     return PatchesConfig.model_validate(
         {"repos": {"sample": {"path": str(sample.path), "target": "main",
                               "checks": sample_checks(), **repo}}})
+
+
+def patches_project(home: Path, pitstop_env: Mapping[str, str], redis_url: str, sample: Sample,
+                    checks: dict[str, Any], *, repo: str = "sample") -> dict[str, str]:
+    """``home/config/patches.yaml`` declaring the sample as ``repo`` with ``checks``; returns the
+    environment for pitstop processes of that project on ``redis_url``."""
+    (home / "config").mkdir(parents=True)
+    config = {"repos": {repo: {"path": str(sample.path), "target": "main", "checks": checks}}}
+    (home / "config" / "patches.yaml").write_text(yaml.safe_dump(config))
+    return {**pitstop_env, "PITSTOP_REDIS_URL": redis_url,
+            "PITSTOP_CONFIG_DIR": str(home / "config"), "PITSTOP_STATE_DIR": str(home / ".state")}

@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
 
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import PATCH_WORKTREES_DIR
 from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.patches.worktree import processes_inside
-from tests.patches.sample import CALC, Sample, git, make_sample, sample_checks
-from tests.support import Proc, pid_alive, run_cli, running, wait_for
+from tests.patches.sample import CALC, Sample, git, make_sample, patches_project, sample_checks
+from tests.support import Proc, pid_alive, run_cli, running, wait_for, worker_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.timeout(90)]
 
@@ -31,28 +29,11 @@ MUL_TEST = "from calc import mul\n\n\ndef test_mul() -> None:\n    assert mul(2,
 
 def project(tmp_path: Path, pitstop_env: dict[str, str], info: ServerInfo, sample: Sample,
             checks: dict[str, Any]) -> dict[str, str]:
-    home = tmp_path / "home"
-    (home / "config").mkdir(parents=True)
-    config = {"repos": {"sample": {"path": str(sample.path), "target": "main",
-                                   "checks": checks}}}
-    (home / "config" / "patches.yaml").write_text(yaml.safe_dump(config))
-    return {**pitstop_env, "PITSTOP_REDIS_URL": info.url,
-            "PITSTOP_CONFIG_DIR": str(home / "config"), "PITSTOP_STATE_DIR": str(home / ".state")}
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
-    try:
-        yield info
-    finally:
-        server.stop()
+    return patches_project(tmp_path / "home", pitstop_env, info.url, sample, checks)
 
 
 def worker(env: dict[str, str], log: Path, name: str) -> Any:
-    return running(["worker", "-Q", "patches", "-c", "1", "-n", f"{name}@%h"], env, log,
-                   ready="ready.", timeout=60)
+    return running(worker_args(name, "patches"), env, log, ready="ready.", timeout=60)
 
 
 def test_validate_wait_through_a_worker_and_the_review_cli(
@@ -106,7 +87,7 @@ def test_a_worker_killed_mid_check_leaves_no_worktree_once_a_worker_starts(
     patch.write_bytes(sample.patch({"calc.py": MUL}, scratch=tmp_path))
     worktrees = Path(env["PITSTOP_STATE_DIR"]) / PATCH_WORKTREES_DIR
 
-    first = Proc(["worker", "-Q", "patches", "-c", "1", "-n", "doomed@%h"], env,
+    first = Proc(worker_args("doomed", "patches"), env,
                  tmp_path / "doomed.log")
     try:
         first.wait_for_output("ready.", timeout=60)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from pitstop.connection.server import RedisServer
+from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.workstreams.catalog import WorkstreamCatalog
-from tests.patches.sample import CALC, git, make_sample, sample_checks
-from tests.support import ROOT, run_cli, running, wait_for
+from tests.patches.sample import CALC, git, make_sample, patches_project, sample_checks
+from tests.support import ROOT, run_cli, running, wait_for, worker_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -39,16 +38,6 @@ TRIGGER = {"id": "auto_fix", "event": "triage.auto_fixable", "workstream": "WS-E
            "conditions": {"field": "data.confidence", "gte": 0.8}}
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
-    try:
-        yield info
-    finally:
-        server.stop()
-
-
 def test_the_shipped_error_recovery_workstream_uses_the_patch_steps() -> None:
     shipped = ROOT / "config" / "workstreams.yaml"
     if not shipped.exists():
@@ -62,26 +51,22 @@ def test_the_shipped_error_recovery_workstream_uses_the_patch_steps() -> None:
 
 
 def test_triage_auto_fixable_to_a_landed_fix(tmp_path: Path, pitstop_env: dict[str, str],
-                                            private_redis: Any) -> None:
+                                            private_redis: ServerInfo) -> None:
     sample = make_sample(tmp_path)
     sample.push_commit("calc.py", "import sys\nimport os\n" + CALC, scratch=tmp_path)
     git(sample.path, "fetch", "-q", "origin")
     git(sample.path, "update-ref", "refs/heads/main", "refs/remotes/origin/main")
     home = tmp_path / "home"
-    (home / "config").mkdir(parents=True)
+    env = patches_project(home, pitstop_env, private_redis.url, sample, sample_checks(),
+                          repo="app")
     (home / "scripts").mkdir()
-    (home / "config" / "patches.yaml").write_text(yaml.safe_dump(
-        {"repos": {"app": {"path": str(sample.path), "target": "main",
-                           "checks": sample_checks()}}}))
     (home / "config" / "workstreams.yaml").write_text(yaml.safe_dump(
         {"workstreams": {"WS-ERROR-RECOVERY": WORKSTREAM}}))
     (home / "config" / "triggers.yaml").write_text(yaml.safe_dump(
         {"version": 1, "triggers": [TRIGGER]}))
-    env = {**pitstop_env, "PITSTOP_REDIS_URL": private_redis.url,
-           "PITSTOP_CONFIG_DIR": str(home / "config"), "PITSTOP_STATE_DIR": str(home / ".state"),
-           "PITSTOP_ALLOWED_ROOTS": str(home / "scripts")}
+    env["PITSTOP_ALLOWED_ROOTS"] = str(home / "scripts")
 
-    with running(["worker", "-Q", "default,patches", "-c", "2", "-n", "recovery@%h"], env,
+    with running(worker_args("recovery", "default,patches", 2), env,
                  tmp_path / "worker.log", ready="ready.", timeout=60) as worker:
         emitted = run_cli(["emit", "triage.auto_fixable", "--data",
                            json.dumps({"confidence": 0.9, "repo": "app",
