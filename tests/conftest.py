@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from pitstop.connection.server import RedisServer
 from pitstop.kernel.serverinfo import ServerInfo
 from tests.support import FIXTURE_SCRIPTS, ROOT, redis_running, running, worker_args
+from tests.trigger_project import TICK_TRIGGERS, TICK_WORKSTREAMS, own_project
 
 # Shared CI machines stall at random: judge properties, not the speed of one example.
 settings.register_profile("pitstop", deadline=None,
@@ -52,6 +53,15 @@ def private_redis(tmp_path: Path) -> Iterator[ServerInfo]:
     tests' tasks, or it counts every key)."""
     with redis_running(tmp_path / "redis") as (_, info):
         yield info
+
+
+@pytest.fixture
+def tick_project(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], redis.Redis]]:
+    """A trigger project on a redis-server of its own whose one rule fires every second
+    (``tests.trigger_project.TICK_TRIGGERS``): its home, environment and a client."""
+    with own_project(tmp_path / "home", tmp_path / "redis", triggers=TICK_TRIGGERS,
+                     workstreams=TICK_WORKSTREAMS) as project:
+        yield project
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ import pytest
 import redis
 
 from pitstop.bus.eventbus import EventBus
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import TRIGGER_CONFIG_ERROR_KEY, TRIGGER_CONFIG_KEY
-from tests.support import Proc, run_cli, wait_for
-from tests.trigger_project import decisions, launches_per_event, make_project, workstream_runs
+from tests.support import Proc, run_cli, wait_for, worker_args
+from tests.trigger_project import decisions, launches_per_event, own_project, workstream_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -46,21 +45,14 @@ TRIGGERS = """
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str],
                                                                         redis.Redis]]:
-    home = tmp_path_factory.mktemp("triggers-home")
-    server = RedisServer(tmp_path_factory.mktemp("triggers-redis"), appendonly=False)
-    info = server.start()
-    env = make_project(home, info.url, triggers=TRIGGERS, workstreams=WORKSTREAMS)
-    client = redis.Redis.from_url(info.url)
-    try:
-        yield home, env, client
-    finally:
-        client.close()
-        server.stop()
+    with own_project(tmp_path_factory.mktemp("triggers-home"),
+                     tmp_path_factory.mktemp("triggers-redis"), triggers=TRIGGERS,
+                     workstreams=WORKSTREAMS) as project:
+        yield project
 
 
 def _worker(home: Path, env: dict[str, str], name: str) -> Proc:
-    return Proc(["worker", "-Q", "default", "-c", "1", "-n", f"{name}@%h"], env,
-                home / f"{name}.log")
+    return Proc(worker_args(name), env, home / f"{name}.log")
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pitstop.connection.server import RedisServer
-from tests.support import ROOT, Proc, run_cli, wait_for
-from tests.trigger_project import make_project, workstream_runs
+from tests.support import ROOT, Proc, run_cli, wait_for, worker_args
+from tests.trigger_project import own_project, workstream_runs
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -22,25 +21,19 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 @pytest.fixture
 def shipped(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], redis.Redis]]:
     """A project with the shipped config/triggers.yaml and config/workstreams.yaml."""
-    server = RedisServer(tmp_path / "redis", appendonly=False)
-    info = server.start()
-    home = tmp_path / "home"
-    env = make_project(home, info.url, triggers=(ROOT / "config" / "triggers.yaml").read_text(),
-                       workstreams=(ROOT / "config" / "workstreams.yaml").read_text())
-    for script in (ROOT / "scripts").glob("ws_*.py"):
-        shutil.copy(script, home / "scripts" / script.name)
-    client = redis.Redis.from_url(info.url)
-    try:
-        yield home, env, client
-    finally:
-        client.close()
-        server.stop()
+    with own_project(tmp_path / "home", tmp_path / "redis",
+                     triggers=(ROOT / "config" / "triggers.yaml").read_text(),
+                     workstreams=(ROOT / "config" / "workstreams.yaml").read_text()) as project:
+        home = project[0]
+        for script in (ROOT / "scripts").glob("ws_*.py"):
+            shutil.copy(script, home / "scripts" / script.name)
+        yield project
 
 
 def test_emit_phase_1_runs_the_chain_and_show_traces_it_back(
         shipped: tuple[Path, dict[str, str], redis.Redis]) -> None:
     home, env, client = shipped
-    worker = Proc(["worker", "-Q", "default,linux", "-c", "2", "-n", "chain@%h"], env,
+    worker = Proc(worker_args("chain", "default,linux", 2), env,
                   home / "worker.log")
     try:
         worker.wait_for_output("ready.", 60)
