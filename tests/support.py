@@ -1,4 +1,5 @@
-"""Test helpers: waiting on conditions, and starting real redis-servers and pitstop processes."""
+"""Test helpers: waiting on conditions, starting real redis-servers and pitstop processes, and an
+orchestrator played in-process."""
 
 from __future__ import annotations
 
@@ -12,13 +13,22 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
+import redis
+
+from pitstop import components
+from pitstop.bus.eventbus import EventBus
 from pitstop.connection.server import RedisServer
 from pitstop.kernel.proc import pid_alive  # noqa: F401 - re-exported for tests
 from pitstop.kernel.serverinfo import ServerInfo
+from pitstop.kernel.settings import Settings, load_settings
+from pitstop.runs.output import RunOutput
+from pitstop.scripts.runner import ScriptRunner
+from pitstop.workstreams import Orchestrator, StepExecutor, WorkstreamCatalog, orchestrator_from
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +157,55 @@ def running(args: list[str], env: Mapping[str, str], log: Path, ready: str | Non
         yield proc
     finally:
         proc.stop()
+
+
+@dataclass
+class OrchestratorRig:
+    """An orchestrator and a step executor on a real Redis whose task messages land in ``sent``
+    instead of a broker: the test delivers them itself (:meth:`deliver`), so every interleaving
+    (redelivery, a dead holder, a crash between commit and send) is played out exactly."""
+
+    client: redis.Redis
+    settings: Settings
+    orchestrator: Orchestrator
+    executor: StepExecutor
+    bus: EventBus
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, client: redis.Redis, environ: Mapping[str, str],
+              workstreams: dict[str, Any], *, scripts: bool = False) -> Self:
+        """``environ`` is the settings' environment; with ``scripts`` the executor runs ``run``
+        steps' scripts in this process too."""
+        settings = load_settings(environ=dict(environ))
+        redactor = components.new_redactor(settings)
+        bus = components.event_bus(client, settings)
+        runs = components.run_store(client, settings, redactor)
+        sent: list[dict[str, Any]] = []
+        orchestrator = orchestrator_from(
+            settings, client, bus, runs, lambda name, **options: sent.append(options),
+            catalog=WorkstreamCatalog.from_mapping({"workstreams": workstreams}),
+            redactor=redactor)
+        host, pid = socket.gethostname(), os.getpid()
+
+        def script_runner() -> ScriptRunner:
+            return ScriptRunner(settings, runs, RunOutput(client), bus=bus, host=host, pid=pid,
+                                new_redactor=lambda: components.new_redactor(settings),
+                                state_log=lambda r: components.state_log("cli", settings, r),
+                                sealer=settings.sealer)
+
+        executor = StepExecutor(orchestrator, host=host, pid=pid,
+                                new_redactor=lambda: components.new_redactor(settings),
+                                script_runner=script_runner if scripts else None)
+        return cls(client, settings, orchestrator, executor, bus, sent)
+
+    def deliver(self, message: dict[str, Any]) -> str:
+        """Play one sent message: the attempt's status, or ``skipped`` where its claim fails."""
+        kwargs = message["kwargs"]
+        claimed = self.executor.claim(kwargs["run_id"], kwargs["step_id"], kwargs["attempt"])
+        if claimed is None:
+            return "skipped"
+        return self.executor.run(claimed, kwargs["attempt"]).status
 
 
 @contextmanager

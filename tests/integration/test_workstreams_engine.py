@@ -5,12 +5,10 @@ is played out exactly."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,6 @@ from typing import Any
 import pytest
 import redis
 
-from pitstop import components
-from pitstop.bus.eventbus import EventBus
 from pitstop.kernel.constants import WS_ACTIVE_RUNS
 from pitstop.kernel.errors import (
     ConfigError,
@@ -29,20 +25,14 @@ from pitstop.kernel.errors import (
 )
 from pitstop.kernel.sealing import generate_key
 from pitstop.kernel.serverinfo import ServerInfo
-from pitstop.kernel.settings import load_settings
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import Run
-from pitstop.scripts.runner import ScriptRunner
 from pitstop.workstreams import (
     LaunchResult,
-    Orchestrator,
-    StepExecutor,
-    WorkstreamCatalog,
-    orchestrator_from,
     repair_runs,
 )
 from pitstop.workstreams.orchestrator import beat_key
-from tests.support import FIXTURE_SCRIPTS
+from tests.support import FIXTURE_SCRIPTS, OrchestratorRig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -61,25 +51,11 @@ def _script(step_id: str, script: str, *args: Any, env: dict[str, str] | None = 
     return {"id": step_id, "kind": "run", "queue": "q", "params": params, **extra}
 
 
-@dataclass
-class Harness:
-    """An orchestrator whose messages land in ``sent``; :meth:`drain` plays them."""
-
-    client: redis.Redis
-    orchestrator: Orchestrator
-    executor: StepExecutor
-    bus: EventBus
-    sent: list[dict[str, Any]] = field(default_factory=list)
+class Harness(OrchestratorRig):
+    """The rig, with shorthands: :meth:`drain` plays the sent messages in order."""
 
     def launch(self, workstream: str, **kwargs: Any) -> LaunchResult:
         return self.orchestrator.launch_workstream(workstream, **kwargs)
-
-    def deliver(self, message: dict[str, Any]) -> str:
-        kwargs = message["kwargs"]
-        claimed = self.executor.claim(kwargs["run_id"], kwargs["step_id"], kwargs["attempt"])
-        if claimed is None:
-            return "skipped"
-        return self.executor.run(claimed, kwargs["attempt"]).status
 
     def drain(self, limit: int = 50) -> list[tuple[str, str]]:
         done = []
@@ -108,27 +84,7 @@ def harness_for(redis_client: redis.Redis, redis_server: ServerInfo,
                "PITSTOP_LOST_AFTER_SECONDS": "2"}
         if secret_key:
             env["PITSTOP_SECRET_KEY"] = generate_key()
-        settings = load_settings(environ=env)
-        redactor = components.new_redactor(settings)
-        bus = components.event_bus(redis_client, settings)
-        runs = components.run_store(redis_client, settings, redactor)
-        sent: list[dict[str, Any]] = []
-        orchestrator = orchestrator_from(
-            settings, redis_client, bus, runs, lambda name, **options: sent.append(options),
-            catalog=WorkstreamCatalog.from_mapping({"workstreams": workstreams}),
-            redactor=redactor)
-
-        def script_runner() -> ScriptRunner:
-            return ScriptRunner(settings, runs, RunOutput(redis_client), bus=bus, host=HOST,
-                                pid=os.getpid(), new_redactor=lambda: components.new_redactor(
-                                    settings),
-                                state_log=lambda r: components.state_log("cli", settings, r),
-                                sealer=settings.sealer)
-
-        executor = StepExecutor(orchestrator, host=HOST, pid=os.getpid(),
-                                new_redactor=lambda: components.new_redactor(settings),
-                                script_runner=script_runner)
-        return Harness(redis_client, orchestrator, executor, bus, sent)
+        return Harness.build(redis_client, env, workstreams, scripts=True)
 
     yield build
 

@@ -5,28 +5,16 @@ one holding a concurrency slot is finalized after it, as before. Either way once
 from __future__ import annotations
 
 import json
-import os
-import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from pitstop import components
-from pitstop.bus.eventbus import EventBus
 from pitstop.kernel.constants import WS_ACTIVE_RUNS
 from pitstop.kernel.serverinfo import ServerInfo
-from pitstop.kernel.settings import load_settings
-from pitstop.workstreams import (
-    AttemptResult,
-    Orchestrator,
-    StepExecutor,
-    WorkstreamCatalog,
-    orchestrator_from,
-    repair_runs,
-)
+from pitstop.workstreams import AttemptResult, repair_runs
+from tests.support import OrchestratorRig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -38,24 +26,13 @@ WORKSTREAMS = {
 }
 
 
-@dataclass
-class Rig:
-    client: redis.Redis
-    bus: EventBus
-    orchestrator: Orchestrator
-    executor: StepExecutor
-    state_dir: Path
-    sent: list[dict[str, Any]] = field(default_factory=list)
-
+class Rig(OrchestratorRig):
     def run_through(self, workstream: str) -> str:
         run_id = self.orchestrator.launch_workstream(workstream).run_id
         assert run_id is not None
         [message] = self.sent
         self.sent.clear()
-        kwargs = message["kwargs"]
-        claimed = self.executor.claim(kwargs["run_id"], kwargs["step_id"], kwargs["attempt"])
-        assert claimed is not None
-        assert self.executor.run(claimed, kwargs["attempt"]).status == "succeeded"
+        assert self.deliver(message) == "succeeded"
         return run_id
 
     def completions(self, run_id: str) -> list[dict[str, Any]]:
@@ -63,7 +40,7 @@ class Rig:
                 if event.type.startswith("workstream.") and event.data.get("run_id") == run_id]
 
     def finish_notes(self, run_id: str) -> int:
-        path = self.state_dir / "runs.jsonl"
+        path = self.settings.state_dir / "runs.jsonl"
         lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         return sum(1 for line in lines if line["op"] == "finish" and line["run"]["run_id"] == run_id)
 
@@ -75,19 +52,9 @@ class Rig:
 @pytest.fixture
 def rig(redis_client: redis.Redis, redis_server: ServerInfo, tmp_path: Path) -> Rig:
     (tmp_path / "config").mkdir()
-    settings = load_settings(environ={
+    return Rig.build(redis_client, {
         "PITSTOP_REDIS_URL": redis_server.url, "PITSTOP_STATE_DIR": str(tmp_path / "st"),
-        "PITSTOP_CONFIG_DIR": str(tmp_path / "config")})
-    redactor = components.new_redactor(settings)
-    bus = components.event_bus(redis_client, settings)
-    runs = components.run_store(redis_client, settings, redactor)
-    sent: list[dict[str, Any]] = []
-    orchestrator = orchestrator_from(
-        settings, redis_client, bus, runs, lambda name, **options: sent.append(options),
-        catalog=WorkstreamCatalog.from_mapping({"workstreams": WORKSTREAMS}), redactor=redactor)
-    executor = StepExecutor(orchestrator, host=socket.gethostname(), pid=os.getpid(),
-                            new_redactor=lambda: components.new_redactor(settings))
-    return Rig(redis_client, bus, orchestrator, executor, tmp_path / "st", sent)
+        "PITSTOP_CONFIG_DIR": str(tmp_path / "config")}, WORKSTREAMS)
 
 
 def test_a_run_with_nothing_to_hand_on_is_finalized_by_the_commit_that_ends_it(
