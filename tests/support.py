@@ -18,11 +18,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+import httpx
 import redis
 
 from pitstop import components
 from pitstop.bus.eventbus import EventBus
-from pitstop.connection.server import RedisServer
+from pitstop.connection.server import RedisServer, free_port
 from pitstop.kernel.proc import pid_alive  # noqa: F401 - re-exported for tests
 from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.kernel.settings import Settings, load_settings
@@ -157,6 +158,26 @@ def running(args: list[str], env: Mapping[str, str], log: Path, ready: str | Non
         yield proc
     finally:
         proc.stop()
+
+
+def answers(url: str) -> bool:
+    """Whether a GET of ``url`` succeeds (a refused connection is a no, not an error)."""
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def serving(env: Mapping[str, str], log: Path) -> Iterator[tuple[Proc, str]]:
+    """``pitstop serve`` on a free port, once its ``/healthz`` answers: the process and its base
+    URL; stopped on leaving."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running(["serve", "--port", str(port)], env, log) as proc:
+        wait_for(lambda: answers(f"{base}/healthz"), 30, interval=0.1,
+                 message="pitstop serve to answer")
+        yield proc, base
 
 
 @dataclass

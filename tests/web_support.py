@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ def write_project(home: Path) -> Path:
         flower_url: http://127.0.0.1:5555
         """))
     return config
+
+
+def web_project_env(pitstop_env: Mapping[str, str], home: Path) -> dict[str, str]:
+    """``pitstop_env`` for the project ``write_project`` writes at ``home``, with the API token."""
+    config = write_project(home)
+    return {**pitstop_env, "PITSTOP_CONFIG_DIR": str(config),
+            "PITSTOP_STATE_DIR": str(home / ".state"), "PITSTOP_API_TOKEN": TOKEN}
 
 
 def project_settings(home: Path, redis_url: str) -> Settings:

@@ -16,21 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from pitstop import components
 from pitstop.alerts.store import AlertStore
-from pitstop.connection.server import free_port
 from pitstop.kernel.constants import LOG_TRIGGER_EXECUTIONS
 from pitstop.kernel.settings import load_settings
 from pitstop.kernel.statelog import StateLog
 from pitstop.runs.output import RunOutput
 from pitstop.runs.store import RunStore
 from pitstop.workstreams import WorkstreamCatalog, orchestrator_from
-from tests.support import Proc, gate, running, wait_for
-from tests.web_support import PASSWORD, TOKEN, XSS, make_alert, write_project
+from tests.support import Proc, gate, serving
+from tests.web_support import PASSWORD, XSS, make_alert, web_project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -56,26 +54,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def web_env(pitstop_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("web-home")
-    config = write_project(home)
-    return {**pitstop_env, "PITSTOP_CONFIG_DIR": str(config),
-            "PITSTOP_STATE_DIR": str(home / ".state"), "PITSTOP_API_TOKEN": TOKEN}
+    return web_project_env(pitstop_env, tmp_path_factory.mktemp("web-home"))
 
 
 @pytest.fixture(scope="module")
 def server(web_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("web-serve") / "serve.log"
-    with running(["serve", "--port", str(port)], web_env, log):
-        base = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).is_success
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, 30, interval=0.1, message="pitstop serve to answer")
+    with serving(web_env, tmp_path_factory.mktemp("web-serve") / "serve.log") as (_, base):
         yield base
 
 

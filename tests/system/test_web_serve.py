@@ -12,28 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pitstop.connection.server import free_port
-from tests.support import running, wait_for
-from tests.web_support import TOKEN, write_project
+from tests.support import serving
+from tests.web_support import TOKEN, web_project_env
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
 
 def test_serve_mounts_the_web_view_and_stops_promptly_with_a_live_feed_open(
         pitstop_env: dict[str, str], tmp_path: Path) -> None:
-    config = write_project(tmp_path)
-    env = {**pitstop_env, "PITSTOP_CONFIG_DIR": str(config),
-           "PITSTOP_STATE_DIR": str(tmp_path / ".state"), "PITSTOP_API_TOKEN": TOKEN}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with running(["serve", "--port", str(port)], env, tmp_path / "serve.log") as serve:
-        def answers() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).is_success
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, 30, interval=0.1, message="pitstop serve to answer")
+    env = web_project_env(pitstop_env, tmp_path)
+    with serving(env, tmp_path / "serve.log") as (serve, base):
         assert "web view at /ui/ (login: the API token or 1 user(s)" in serve.output()
         assert "the token's login is read-only)" in serve.output()
         home = httpx.get(f"{base}/", follow_redirects=False)
