@@ -1,8 +1,10 @@
-"""Test helpers: waiting on conditions, starting real redis-servers and pitstop processes, and an
-orchestrator played in-process."""
+"""Test helpers: waiting on conditions, starting real redis-servers and pitstop processes, an
+orchestrator played in-process, and GitHub webhook deliveries (signature, a push's head)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -68,6 +70,25 @@ def task_outcome(client: Any, task_id: str) -> dict[str, Any] | None:
     raw = client.get(f"celery-task-meta-{task_id}")
     meta = json.loads(raw) if raw else None
     return meta if meta and meta.get("status") not in ("PENDING", "STARTED") else None
+
+
+GITHUB_PUSH_HEAD: dict[str, Any] = {
+    "ref": "refs/heads/main",
+    "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+    "created": False,
+    "deleted": False,
+    "compare": "https://github.com/octo-org/pitstop/compare/6113728f27ae...0d1a26e67d8f",
+}
+"""What a GitHub push delivery says of the ref it moved (main, 6113728 to 0d1a26e); the tests add
+the commits, repository and pusher they need."""
+
+
+def github_signature(body: bytes, secret: str | bytes, algo: str = "sha256") -> str:
+    """The ``X-Hub-Signature-256`` header value GitHub sends for ``body`` (``sha1``: the old
+    ``X-Hub-Signature``)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return f"{algo}=" + hmac.new(key, body, getattr(hashlib, algo)).hexdigest()
 
 
 def write_script(home: Path, name: str, body: str) -> str:

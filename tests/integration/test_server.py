@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import socket
 import threading
@@ -28,7 +27,7 @@ from pitstop.kernel.constants import LOG_WEBHOOKS, WEBHOOK_BODY_PREFIX, WEBHOOK_
 from pitstop.kernel.errors import RedisUnavailable
 from pitstop.kernel.statelog import StateLog
 from pitstop.server.app import create_app
-from tests.support import wait_for
+from tests.support import GITHUB_PUSH_HEAD, github_signature, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +35,7 @@ SECRET = "whsec-test-0f9a8b7c6d5e"
 TOKEN = "api-token-3c2b1a0f9e8d"
 
 PUSH: dict[str, Any] = {
-    "ref": "refs/heads/main",
-    "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-    "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
-    "created": False,
-    "deleted": False,
-    "compare": "https://github.com/octo-org/pitstop/compare/6113728f27ae...0d1a26e67d8f",
+    **GITHUB_PUSH_HEAD,
     "commits": [
         {"id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "message": "Fix router",
          "added": ["pitstop/router.py"], "removed": [], "modified": ["README.md"]},
@@ -52,7 +46,7 @@ PUSH: dict[str, Any] = {
 
 
 def sign(body: bytes, secret: str = SECRET, algo: str = "sha256") -> str:
-    return f"{algo}=" + hmac.new(secret.encode(), body, getattr(hashlib, algo)).hexdigest()
+    return github_signature(body, secret, algo)
 
 
 def github_headers(body: bytes, *, event: str = "push", delivery: str | None = None,

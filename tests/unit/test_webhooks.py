@@ -12,6 +12,7 @@ import pytest
 from pitstop.bus.patterns import normalize_type
 from pitstop.kernel.errors import SignatureMismatch, WebhookError
 from pitstop.server.webhooks import github_events, sanitize_segment, verify_github_signature
+from tests.support import GITHUB_PUSH_HEAD, github_signature
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b'{"zen":"Keep it logically awesome.","hook_id":1}'
@@ -19,7 +20,7 @@ DELIVERY = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 
 
 def sign(body: bytes, secret: bytes = SECRET, algo: str = "sha256") -> str:
-    return f"{algo}=" + hmac.new(secret, body, getattr(hashlib, algo)).hexdigest()
+    return github_signature(body, secret, algo)
 
 
 # --- signatures ------------------------------------------------------------------------------
@@ -75,14 +76,9 @@ REPOSITORY = {"id": 1296269, "full_name": "octo-org/pitstop", "name": "pitstop",
               "private": False, "html_url": "https://github.com/octo-org/pitstop"}
 
 PUSH: dict[str, Any] = {
-    "ref": "refs/heads/main",
-    "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-    "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
-    "created": False,
-    "deleted": False,
+    **GITHUB_PUSH_HEAD,
     "forced": False,
     "base_ref": None,
-    "compare": "https://github.com/octo-org/pitstop/compare/6113728f27ae...0d1a26e67d8f",
     "commits": [
         {
             "id": "a10867b14bb761a232cd80139fbd4c0d33264240",
