@@ -112,6 +112,56 @@ def redis_running(data_dir: Path, *, appendonly: bool = False
         server.stop()
 
 
+class RestartableRedis:
+    """A redis-server of the test's own that can be paused, killed and started again on its port
+    and password (with ``appendonly``, on its data too)."""
+
+    def __init__(self, data_dir: Path, *, appendonly: bool = True) -> None:
+        self.data_dir, self.appendonly = data_dir, appendonly
+        self.server = RedisServer(data_dir, appendonly=appendonly)
+        self.info: ServerInfo = self.server.start()
+
+    @property
+    def url(self) -> str:
+        return self.info.url
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.info.url, socket_connect_timeout=2)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the server: connections stay open, every read times out. SIGCONT after."""
+        os.kill(self.info.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.info.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def restart(self) -> None:
+        """SIGKILL the server (if it still runs) and start it again."""
+        self.server.kill()
+        self.server = RedisServer(self.data_dir, port=self.info.port,
+                                  password=self.info.password, appendonly=self.appendonly)
+        self.info = self.server.start()
+
+    def close(self) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(self.info.pid, signal.SIGCONT)  # a stopped server cannot act on SIGTERM
+        self.server.stop()
+
+
+@contextmanager
+def restartable_redis(data_dir: Path, *, appendonly: bool = True) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(data_dir, appendonly=appendonly)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def pitstop_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pitstop", *args]
 

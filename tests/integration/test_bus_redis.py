@@ -22,7 +22,7 @@ from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import EVENT_STREAM
 from pitstop.kernel.errors import HopLimitExceeded, InvalidEventType, PayloadTooLarge, RedisUnavailable
 from pitstop.kernel.serverinfo import ServerInfo
-from tests.support import wait_for
+from tests.support import RestartableRedis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -436,26 +436,11 @@ def test_a_tail_delivers_what_is_published_after_it_started_in_order(
                      "out of range"]
 
 
-class _Restartable:
-    """A redis-server of the test's own that can be killed and started again on its port."""
-
-    def __init__(self, data_dir: Path, *, appendonly: bool) -> None:
-        self.data_dir, self.appendonly = data_dir, appendonly
-        self.server = RedisServer(data_dir, appendonly=appendonly)
-        self.info = self.server.start()
-
-    def restart(self) -> None:
-        self.server.kill()
-        self.server = RedisServer(self.data_dir, port=self.info.port,
-                                  password=self.info.password, appendonly=self.appendonly)
-        self.info = self.server.start()
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("persistent", [True, False])
 def test_a_tail_rides_out_a_redis_restart_and_misses_nothing(tmp_path: Path,
                                                              persistent: bool) -> None:
-    own = _Restartable(tmp_path / "redis", appendonly=persistent)
+    own = RestartableRedis(tmp_path / "redis", appendonly=persistent)
     client = redis.Redis.from_url(own.info.url, socket_connect_timeout=1)
     publisher = redis.Redis.from_url(own.info.url, socket_connect_timeout=1)
     try:

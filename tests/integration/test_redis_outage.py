@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
@@ -19,58 +17,28 @@ from typing import IO
 import pytest
 import redis
 
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import RUN_OUTPUT_PREFIX
-from pitstop.kernel.serverinfo import ServerInfo
 from pitstop.runs.output import OutputWriter, RunOutput, reap_lost_runs
 from pitstop.runs.store import RunStore, redis_clock
-from tests.support import gate, pitstop_cmd, run_cli, running, wait_for, write_script
+from tests.support import (
+    RestartableRedis,
+    gate,
+    pitstop_cmd,
+    restartable_redis,
+    run_cli,
+    running,
+    wait_for,
+    write_script,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-class OwnRedis:
-    """A private redis-server (AOF on, so it can be killed and restarted with its data)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.server = RedisServer(data_dir, appendonly=True)
-        self.info: ServerInfo = self.server.start()
-
-    @property
-    def url(self) -> str:
-        return self.info.url
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """SIGSTOP the server: connections stay open, every read times out. SIGCONT after."""
-        os.kill(self.info.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.kill(self.info.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        self.server.kill()
-
-    def restart(self) -> None:
-        self.server = RedisServer(self.data_dir, port=self.info.port,
-                                  password=self.info.password, appendonly=True)
-        self.info = self.server.start()
-
-    def close(self) -> None:
-        with suppress(ProcessLookupError):
-            os.kill(self.info.pid, signal.SIGCONT)  # a stopped server cannot act on SIGTERM
-        self.server.stop()
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    try:
+def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A private redis-server (AOF on, so it can be killed and restarted with its data)."""
+    with restartable_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.close()
 
 
 class Cli:
@@ -114,7 +82,7 @@ def _ends(client: redis.Redis, run_id: str) -> list[dict[bytes, bytes]]:
 
 
 @pytest.mark.parametrize("outage", ["pause", "restart"])
-def test_a_follower_rides_out_a_short_outage(outage: str, own_redis: OwnRedis,
+def test_a_follower_rides_out_a_short_outage(outage: str, own_redis: RestartableRedis,
                                              pitstop_env: dict[str, str],
                                              tmp_path: Path) -> None:
     """``pitstop show --follow`` keeps following through a 5 s+ pause or a kill and restart,
@@ -170,7 +138,7 @@ def _gated_script(home: Path, name: str, code: int) -> str:
 
 @pytest.mark.timeout(180)
 def test_a_result_is_recorded_when_redis_stalls_as_the_script_ends(
-        own_redis: OwnRedis, pitstop_env: dict[str, str], pitstop_home: Path,
+        own_redis: RestartableRedis, pitstop_env: dict[str, str], pitstop_home: Path,
         tmp_path: Path) -> None:
     """The script ends while Redis is paused: the worker retries the result until Redis is
     back, the output ends with the script's own status, and ``run --wait`` rides it out."""
@@ -206,7 +174,7 @@ def test_a_result_is_recorded_when_redis_stalls_as_the_script_ends(
 
 @pytest.mark.timeout(180)
 def test_a_result_the_worker_could_not_record_still_ends_the_output_with_its_status(
-        own_redis: OwnRedis, pitstop_env: dict[str, str], pitstop_home: Path,
+        own_redis: RestartableRedis, pitstop_env: dict[str, str], pitstop_home: Path,
         tmp_path: Path) -> None:
     """Redis stays away longer than the worker's patience (lost_after_seconds): the result is
     not recorded and the reaper marks the run lost, but the output's one end entry carries

@@ -9,48 +9,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from pitstop.bus.eventbus import EVENT_FIELD, EventBus
-from pitstop.connection.server import RedisServer
 from pitstop.kernel.constants import EVENT_CHANNEL_PREFIX, EVENT_STREAM
-from pitstop.kernel.serverinfo import ServerInfo
-from tests.support import pitstop_cmd, run_cli, wait_for
+from tests.support import RestartableRedis, pitstop_cmd, restartable_redis, run_cli, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 INFINITE_HOPS = '{"id":"p","type":"x.y","time":"t","hops":1e400}'
 
 
-class OwnRedis:
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[RestartableRedis]:
     """A redis-server of the test's own (AOF on) that can be killed and restarted on its port."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.server = RedisServer(data_dir, appendonly=True)
-        self.info: ServerInfo = self.server.start()
-
-    def restart(self) -> None:
-        self.server.kill()
-        self.server = RedisServer(self.data_dir, port=self.info.port,
-                                  password=self.info.password, appendonly=True)
-        self.info = self.server.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.info.url, socket_connect_timeout=2)
-
-
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    try:
+    with restartable_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.server.stop()
 
 
 @pytest.fixture
-def env(pitstop_env: dict[str, str], own: OwnRedis) -> dict[str, str]:
+def env(pitstop_env: dict[str, str], own: RestartableRedis) -> dict[str, str]:
     return {**pitstop_env, "PITSTOP_REDIS_URL": own.info.url, "PITSTOP_LOST_AFTER_SECONDS": "30"}
 
 
@@ -67,7 +44,7 @@ def _watch(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return watcher
 
 
-def test_emit_refuses_a_newline_in_the_type(env: dict[str, str], own: OwnRedis) -> None:
+def test_emit_refuses_a_newline_in_the_type(env: dict[str, str], own: RestartableRedis) -> None:
     done = run_cli(["emit", "deploy\n.failed"], env)
     assert done.returncode == 2, done.stderr
     assert "may only use a-z, 0-9" in done.stderr
@@ -91,7 +68,7 @@ def test_a_bad_since_names_the_option(env: dict[str, str], since: str) -> None:
 
 
 def test_events_skips_an_entry_that_is_not_an_event_with_a_note(env: dict[str, str],
-                                                                 own: OwnRedis) -> None:
+                                                                 own: RestartableRedis) -> None:
     client = own.client()
     try:
         bus = EventBus(client)
@@ -111,7 +88,7 @@ def test_events_skips_an_entry_that_is_not_an_event_with_a_note(env: dict[str, s
 
 
 def test_watch_skips_an_entry_that_is_not_an_event_with_a_note(env: dict[str, str],
-                                                               own: OwnRedis) -> None:
+                                                               own: RestartableRedis) -> None:
     watcher = _watch(["--count", "2", "--json", "--timeout", "60"], env)
     client = own.client()
     try:
@@ -129,7 +106,7 @@ def test_watch_skips_an_entry_that_is_not_an_event_with_a_note(env: dict[str, st
 
 
 def test_watch_rides_out_a_redis_restart_and_prints_what_was_published_meanwhile(
-        env: dict[str, str], own: OwnRedis) -> None:
+        env: dict[str, str], own: RestartableRedis) -> None:
     watcher = _watch(["**", "--count", "4", "--json", "--timeout", "90"], env)
     assert watcher.stderr is not None
     client = own.client()
@@ -150,7 +127,7 @@ def test_watch_rides_out_a_redis_restart_and_prints_what_was_published_meanwhile
 
 
 def test_watch_says_when_redis_stays_away_and_exits_3(env: dict[str, str],
-                                                       own: OwnRedis) -> None:
+                                                       own: RestartableRedis) -> None:
     watcher = _watch(["**", "--timeout", "60"], {**env, "PITSTOP_LOST_AFTER_SECONDS": "2"})
     own.server.kill()
     wait_for(lambda: watcher.poll() is not None, 30, message="watch to give up")
