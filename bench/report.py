@@ -187,6 +187,10 @@ def render(results: dict[str, Any], report: Path, plots_dir: Path) -> None:
         f"{info.get('python', '?')}, {info.get('cpus', '?')} CPUs, load average before "
         f"{', '.join(str(x) for x in info.get('load_before', []))}"
         + (" — **quick mode (small sizes)**" if results.get("quick") else "") + ".",
+        *[f"Updated later by a partial run: {', '.join(part.get('only', []))} at "
+          f"{part.get('when', '?')}, commit `{part.get('commit', '?')}`, load average before "
+          f"{', '.join(str(x) for x in part.get('load_before', []))}."
+          for part in results.get("partial_runs", [])],
         "The machine is shared by several engineers working at the same time: absolute numbers move",
         "with its load; the ratios, each taken against a baseline measured alongside, are the figures",
         "to read.",

@@ -348,7 +348,8 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--only", help="comma-separated benchmark names (and 'curves', 'faults')")
+    parser.add_argument("--only", help="comma-separated benchmark names (and 'curves', 'faults', "
+                        "'soak' with --soak-minutes)")
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--faults-long", action="store_true",
                         help="the fault tests and the bad-input sweep at the issue's sizes "
@@ -366,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     only = set(args.only.split(",")) if args.only else None
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "benchmarks": []}
-    if RESULTS.exists() and only:  # a partial run updates the previous results
+    if RESULTS.exists() and only:
+        # A partial run updates the previous results; the header keeps the full run's machine
+        # facts and lists each later partial run with its own.
         previous = json.loads(RESULTS.read_text())
-        results = {**previous, "machine": results["machine"], "quick": args.quick}
+        part = {**results["machine"], "only": sorted(only)}
+        results = {**previous, "quick": previous.get("quick", False),
+                   "partial_runs": [*previous.get("partial_runs", []), part]}
     done_names = set()
     for bench in BENCHES:
         if only is None or bench.name in only:
