@@ -1,4 +1,5 @@
-"""Process facts the rest of pitstop asks about, and the sweep for orphaned script processes.
+"""Process facts the rest of pitstop asks about, stopping a child's process group, and the sweep
+for orphaned script processes.
 
 Every script the wrapper starts carries ``PITSTOP_SUPERVISOR=<pid>:<start time>`` (the process
 running the wrapper) in its environment, inherited by everything it spawns. ``setpriv
