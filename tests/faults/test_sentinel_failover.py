@@ -8,6 +8,7 @@ bounded here), not hidden; docs/operations.md explains the trade-off."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -50,11 +51,10 @@ class PromotionWatch(threading.Thread):
         self.promoted_at: float | None = None
 
     def run(self) -> None:
-        deadline = time.monotonic() + 60
-        while self.promoted_at is None and time.monotonic() < deadline:
-            if self.cluster.master_port() == self.cluster.replica.port:
-                self.promoted_at = time.time()
-            time.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # never promoted: promoted_at stays None
+            wait_for(lambda: self.cluster.master_port() == self.cluster.replica.port, 60,
+                     interval=0.05, message="the replica's promotion")
+            self.promoted_at = time.time()
 
 
 def _since(start: float, stamp: str | datetime | None) -> float | None:
