@@ -3,23 +3,17 @@
 Redis and file I/O are synchronous, so every handler does its work in Starlette's thread pool
 and the event loop only reads request bodies.
 
-Bodies cost memory before anything is verified, so reading them is bounded: a webhook without a
-well-formed signature header (an event without the bearer token) is refused before its body is
-read; at most ``max_concurrent_bodies`` bodies are read at once (others wait for a slot); and a
-request has ``body_timeout`` seconds to get a slot and deliver its whole body (else 503 or 408).
-The worst case is about ``max_concurrent_bodies * max_body_bytes`` of bodies in memory, however
-many slow clients connect.
+Bodies cost memory before anything is verified: a webhook without a well-formed signature
+header (an event without the bearer token) is refused before its body is read, and the rest are
+read within the bounds of :mod:`pitstop.server.bodies`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +47,7 @@ from pitstop.kernel.errors import (
 )
 from pitstop.kernel.redaction import Redactor
 from pitstop.kernel.statelog import StateLog
+from pitstop.server.bodies import BodyRefused, BoundedBodies
 from pitstop.server.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -85,38 +80,6 @@ _DONE = "done"
 _TOO_DEEP = "body is not valid JSON: nested too deeply"
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
-class _BodySlots:
-    """At most ``size`` request bodies being read at once, across event loops (the test client
-    runs one per request) and threads."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._lock = threading.Lock()
-
-    def _try_take(self) -> bool:
-        with self._lock:
-            if self._free <= 0:
-                return False
-            self._free -= 1
-            return True
-
-    async def take(self, deadline: float) -> bool:
-        """Take a slot, waiting until ``deadline`` (``time.monotonic``); False if none freed."""
-        while not self._try_take():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.05)  # a waiting request holds no body yet: polling is cheap
-        return True
-
-    def give(self) -> None:
-        with self._lock:
-            self._free += 1
-
-
 @dataclass
 class _Outcome:
     """What a handler decided: the HTTP reply, plus the fields worth logging."""
@@ -143,18 +106,6 @@ def _unavailable(exc: Exception) -> _Outcome:
 def _valid_key(value: str) -> bool:
     # Keys become part of Redis keys and log lines: keep them short and printable.
     return 0 < len(value) <= _MAX_KEY_LENGTH and value.isascii() and value.isprintable()
-
-
-async def _read_body(request: Request, limit: int) -> bytearray:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLargeError
-    return body
 
 
 def _parse_github_body(body: bytes | bytearray, content_type: str) -> dict[str, Any]:
@@ -196,30 +147,19 @@ class _Handlers:
         self.secret = webhook_secret.encode() if webhook_secret else None
         self.token = api_token.encode() if api_token else None
         self.state_log = state_log
-        self.max_body_bytes = max_body_bytes
         self.ttl = delivery_ttl_seconds
         self.max_data_bytes = bus.max_data_bytes
         self.redactor = redactor or Redactor.from_environ()
-        self.slots = _BodySlots(max_concurrent_bodies)
-        self.body_timeout = body_timeout
+        self.bodies = BoundedBodies(max_bytes=max_body_bytes,
+                                    max_concurrent=max_concurrent_bodies, timeout=body_timeout)
 
     async def _bounded_body(self, request: Request) -> bytearray | _Outcome:
-        """The request's body, or the reply refusing it: 413 (too large), 503 (no body slot
-        freed in time: retry), 408 (the body did not arrive in time)."""
-        deadline = time.monotonic() + self.body_timeout
-        if not await self.slots.take(deadline):
-            return _error(503, "too many requests are sending their bodies: retry shortly",
-                          result="busy", **{"Retry-After": "1"})
+        """The request's body, or the reply refusing it (:class:`BoundedBodies` says why)."""
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await _read_body(request, self.max_body_bytes)
-        except _BodyTooLargeError:
-            return _error(413, f"body is larger than {self.max_body_bytes} bytes")
-        except TimeoutError:
-            return _error(408, f"the body did not arrive within {self.body_timeout:g}s",
-                          result="timeout", Connection="close")
-        finally:
-            self.slots.give()
+            return await self.bodies.read(request)
+        except BodyRefused as refused:
+            return _error(refused.status, refused.message, result=refused.result,
+                          **refused.headers)
 
     # --- GET /healthz ---------------------------------------------------------------------
 
