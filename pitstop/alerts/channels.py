@@ -66,9 +66,11 @@ def context_of(notification: dict[str, Any]) -> dict[str, Any]:
             + int(notification.get("more_events", 0))}
 
 
-def title_of(channel: ChannelModel, notification: dict[str, Any]) -> str:
+def title_of(channel: ChannelModel, notification: dict[str, Any],
+             context: dict[str, Any] | None = None) -> str:
     """The rendered title on one line: CR, LF, NUL and runs of whitespace fold to one space."""
-    rendered = render(channel.title, DEFAULT_TITLE, context_of(notification))
+    rendered = render(channel.title, DEFAULT_TITLE,
+                      context_of(notification) if context is None else context)
     return " ".join(rendered.replace("\x00", " ").split())
 
 
@@ -91,7 +93,7 @@ def build_email(channel: EmailChannel, notification: dict[str, Any]) -> EmailMes
     custom title), and refusing it would let whoever sends the first event of a group with a
     CR/LF in it silence that group's e-mail, a real failure joining it included."""
     context = context_of(notification)
-    subject = check_header("Subject", title_of(channel, notification))
+    subject = check_header("Subject", title_of(channel, notification, context))
     message = EmailMessage()
     message["Subject"] = subject[:MAX_SUBJECT_CHARS]
     message["From"] = check_header("From", channel.sender)
